@@ -1,0 +1,22 @@
+"""mechlens: from a deep-network model of a neural circuit to a mechanistic account of how it computes.
+
+Import cost is kept low: torch, captum and scikit-learn are imported only when a plugin that needs
+them is used.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mechlens.hookspecs import hookimpl
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "hookimpl", "run"]
+
+
+def run(*args: Any, **kwargs: Any) -> Any:
+    """Run the pipeline; see :func:`mechlens.pipeline.run`."""
+    from mechlens.pipeline import run as _run
+
+    return _run(*args, **kwargs)

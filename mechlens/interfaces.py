@@ -1,0 +1,468 @@
+"""The abstract plugin interfaces: Model, Stimulus, Attributor, Reducer, Experiment, Command.
+
+A plugin subclasses one of these, declares ``name`` and a ``Parameters`` dataclass (see
+:mod:`mechlens.parameters`), and is returned by a hook of :mod:`mechlens.hookspecs`. Every stage
+exchanges labeled ``xarray.Dataset`` objects whose names are fixed by DESIGN.md and checked by
+:mod:`mechlens.schema`.
+
+Time convention
+---------------
+A stimulus movie has a ``time`` coordinate in seconds. Frames before ``time == 0`` are history
+(``pre_s`` attr): a model with ``history`` frames answers at every time whose full window lies inside
+the movie, i.e. from ``time[history - 1]`` on. Events (flash onsets, reversal) are in the same seconds.
+
+Torch is imported lazily so that ``import mechlens`` and plugin discovery stay cheap.
+"""
+
+from __future__ import annotations
+
+import abc
+import argparse
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import xarray as xr
+
+from mechlens import parameters as _params
+from mechlens.errors import ParameterError, SchemaError, UsageError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+
+class Plugin(abc.ABC):
+    """Common base of every plugin class.
+
+    Parameters
+    ----------
+    **params
+        Values for the fields of the class's ``Parameters`` dataclass; unknown names, wrong types
+        and out-of-range values raise :class:`~mechlens.errors.ParameterError` naming the parameter.
+
+    Attributes
+    ----------
+    name : str
+        Registry name, kebab-case (``"retina-cnn"``).
+    kind : str
+        ``"model"``, ``"stimulus"``, ``"attributor"``, ``"reducer"`` or ``"experiment"``.
+    Parameters : type
+        A dataclass declaring the parameters, made with :func:`mechlens.parameters.param`.
+    params
+        The validated Parameters instance.
+    """
+
+    name: ClassVar[str] = ""
+    kind: ClassVar[str] = ""
+    Parameters: ClassVar[type] = _params.NoParameters
+
+    def __init__(self, **params: Any) -> None:
+        self.params = _params.build(self.Parameters, params, where=self.kind or self.name)
+
+    @classmethod
+    def describe(cls) -> str:
+        """First line of the class docstring."""
+        return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+
+    @classmethod
+    def parameter_specs(cls) -> list[_params.ParamSpec]:
+        """The declared parameters (name, type, default, units, range, doc)."""
+        return _params.specs(cls.Parameters)
+
+    def parameters_json(self) -> str:
+        """The parameters as a JSON string, for provenance attrs."""
+        return _params.to_json(self.params)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.params!r})"
+
+
+class Stimulus(Plugin):
+    """A visual stimulus: makes a movie on a pixel grid.
+
+    Subclasses implement :meth:`render` for one set of scalar parameters; :meth:`generate` handles
+    sweeps (a list value of a ``sweepable`` parameter) by rendering once per value and stacking the
+    results along a ``condition`` dim whose coordinate holds the values and whose attr ``swept``
+    names the parameter.
+    """
+
+    kind = "stimulus"
+
+    def generate(self, seed: int = 0) -> xr.Dataset:
+        """Make the stimulus Dataset.
+
+        Parameters
+        ----------
+        seed : int
+            Seed for every random choice; the same seed gives the same movie.
+
+        Returns
+        -------
+        xarray.Dataset
+            ``stimulus`` (time, y, x) or (condition, time, y, x) in z-scored contrast units
+            (0 = mean grey, negative = dark); ``time`` in s, ``y``/``x`` in um; attrs
+            ``frame_period_s`` and ``pre_s`` (seconds of history before ``time == 0``).
+        """
+        sweep = _params.swept(self.params)
+        if sweep is None:
+            ds = self.render(self.params, seed)
+        else:
+            pname, values = sweep
+            parts = [self.render(dataclasses.replace(self.params, **{pname: v}), seed) for v in values]
+            ds = stack_conditions(parts, pname, values)
+        ds.attrs.setdefault("stimulus", self.name)
+        ds.attrs.setdefault("stimulus_parameters", self.parameters_json())
+        ds.attrs.setdefault("seed", int(seed))
+        return ds
+
+    @abc.abstractmethod
+    def render(self, params: Any, seed: int) -> xr.Dataset:
+        """Render the movie for one set of scalar parameters (no sweep).
+
+        Parameters
+        ----------
+        params
+            A Parameters instance with no list-valued sweepable field.
+        seed : int
+            Random seed.
+
+        Returns
+        -------
+        xarray.Dataset
+            ``stimulus`` (time, y, x) plus event variables; see :meth:`generate`.
+        """
+
+
+def stack_conditions(parts: Sequence[xr.Dataset], name: str, values: Sequence[Any]) -> xr.Dataset:
+    """Stack per-condition Datasets along a new ``condition`` dim.
+
+    Movies of different lengths are padded at the end with mean grey (0); event variables of a
+    shorter condition are padded with NaN.
+
+    Parameters
+    ----------
+    parts : sequence of Dataset
+        One Dataset per value, each with ``stimulus`` (time, y, x).
+    name : str
+        Name of the swept parameter (stored in ``condition.attrs["swept"]`` and the Dataset attrs).
+    values : sequence
+        The swept values, one per part.
+    """
+    longest = max(parts, key=lambda d: d.sizes["time"])
+    aligned = []
+    for part in parts:
+        if part.sizes["time"] != longest.sizes["time"]:
+            start = part["time"].values[0]
+            if not np.isclose(start, longest["time"].values[0]):
+                raise SchemaError(
+                    f"sweep over {name}: conditions start at different times ({start} s vs "
+                    f"{longest['time'].values[0]} s); a stimulus must give every condition the same pre"
+                )
+            part = part.reindex(time=longest["time"], method="nearest", tolerance=1e-9)
+            part["stimulus"] = part["stimulus"].fillna(0.0)
+        else:
+            part = part.assign_coords(time=longest["time"])
+        aligned.append(part)
+    ds = xr.concat(aligned, dim="condition", data_vars="all", coords="minimal", compat="override")
+    ds = ds.assign_coords(condition=("condition", np.asarray(values)))
+    ds["condition"].attrs.update({"swept": name, "long_name": name})
+    ds.attrs.update(longest.attrs)
+    ds.attrs["swept"] = name
+    return ds
+
+
+class Model(Plugin):
+    """A model of a neural circuit: stimulus movie in, output-unit (cell) responses out.
+
+    A model is a torch module taking history windows ``(batch, history, y, x)`` (oldest frame first)
+    to rates ``(batch, n_cells)`` in Hz. Attribution and reduction need the module split at a named
+    hidden layer: :meth:`split` returns ``(below, above)`` with ``above(below(x)) == module(x)``.
+
+    Subclasses implement :attr:`cells`, :meth:`layers`, :meth:`torch_module` and :meth:`split`, and
+    set ``history``, ``frame_period_s`` and ``input_shape``. :meth:`predict` and :meth:`windows`
+    are provided.
+    """
+
+    kind = "model"
+    #: frames of history per window (the ``lag`` dim)
+    history: int = 40
+    #: seconds per frame
+    frame_period_s: float = 0.01
+    #: (y, x) pixels the model takes
+    input_shape: tuple[int, int] = (50, 50)
+    #: predict() batch size, in time points
+    batch_size: int = 512
+
+    @property
+    @abc.abstractmethod
+    def cells(self) -> list[str]:
+        """String ids of the output units, e.g. ``["gc00", "gc01"]``."""
+
+    @abc.abstractmethod
+    def layers(self) -> dict[str, tuple[int, ...]]:
+        """The attributable hidden layers: name -> unit shape per time point, e.g. ``{"conv1": (8, 36, 36)}``."""
+
+    @abc.abstractmethod
+    def torch_module(self) -> torch.nn.Module:
+        """The module mapping windows (batch, history, y, x) to rates (batch, cell) in Hz (eval mode)."""
+
+    @abc.abstractmethod
+    def split(self, layer: str) -> tuple[torch.nn.Module, torch.nn.Module]:
+        """Split the module at ``layer``.
+
+        Returns
+        -------
+        below : torch.nn.Module
+            Windows (batch, history, y, x) -> layer activations (batch, *layers()[layer]).
+        above : torch.nn.Module
+            Layer activations -> rates (batch, cell), in Hz.
+        """
+
+    def default_layer(self) -> str:
+        """The layer attributed when none is named (the first one)."""
+        return next(iter(self.layers()))
+
+    def check_layer(self, layer: str | None) -> str:
+        """Resolve ``layer`` (None means :meth:`default_layer`), raising a clear error if unknown."""
+        if layer is None:
+            return self.default_layer()
+        known = list(self.layers())
+        if layer not in known:
+            raise UsageError(
+                f"model {self.name!r} has no layer {layer!r}; its layers are {', '.join(known)}"
+                + _params.suggest(layer, known)
+            )
+        return layer
+
+    @property
+    def device(self) -> str:
+        """Torch device the module runs on."""
+        try:
+            return str(next(self.torch_module().parameters()).device)
+        except StopIteration:
+            return "cpu"
+
+    def time_of_outputs(self, stimulus: xr.DataArray) -> xr.DataArray:
+        """The ``time`` coordinate of the model's outputs for a movie (from ``time[history-1]`` on)."""
+        return stimulus["time"].isel(time=slice(self.history - 1, None))
+
+    def windows(self, movie: xr.DataArray) -> torch.Tensor:
+        """History windows of a movie, as a strided view (no copy).
+
+        Parameters
+        ----------
+        movie : xarray.DataArray
+            ``stimulus`` with dims (time, y, x).
+
+        Returns
+        -------
+        torch.Tensor
+            (n_times - history + 1, history, y, x), float32; row ``i`` is frames ``i .. i+history-1``.
+        """
+        import torch
+
+        self.check_movie(movie)
+        arr = np.ascontiguousarray(movie.transpose("time", "y", "x").values, dtype=np.float32)
+        frames = torch.from_numpy(arr)
+        # unfold gives (T', y, x, history) as a view; permute keeps it a view
+        return frames.unfold(0, self.history, 1).permute(0, 3, 1, 2)
+
+    def check_movie(self, movie: xr.DataArray) -> None:
+        """Raise a SchemaError if a movie does not fit the model's grid, frame period or history."""
+        shape = (movie.sizes.get("y"), movie.sizes.get("x"))
+        if shape != tuple(self.input_shape):
+            raise SchemaError(
+                f"model {self.name!r} takes {self.input_shape[0]}x{self.input_shape[1]} pixel movies; "
+                f"the stimulus is {shape[0]}x{shape[1]}. Generate the stimulus with a matching grid."
+            )
+        if movie.sizes["time"] < self.history:
+            raise SchemaError(
+                f"model {self.name!r} needs at least {self.history} frames of history; the stimulus has "
+                f"{movie.sizes['time']}"
+            )
+        period = movie.attrs.get("frame_period_s")
+        if period is not None and not np.isclose(float(period), self.frame_period_s):
+            raise SchemaError(
+                f"model {self.name!r} runs at {self.frame_period_s} s per frame; the stimulus has "
+                f"frame_period_s={period}. Generate the stimulus at the model's frame period."
+            )
+
+    def predict(self, stimulus: xr.Dataset) -> xr.Dataset:
+        """Responses of every cell to a stimulus.
+
+        Parameters
+        ----------
+        stimulus : xarray.Dataset
+            A stimulus Dataset (``stimulus`` with dims (time, y, x) or (condition, time, y, x)).
+
+        Returns
+        -------
+        xarray.Dataset
+            ``response`` (time, cell) or (condition, time, cell), in Hz, at the output times.
+        """
+        from mechlens.torchutil import run_batched
+
+        movie = stimulus["stimulus"]
+        movie.attrs.setdefault("frame_period_s", stimulus.attrs.get("frame_period_s"))
+        module = self.torch_module()
+
+        def one(m: xr.DataArray) -> np.ndarray:
+            return run_batched(module, self.windows(m), self.batch_size)
+
+        if "condition" in movie.dims:
+            data = np.stack([one(movie.isel(condition=i)) for i in range(movie.sizes["condition"])])
+            dims: tuple[str, ...] = ("condition", "time", "cell")
+        else:
+            data = one(movie)
+            dims = ("time", "cell")
+        coords = {"time": self.time_of_outputs(movie), "cell": ("cell", list(self.cells))}
+        if "condition" in movie.dims:
+            coords["condition"] = movie["condition"]
+        response = xr.DataArray(data.astype(np.float32), dims=dims, coords=coords)
+        response.attrs.update({"units": "Hz", "long_name": "model firing rate"})
+        return xr.Dataset({"response": response}, attrs={"frame_period_s": self.frame_period_s})
+
+    @classmethod
+    def load(cls, path: str | Path) -> Model:
+        """Load a model from a checkpoint written by :meth:`save` (never unpickles code)."""
+        raise UsageError(f"model {cls.name!r} cannot load checkpoints")
+
+    def save(self, path: str | Path) -> None:
+        """Write a checkpoint: weights plus JSON metadata."""
+        raise UsageError(f"model {self.name!r} cannot save checkpoints")
+
+    def checkpoint_sha256(self) -> str:
+        """sha256 of the checkpoint the model came from, or ``""`` (provenance)."""
+        return ""
+
+
+class Attributor(Plugin):
+    """Attributes each cell's response to the units of a hidden layer."""
+
+    kind = "attributor"
+
+    @abc.abstractmethod
+    def attribute(
+        self,
+        model: Model,
+        stimulus: xr.Dataset,
+        layer: str | None = None,
+        cells: Sequence[str] | None = None,
+    ) -> xr.Dataset:
+        """Attribute responses to hidden units.
+
+        Parameters
+        ----------
+        model : Model
+            The model.
+        stimulus : xarray.Dataset
+            A stimulus Dataset (``stimulus`` (time, y, x) [+ condition]).
+        layer : str, optional
+            Layer name from ``model.layers()``; default ``model.default_layer()``.
+        cells : sequence of str, optional
+            Cell ids to attribute; default all.
+
+        Returns
+        -------
+        xarray.Dataset
+            ``attribution`` (time, cell, unit_channel[, unit_y, unit_x]) [+ condition], in Hz;
+            ``response`` (time, cell); ``baseline_response`` (cell); ``completeness_error``
+            (time, cell) = sum(attribution) - (response - baseline_response). The layer name is in
+            the ``layer`` attr of ``attribution``.
+        """
+
+
+class Reducer(Plugin):
+    """Reduces attributions to a few effective units or modes, and checks them with a reduced model."""
+
+    kind = "reducer"
+
+    @abc.abstractmethod
+    def reduce(self, attribution: xr.Dataset, model: Model | None = None) -> xr.Dataset:
+        """Find the few units or components that generate the response.
+
+        Parameters
+        ----------
+        attribution : xarray.Dataset
+            Output of an Attributor (merged with the stimulus when a reduced model is to be run).
+        model : Model, optional
+            When given, the reduced model is run: ``reduced_response`` (time, cell).
+
+        Returns
+        -------
+        xarray.Dataset
+            ``weights`` (time, cell, component), ``components`` (component, unit_channel[, ...]),
+            and ``reduced_response`` (time, cell) when a model is given.
+        """
+
+
+class Experiment(Plugin):
+    """A named recipe: stimulus (and sweep), attributor, reducer, window, phenomenon measure, figures.
+
+    Subclasses set the class attributes and may override :meth:`measure` and :meth:`figures`.
+    """
+
+    kind = "experiment"
+    #: registry names and parameters of the stages
+    stimulus: ClassVar[str] = ""
+    stimulus_params: ClassVar[dict[str, Any]] = {}
+    attributor: ClassVar[str] = ""
+    attributor_params: ClassVar[dict[str, Any]] = {}
+    reducer: ClassVar[str] = ""
+    reducer_params: ClassVar[dict[str, Any]] = {}
+
+    def measure(self, result: xr.Dataset) -> xr.Dataset:
+        """Add the phenomenon's measure to a result Dataset (default: unchanged)."""
+        return result
+
+    def figures(self, result: xr.Dataset, outdir: Path) -> list[Path]:
+        """Write the experiment's figures into ``outdir``; return their paths (default: none)."""
+        return []
+
+
+class Command(abc.ABC):
+    """A CLI subcommand contributed by a plugin (``mechlens train``, ``mechlens simulate``).
+
+    Attributes
+    ----------
+    name : str
+        The subcommand (``"train"``).
+    help : str
+        One line for ``mechlens --help``.
+    """
+
+    name: ClassVar[str] = ""
+    help: ClassVar[str] = ""
+
+    @abc.abstractmethod
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Declare the subcommand's arguments."""
+
+    @abc.abstractmethod
+    def run(self, args: argparse.Namespace) -> int:
+        """Run it; return the exit status. Raise MechlensError subclasses for user errors."""
+
+
+KINDS: dict[str, type] = {
+    "model": Model,
+    "stimulus": Stimulus,
+    "attributor": Attributor,
+    "reducer": Reducer,
+    "experiment": Experiment,
+    "command": Command,
+}
+
+__all__ = [
+    "KINDS",
+    "Attributor",
+    "Command",
+    "Experiment",
+    "Model",
+    "ParameterError",
+    "Plugin",
+    "Reducer",
+    "Stimulus",
+    "stack_conditions",
+]

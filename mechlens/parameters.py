@@ -1,0 +1,345 @@
+"""Declared plugin parameters: dataclasses with defaults, types, units and documented ranges.
+
+A plugin class sets ``Parameters`` to a dataclass whose fields are made with :func:`param`. The
+CLI, config files and ``mechlens list --verbose`` read these declarations, so no plugin-specific
+code is needed anywhere else to set, check or show a parameter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mechlens.errors import ParameterError
+
+_META = "mechlens"
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """What a parameter is, as declared by its plugin.
+
+    Attributes
+    ----------
+    name : str
+        Field name.
+    type : Any
+        The annotated type (e.g. ``float``, ``float | list[float]``).
+    default : Any
+        Default value (``dataclasses.MISSING`` when required).
+    doc : str
+        One-line description.
+    units : str or None
+        Physical units (``"s"``, ``"um"``, ``"px/frame"``), or None for dimensionless.
+    min, max : float or None
+        Inclusive bounds, checked for every number (each element of a list).
+    choices : tuple or None
+        Allowed values.
+    sweepable : bool
+        A list value sweeps the parameter (one ``condition`` per value).
+    """
+
+    name: str
+    type: Any
+    default: Any
+    doc: str
+    units: str | None = None
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[Any, ...] | None = None
+    sweepable: bool = False
+    exclusive_min: bool = False
+
+    def range_text(self) -> str:
+        """Human-readable allowed range, e.g. ``"> 0"`` or ``"in [0, 1]"``."""
+        if self.choices is not None:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        lo = self.min
+        hi = self.max
+        if lo is not None and hi is not None:
+            return f"in {'(' if self.exclusive_min else '['}{lo:g}, {hi:g}]"
+        if lo is not None:
+            return f"{'>' if self.exclusive_min else '>='} {lo:g}"
+        if hi is not None:
+            return f"<= {hi:g}"
+        return ""
+
+
+def param(
+    default: Any = dataclasses.MISSING,
+    doc: str = "",
+    *,
+    units: str | None = None,
+    min: float | None = None,
+    max: float | None = None,
+    gt: float | None = None,
+    choices: Sequence[Any] | None = None,
+    sweepable: bool = False,
+) -> Any:
+    """Declare a parameter field.
+
+    Parameters
+    ----------
+    default
+        Default value. Lists are copied per instance.
+    doc : str
+        One-line description shown by ``mechlens list --verbose``.
+    units : str, optional
+        Units of the value.
+    min, max : float, optional
+        Inclusive bounds.
+    gt : float, optional
+        Exclusive lower bound (use instead of ``min`` for "strictly positive").
+    choices : sequence, optional
+        The allowed values.
+    sweepable : bool
+        Whether a list value sweeps the parameter over conditions.
+
+    Returns
+    -------
+    dataclasses.Field
+    """
+    meta = {
+        _META: {
+            "doc": doc,
+            "units": units,
+            "min": gt if gt is not None else min,
+            "max": max,
+            "exclusive_min": gt is not None,
+            "choices": tuple(choices) if choices is not None else None,
+            "sweepable": sweepable,
+        }
+    }
+    if isinstance(default, list):
+        return field(default_factory=lambda d=default: list(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class NoParameters:
+    """A plugin without parameters."""
+
+
+def specs(params_cls: type) -> list[ParamSpec]:
+    """The declared parameters of a Parameters dataclass, in declaration order."""
+    hints = typing.get_type_hints(params_cls)
+    out = []
+    for f in dataclasses.fields(params_cls):
+        meta = dict(f.metadata.get(_META, {}))
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = f.default_factory()  # type: ignore[misc]
+        else:
+            default = dataclasses.MISSING
+        out.append(
+            ParamSpec(
+                name=f.name,
+                type=hints.get(f.name, Any),
+                default=default,
+                doc=meta.get("doc", ""),
+                units=meta.get("units"),
+                min=meta.get("min"),
+                max=meta.get("max"),
+                choices=meta.get("choices"),
+                sweepable=meta.get("sweepable", False),
+                exclusive_min=meta.get("exclusive_min", False),
+            )
+        )
+    return out
+
+
+def type_name(tp: Any) -> str:
+    """A short readable name for a type hint (``float | list[float]``)."""
+    if tp is type(None):
+        return "None"
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(type_name(a) for a in typing.get_args(tp))
+    if origin in (list, tuple, Sequence):
+        args = typing.get_args(tp)
+        inner = type_name(args[0]) if args else "Any"
+        return f"list[{inner}]"
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the type hint ``tp``, converting where it is lossless.
+
+    ints become floats where a float is expected, strings become paths, tuples become lists.
+
+    Raises
+    ------
+    ParameterError
+        When the value does not fit the type.
+    """
+    if tp is Any:
+        return value
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for alt in typing.get_args(tp):
+            try:
+                return coerce(value, alt, where)
+            except ParameterError as err:
+                errors.append(err)
+        raise ParameterError(where, f"expected {type_name(tp)}, got {value!r}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ParameterError(where, f"expected None, got {value!r}")
+    if origin is typing.Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise ParameterError(where, f"expected one of {typing.get_args(tp)}, got {value!r}")
+    if origin in (list, tuple, Sequence) or tp in (list, tuple):
+        if isinstance(value, (list, tuple)):
+            args = typing.get_args(tp)
+            inner = args[0] if args else Any
+            return [coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+        raise ParameterError(where, f"expected {type_name(tp)}, got {value!r}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise ParameterError(where, f"expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ParameterError(where, f"expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ParameterError(where, f"expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ParameterError(where, f"expected a string, got {value!r}")
+    if tp is Path:
+        if isinstance(value, (str, Path)):
+            return Path(value)
+        raise ParameterError(where, f"expected a path, got {value!r}")
+    if isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise ParameterError(where, f"expected {type_name(tp)}, got {value!r}")
+
+
+def _check_bounds(spec: ParamSpec, value: Any, where: str) -> None:
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_bounds(spec, v, f"{where}[{i}]")
+        return
+    if spec.choices is not None and value not in spec.choices:
+        raise ParameterError(where, f"got {value!r}; allowed: {spec.range_text()}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, float) and math.isnan(value):
+            raise ParameterError(where, "got NaN; give a number")
+        lo, hi = spec.min, spec.max
+        bad = (
+            (lo is not None and (value <= lo if spec.exclusive_min else value < lo))
+            or (hi is not None and value > hi)
+        )
+        if bad:
+            unit = f" {spec.units}" if spec.units else ""
+            raise ParameterError(where, f"got {value!r}{unit}; allowed range {spec.range_text()}{unit}")
+
+
+def suggest(name: str, known: Sequence[str]) -> str:
+    """``"; did you mean X?"`` for the closest known name, or ``""``."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def build(params_cls: type, values: Mapping[str, Any], where: str = "") -> Any:
+    """Make a Parameters instance from user values, checking names, types and ranges.
+
+    Parameters
+    ----------
+    params_cls : type
+        The plugin's Parameters dataclass.
+    values : mapping
+        User-supplied values; missing ones take their defaults.
+    where : str
+        Prefix for error messages, e.g. ``"stimulus"`` gives ``"stimulus.period: ..."``.
+
+    Raises
+    ------
+    ParameterError
+        Unknown name (with the closest match), wrong type, or out of range.
+    """
+    declared = {s.name: s for s in specs(params_cls)}
+    prefix = f"{where}." if where else ""
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in declared:
+            raise ParameterError(f"{prefix}{key}", "unknown parameter" + suggest(key, list(declared)))
+        spec = declared[key]
+        tp = spec.type
+        if spec.sweepable and isinstance(value, (list, tuple)) and typing.get_origin(tp) not in (list,):
+            # a sweep: each element must fit the scalar type
+            value = [coerce(v, tp, f"{prefix}{key}[{i}]") for i, v in enumerate(value)]
+            if not value:
+                raise ParameterError(f"{prefix}{key}", "an empty sweep; give at least one value")
+        else:
+            value = coerce(value, tp, f"{prefix}{key}")
+        _check_bounds(spec, value, f"{prefix}{key}")
+        kwargs[key] = value
+    for name, spec in declared.items():
+        if name not in kwargs:
+            if spec.default is dataclasses.MISSING:
+                raise ParameterError(f"{prefix}{name}", "required parameter is missing")
+            _check_bounds(spec, spec.default, f"{prefix}{name}")
+    try:
+        return params_cls(**kwargs)
+    except ParameterError as err:
+        if prefix and not err.name.startswith(prefix):
+            raise ParameterError(f"{prefix}{err.name}", err.message) from None
+        raise
+
+
+def to_json(params: Any) -> str:
+    """Serialise a Parameters instance to a JSON string (netCDF-safe attr)."""
+
+    def default(o: Any) -> Any:
+        if isinstance(o, Path):
+            return str(o)
+        if dataclasses.is_dataclass(o):
+            return dataclasses.asdict(o)  # type: ignore[arg-type]
+        if hasattr(o, "tolist"):
+            return o.tolist()
+        return str(o)
+
+    data = dataclasses.asdict(params) if dataclasses.is_dataclass(params) else dict(params)
+    return json.dumps(data, default=default, sort_keys=True)
+
+
+def swept(params: Any) -> tuple[str, list[Any]] | None:
+    """The swept parameter of a Parameters instance, as ``(name, values)``, or None.
+
+    Raises
+    ------
+    ParameterError
+        If more than one parameter is swept.
+    """
+    found = [
+        (s.name, getattr(params, s.name))
+        for s in specs(type(params))
+        if s.sweepable and isinstance(getattr(params, s.name), list)
+    ]
+    if len(found) > 1:
+        names = ", ".join(n for n, _ in found)
+        raise ParameterError(found[1][0], f"only one parameter can be swept at a time (got lists for {names})")
+    return found[0] if found else None

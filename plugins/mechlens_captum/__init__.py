@@ -1,0 +1,1 @@
+"""Captum-based and exact integrated-gradients attribution to hidden units."""

@@ -1,0 +1,23 @@
+"""Entry point of the retina plugin (registered in pyproject.toml, as a third party would).
+
+Classes are imported inside the hooks so that discovery never imports torch.
+"""
+
+from __future__ import annotations
+
+from mechlens import hookimpl
+
+
+@hookimpl
+def mechlens_models() -> list[type]:
+    from mechlens_retina.cnn import RetinaCNN
+    from mechlens_retina.synthetic import SyntheticRetina
+
+    return [RetinaCNN, SyntheticRetina]
+
+
+@hookimpl
+def mechlens_commands() -> list[type]:
+    from mechlens_retina.commands import SimulateCommand, TrainCommand
+
+    return [TrainCommand, SimulateCommand]

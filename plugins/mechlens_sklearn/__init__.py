@@ -1,0 +1,1 @@
+"""Reducers (cell types, NMF, PCA), reduced models and cell-type characterisation."""

@@ -1,0 +1,1 @@
+"""Classic stimuli of retinal physiology as mechlens Stimulus plugins."""
