@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 
-class Plugin(abc.ABC):
+class Plugin(abc.ABC):  # noqa: B024 - abstract by intent; each kind adds its own abstract methods
     """Common base of every plugin class.
 
     Parameters

@@ -248,9 +248,8 @@ def _check_bounds(spec: ParamSpec, value: Any, where: str) -> None:
         if isinstance(value, float) and math.isnan(value):
             raise ParameterError(where, "got NaN; give a number")
         lo, hi = spec.min, spec.max
-        bad = (
-            (lo is not None and (value <= lo if spec.exclusive_min else value < lo))
-            or (hi is not None and value > hi)
+        bad = (lo is not None and (value <= lo if spec.exclusive_min else value < lo)) or (
+            hi is not None and value > hi
         )
         if bad:
             unit = f" {spec.units}" if spec.units else ""

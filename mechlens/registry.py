@@ -127,7 +127,9 @@ class Registry:
 
         base = KINDS[kind]
         if not (isinstance(cls, type) and issubclass(cls, base)):
-            self._warn(f"distribution {dist!r} returned {cls!r} from its {kind} hook; expected a {base.__name__} subclass")
+            self._warn(
+                f"distribution {dist!r} returned {cls!r} from its {kind} hook; expected a {base.__name__} subclass"
+            )
             return
         name = getattr(cls, "name", "")
         if not name:
@@ -167,7 +169,9 @@ class Registry:
             Listing the known names and the closest match.
         """
         if kind not in hookspecs.HOOK_KINDS.values():
-            raise PluginNotFoundError(f"unknown plugin kind {kind!r}; kinds are {', '.join(hookspecs.HOOK_KINDS.values())}")
+            raise PluginNotFoundError(
+                f"unknown plugin kind {kind!r}; kinds are {', '.join(hookspecs.HOOK_KINDS.values())}"
+            )
         self.load()
         try:
             return self._entries[(kind, name)]

@@ -6,6 +6,7 @@ without any model plugin installed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,9 +22,7 @@ class ToyCNN(Model):
 
     name = "toy-cnn"
 
-    from dataclasses import dataclass as _dc
-
-    @_dc(frozen=True)
+    @dataclass(frozen=True)
     class Parameters:
         history: int = param(5, "frames of history", min=1)
         size: int = param(12, "pixels per side", min=4)
@@ -91,9 +90,7 @@ class ToyNoise(Stimulus):
 
     name = "toy-noise"
 
-    from dataclasses import dataclass as _dc
-
-    @_dc(frozen=True)
+    @dataclass(frozen=True)
     class Parameters:
         frames: int = param(30, "frames after the history", min=1)
         pre_frames: int = param(5, "frames of history before time 0", min=0)

@@ -1,0 +1,186 @@
+"""Run specifications from TOML files and ``--set stage.param=value`` overrides.
+
+A config file is data, never code::
+
+    [model]
+    name = "retina-cnn"
+
+    [stimulus]
+    name = "osr"
+    period = [0.06, 0.1, 0.15]     # a list sweeps the parameter
+
+    [attributor]
+    name = "integrated-gradients"
+
+    [reducer]
+    name = "cell-types"
+
+    [run]
+    seed = 0
+    layer = "conv1"
+    output = "results/osr.nc"
+
+Unknown sections, keys and parameters are rejected with their path and the closest known name
+(``stimulus.periood: unknown parameter; did you mean period?``); values are type-checked against
+the plugin's declared Parameters.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mechlens import parameters as _params
+from mechlens import registry as _registry
+from mechlens.errors import ConfigError, ParameterError, PluginNotFoundError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+STAGES = ("model", "stimulus", "attributor", "reducer")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The ``[run]`` section."""
+
+    seed: int = _params.param(0, "stimulus seed", min=0)
+    layer: str = _params.param("", "hidden layer to attribute (empty: the model's first)")
+    cells: list[str] = _params.param([], "cells to attribute (empty: all)")
+    output: str = _params.param("", "netCDF file to write")
+    model_checkpoint: str = _params.param("", "load the model from this checkpoint")
+    experiment: list[str] = _params.param([], "experiments to run (empty with no stimulus: all)")
+
+
+@dataclass
+class StageConfig:
+    """One stage: plugin name and its parameter values (as given; checked by :func:`check`)."""
+
+    name: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunConfig:
+    """A whole run: the four stages and the run options."""
+
+    model: StageConfig = field(default_factory=StageConfig)
+    stimulus: StageConfig = field(default_factory=StageConfig)
+    attributor: StageConfig = field(default_factory=StageConfig)
+    reducer: StageConfig = field(default_factory=StageConfig)
+    run: dict[str, Any] = field(default_factory=dict)
+
+    def stage(self, name: str) -> StageConfig:
+        """The config of stage ``name``."""
+        return getattr(self, name)
+
+    def options(self) -> RunOptions:
+        """The validated ``[run]`` options."""
+        return _params.build(RunOptions, self.run, where="run")
+
+
+def from_mapping(data: Mapping[str, Any], source: str = "config") -> RunConfig:
+    """Build a RunConfig from parsed TOML, rejecting unknown sections and malformed stages."""
+    cfg = RunConfig()
+    known = [*STAGES, "run"]
+    for section, body in data.items():
+        if section not in known:
+            raise ConfigError(f"{source}: [{section}]: unknown section" + _params.suggest(section, known))
+        if not isinstance(body, Mapping):
+            raise ConfigError(f"{source}: {section} must be a table ([{section}]), got {body!r}")
+        if section == "run":
+            cfg.run = dict(body)
+            continue
+        body = dict(body)
+        name = body.pop("name", None)
+        if name is not None and not isinstance(name, str):
+            raise ConfigError(f"{source}: {section}.name must be a string, got {name!r}")
+        cfg.stage(section).name = name
+        cfg.stage(section).params = body
+    return cfg
+
+
+def load(path: str | Path) -> RunConfig:
+    """Read a TOML run file.
+
+    Raises
+    ------
+    ConfigError
+        Missing file, TOML syntax error (with line), or unknown section.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config file: {err}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    return from_mapping(data, str(path))
+
+
+def parse_value(text: str) -> Any:
+    """Parse an override value as a TOML value (``0.1``, ``[1, 2]``, ``true``, ``"x"``); bare words are strings."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(cfg: RunConfig, overrides: Iterable[str]) -> RunConfig:
+    """Apply ``stage.param=value`` overrides (``stimulus.period=[0.06,0.1]``, ``run.seed=3``)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected stage.param=value, e.g. stimulus.period=0.1")
+        key, _, raw = item.partition("=")
+        stage, dot, pname = key.strip().partition(".")
+        if not dot or not pname:
+            raise ConfigError(f"--set {item!r}: expected stage.param=value, e.g. stimulus.period=0.1")
+        value = parse_value(raw.strip())
+        if stage == "run":
+            cfg.run[pname] = value
+        elif stage in STAGES:
+            if pname == "name":
+                cfg.stage(stage).name = str(value)
+            else:
+                cfg.stage(stage).params[pname] = value
+        else:
+            raise ConfigError(f"--set {item!r}: unknown stage {stage!r}" + _params.suggest(stage, [*STAGES, "run"]))
+    return cfg
+
+
+def check(cfg: RunConfig, registry: _registry.Registry | None = None, source: str = "config") -> None:
+    """Check that named plugins exist and their parameters are valid, before anything runs.
+
+    Raises
+    ------
+    ConfigError
+        Naming the offending path, e.g. ``stimulus.periood: unknown parameter; did you mean period?``.
+    """
+    reg = registry or _registry.default()
+    try:
+        cfg.options()
+    except ParameterError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    for stage in STAGES:
+        sc = cfg.stage(stage)
+        if sc.name is None:
+            if sc.params:
+                raise ConfigError(f'{source}: [{stage}] sets parameters but no name; add name = "..."')
+            continue
+        try:
+            cls = reg.get(stage, sc.name)
+        except PluginNotFoundError as err:
+            raise ConfigError(f"{source}: {stage}.name: {err}") from None
+        try:
+            _params.build(cls.Parameters, sc.params, where=stage)
+        except ParameterError as err:
+            raise ConfigError(f"{source}: {err}") from None
