@@ -1,0 +1,1 @@
+"""Example third-party mechlens plugin: a drifting sinusoidal grating."""

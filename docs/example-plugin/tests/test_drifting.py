@@ -1,0 +1,26 @@
+"""The plugin's own tests: the mechlens conformance kit plus the physics."""
+
+import numpy as np
+import pytest
+from mechlens_gratings.drifting import DriftingGrating
+
+from mechlens.errors import ParameterError
+from mechlens.testing import check_stimulus
+
+
+def test_conforms():
+    check_stimulus(DriftingGrating)
+    ds = check_stimulus(DriftingGrating, {"speed_um_s": [-440.0, 440.0]})
+    assert ds.sizes["condition"] == 2
+
+
+def test_phase_moves_at_the_stated_speed():
+    ds = DriftingGrating(speed_um_s=550.0).generate(0)
+    row = ds["stimulus"].sel(time=slice(0, None)).isel(y=0).values
+    # one pixel (55 um) at 550 um/s takes 0.1 s = 10 frames
+    np.testing.assert_allclose(row[10, 1:], row[0, :-1], atol=1e-5)
+
+
+def test_unresolvable_wavelength_is_rejected():
+    with pytest.raises(ParameterError, match="wavelength_um"):
+        DriftingGrating(wavelength_um=60.0)
