@@ -198,9 +198,10 @@ def merge(parts: Sequence[xr.Dataset]) -> xr.Dataset:
         attrs.update(p.attrs)
     ds = xr.merge(parts, join="outer", compat="override", combine_attrs="drop")
     ds.attrs.update(attrs)
-    for p in parts:  # merge may drop coord attrs on outer joins; restore units
-        for name, coord in p.coords.items():
-            if name in ds.coords:
-                for k, v in coord.attrs.items():
+    # merge drops variable attrs (units, layer, ...) with combine_attrs="drop"; restore them
+    for p in parts:
+        for name, var in p.variables.items():
+            if name in ds.variables:
+                for k, v in var.attrs.items():
                     ds[name].attrs.setdefault(k, v)
     return ds

@@ -1,4 +1,8 @@
-"""Entry point of the reduction plugin (registered in pyproject.toml, as a third party would)."""
+"""Entry point of the reduction plugin (registered in pyproject.toml, as a third party would).
+
+The reducer classes are imported inside the hook so that plugin discovery never imports torch or
+scikit-learn.
+"""
 
 from __future__ import annotations
 
@@ -7,4 +11,8 @@ from mechlens import hookimpl
 
 @hookimpl
 def mechlens_reducers() -> list[type]:
-    return []
+    """The reducers: ``cell-types`` (the paper's reduction), ``nmf`` and ``pca``."""
+    from mechlens_sklearn.celltypes import CellTypes
+    from mechlens_sklearn.factorise import NMFReducer, PCAReducer
+
+    return [CellTypes, NMFReducer, PCAReducer]

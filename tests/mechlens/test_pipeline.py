@@ -79,3 +79,14 @@ def test_windows_are_a_view_equal_to_explicit_windows():
     explicit = np.stack([movie[i : i + m.history] for i in range(movie.shape[0] - m.history + 1)])
     np.testing.assert_array_equal(w.numpy(), explicit)
     assert isinstance(stim, xr.DataArray)
+
+
+def test_merge_keeps_variable_attrs():
+    from mechlens.pipeline import merge
+
+    stim = ToyNoise().generate(0)
+    resp = ToyCNN().predict(stim)
+    resp["response"].attrs["layer"] = "conv1"
+    out = merge([stim, resp])
+    assert out["response"].attrs["units"] == "Hz" and out["response"].attrs["layer"] == "conv1"
+    assert out["stimulus"].attrs["long_name"] == "contrast"

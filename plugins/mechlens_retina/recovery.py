@@ -1,0 +1,138 @@
+"""Mechanism recovery: does attribution on a CNN trained on the synthetic retina find the synthetic
+retina's own mechanism?
+
+Matching is by **activation correlation under white noise**: each CNN first-layer channel is assigned
+to the ground-truth bipolar type whose activation (at the centre of the grid) it correlates with most
+strongly in absolute value. The CNN's cell-type attributions are then summed per matched type and
+compared, time course against time course, with the ground truth's attributions to its own types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import xarray as xr
+
+from mechlens.interfaces import Attributor, Model
+from mechlens.testing import noise_stimulus
+
+
+@dataclass(frozen=True)
+class TypeMatch:
+    """How CNN channels map onto ground-truth types.
+
+    Attributes
+    ----------
+    assignment : numpy.ndarray
+        (n_cnn_channels,) index of the matched ground-truth type per CNN channel.
+    correlation : numpy.ndarray
+        (n_cnn_channels, n_gt_types) Pearson r of centre-unit activations under white noise.
+    """
+
+    assignment: np.ndarray
+    correlation: np.ndarray
+
+    def strength(self) -> np.ndarray:
+        """|r| of each CNN channel with its matched type."""
+        return np.abs(self.correlation[np.arange(len(self.assignment)), self.assignment])
+
+
+def _centre_activity(model: Model, layer: str, movie: xr.DataArray) -> np.ndarray:
+    import torch
+
+    below, _ = model.split(layer)
+    windows = model.windows(movie)
+    outs = []
+    with torch.no_grad():
+        for start in range(0, windows.shape[0], 256):
+            z = below(windows[start : start + 256].contiguous())
+            cy, cx = z.shape[-2] // 2, z.shape[-1] // 2
+            outs.append(z[:, :, cy, cx].numpy())
+    return np.concatenate(outs)  # (time, channel)
+
+
+def match_types(
+    cnn: Model, cnn_layer: str, truth: Model, truth_layer: str, n_frames: int = 3000, seed: int = 0
+) -> TypeMatch:
+    """Match CNN channels to ground-truth types by activation correlation under Gaussian white noise.
+
+    Parameters
+    ----------
+    cnn, truth : Model
+        The trained CNN and the synthetic retina (same grid and history).
+    cnn_layer, truth_layer : str
+        Their attributed layers (``"conv1"``, ``"bipolar"``).
+    n_frames : int
+        Length of the white-noise probe, in frames.
+    seed : int
+        Noise seed.
+    """
+    movie = noise_stimulus(cnn, n_times=n_frames, seed=seed)["stimulus"]
+    a = _centre_activity(cnn, cnn_layer, movie)
+    b = _centre_activity(truth, truth_layer, movie)
+    a = (a - a.mean(0)) / (a.std(0) + 1e-12)
+    b = (b - b.mean(0)) / (b.std(0) + 1e-12)
+    corr = a.T @ b / a.shape[0]
+    return TypeMatch(assignment=np.abs(corr).argmax(axis=1), correlation=corr)
+
+
+def pooled_attribution(attribution: xr.DataArray, match: TypeMatch, n_types: int) -> xr.DataArray:
+    """Sum a CNN attribution (..., unit_channel) over the channels matched to each ground-truth type."""
+    summed = attribution.sum([d for d in ("unit_y", "unit_x") if d in attribution.dims])
+    parts = [
+        summed.isel(unit_channel=np.flatnonzero(match.assignment == k)).sum("unit_channel") for k in range(n_types)
+    ]
+    return xr.concat(parts, dim="unit_channel").assign_coords(unit_channel=np.arange(n_types))
+
+
+def recovery_score(cnn_attr: xr.DataArray, truth_attr: xr.DataArray, match: TypeMatch) -> xr.DataArray:
+    """Pearson r, per cell, between the CNN's type-pooled attribution and the ground truth's.
+
+    Both arrays are (time, cell, unit_channel[, ...]) on the same times and cells; the
+    (time x type) matrices are flattened and correlated, so both the time courses and the split of the
+    response among types must agree for a high score.
+
+    Returns
+    -------
+    xarray.DataArray
+        (cell,) correlation.
+    """
+    n_types = truth_attr.sizes["unit_channel"]
+    pooled = pooled_attribution(cnn_attr, match, n_types)
+    truth = truth_attr.sum([d for d in ("unit_y", "unit_x") if d in truth_attr.dims])
+    scores = []
+    for cell in truth["cell"].values:
+        x = pooled.sel(cell=cell).transpose("time", "unit_channel").values.ravel()
+        y = truth.sel(cell=cell).transpose("time", "unit_channel").values.ravel()
+        ok = np.isfinite(x) & np.isfinite(y)
+        scores.append(float(np.corrcoef(x[ok], y[ok])[0, 1]) if ok.sum() > 2 and np.std(y[ok]) > 0 else np.nan)
+    return xr.DataArray(np.asarray(scores), dims="cell", coords={"cell": truth["cell"].values})
+
+
+def compare(
+    cnn: Model,
+    truth: Model,
+    stimulus: xr.Dataset,
+    attributor: Attributor,
+    match: TypeMatch,
+    cells: Sequence[str] | None = None,
+    cnn_layer: str = "conv1",
+    truth_layer: str = "bipolar",
+) -> tuple[xr.DataArray, xr.Dataset, xr.Dataset]:
+    """Attribute both models on one stimulus and score the CNN against the ground truth.
+
+    Returns
+    -------
+    score : xarray.DataArray
+        (cell,) Pearson r (see :func:`recovery_score`); with a ``condition`` dim, scored on condition 0.
+    cnn_ds, truth_ds : xarray.Dataset
+        The two attribution Datasets.
+    """
+    cnn_ds = attributor.attribute(cnn, stimulus, cnn_layer, cells)
+    truth_ds = attributor.attribute(truth, stimulus, truth_layer, cells)
+    a, b = cnn_ds["attribution"], truth_ds["attribution"]
+    if "condition" in a.dims:
+        a, b = a.isel(condition=0), b.isel(condition=0)
+    return recovery_score(a, b, match), cnn_ds, truth_ds
