@@ -1,0 +1,214 @@
+"""Natural scenes: natural images, a new random crop every second, jittered by fixational eye movements.
+
+The images are the natural photographs that ship with packages mechlens already depends on, read
+from their package folders without any download (and without importing scikit-learn, which is slow):
+
+- ``china`` and ``flower``: scikit-learn's sample images (``sklearn.datasets.load_sample_images``),
+  427 x 640 px;
+- ``grace_hopper``: matplotlib's sample image (``matplotlib.cbook.get_sample_data``), 512 x 600 px.
+
+Each is converted to grey (ITU-R 601 luma) and z-scored with the mean and standard deviation of the
+three pooled, so brighter images stay brighter. A grid pixel covers ``zoom`` x ``zoom`` image pixels
+(box-filtered), and is sampled at its centre with bilinear interpolation, so the sub-pixel jitter is
+rendered smoothly. Image ``k`` is shown over ``[k * image_s, (k + 1) * image_s)`` (negative ``k`` in
+the history); its choice, crop and jitter path come from a generator seeded by ``(seed, k)``, so the
+movie can be made piecewise like white noise. The jitter is a Gaussian random walk of the image on
+the retina, starting at 0 at each image onset (a new fixation), with independent steps of standard
+deviation ``jitter_um`` per frame along y and x.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from scipy import ndimage
+
+from mechlens.errors import FileFormatError, ParameterError
+from mechlens.parameters import param
+from mechlens_stimuli._chunked import ChunkedStimulus
+from mechlens_stimuli._render import assemble, chunk_rng, event, n_frames, pixel_centres, stimulus_parameters
+
+#: the image library: name -> (package, path inside the package folder)
+IMAGES: dict[str, tuple[str, str]] = {
+    "china": ("sklearn", "datasets/images/china.jpg"),
+    "flower": ("sklearn", "datasets/images/flower.jpg"),
+    "grace_hopper": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
+}
+_STREAM = 2
+_LUMA = np.array([0.299, 0.587, 0.114])
+
+
+def image_path(name: str) -> Path:
+    """Where an image of the library lies (found without importing its package)."""
+    package, rel = IMAGES[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise FileFormatError(f"natural-scenes: image {name!r} ships with {package}, which is not installed")
+    path = Path(spec.origin).parent / rel
+    if not path.is_file():
+        raise FileFormatError(f"natural-scenes: image {name!r} not found at {path} (is {package} complete?)")
+    return path
+
+
+@functools.cache
+def image_shape(name: str) -> tuple[int, int]:
+    """(height, width) of a library image, px (reads only the file header)."""
+    from PIL import Image
+
+    with Image.open(image_path(name)) as im:
+        return im.size[1], im.size[0]
+
+
+def to_grey(rgb: np.ndarray) -> np.ndarray:
+    """ITU-R 601 luma of an (h, w, 3) RGB array, float64."""
+    return np.asarray(rgb, dtype=float) @ _LUMA
+
+
+@functools.lru_cache(maxsize=1)
+def library() -> dict[str, np.ndarray]:
+    """Every library image in grey, z-scored with the pooled mean and std: name -> (h, w) float32."""
+    from PIL import Image
+
+    grey = {}
+    for name in IMAGES:
+        with Image.open(image_path(name)) as im:
+            grey[name] = to_grey(np.asarray(im.convert("RGB")))
+    pooled = np.concatenate([g.ravel() for g in grey.values()])
+    mean, std = pooled.mean(), pooled.std()
+    return {k: ((g - mean) / std).astype(np.float32) for k, g in grey.items()}
+
+
+@functools.lru_cache(maxsize=16)
+def smoothed(name: str, zoom: int) -> np.ndarray:
+    """A library image box-filtered over ``zoom`` x ``zoom`` image pixels (one grid pixel's footprint)."""
+    img = library()[name]
+    return img if zoom == 1 else ndimage.uniform_filter(img, size=zoom, mode="reflect")
+
+
+def sample_image(image: np.ndarray, centre_px: tuple[float, float], jitter_um: np.ndarray, params: Any) -> np.ndarray:
+    """The grid's view of an (already box-filtered) image, one frame per jitter offset.
+
+    A grid pixel at ``(y, x)`` um shows the image at ``centre + (pos - jitter) * zoom / pixel_um``
+    image pixels, i.e. the jitter is the displacement of the image on the retina (positive x:
+    the image moves right).
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        (h, w) image.
+    centre_px : (float, float)
+        Image coordinates (row, column) shown at the grid centre when the jitter is 0.
+    jitter_um : numpy.ndarray
+        (n_frames, 2) image displacement (y, x), um.
+    params
+        Parameters with ``size_px``, ``pixel_um``, ``zoom``.
+
+    Returns
+    -------
+    numpy.ndarray
+        (n_frames, size_px, size_px) float32.
+    """
+    scale = params.zoom / params.pixel_um
+    # uniform_filter with an even size centres its window half a pixel before the index
+    half = 0.5 if params.zoom % 2 == 0 else 0.0
+    pos = pixel_centres(params)
+    rows = centre_px[0] + half + (pos[None, :] - jitter_um[:, :1]) * scale  # (T, n)
+    cols = centre_px[1] + half + (pos[None, :] - jitter_um[:, 1:]) * scale
+    n_t, n = rows.shape
+    coords = np.stack(np.broadcast_arrays(rows[:, :, None], cols[:, None, :]))
+    out = ndimage.map_coordinates(image, coords.reshape(2, -1), order=1, mode="mirror")
+    return out.reshape(n_t, n, n).astype(np.float32)
+
+
+class NaturalScenes(ChunkedStimulus):
+    """Natural images, a new random crop every second, jittered by fixational eye movements; seeded."""
+
+    name = "natural-scenes"
+
+    @stimulus_parameters
+    class Parameters:
+        duration: float = param(5.0, "movie length after time 0", units="s", gt=0)
+        image_s: float = param(1.0, "time each image is shown", units="s", gt=0)
+        jitter_um: float | list[float] = param(
+            5.0, "std of the image's random-walk step per frame, along y and along x", units="um", min=0,
+            sweepable=True,
+        )  # fmt: skip
+        zoom: int = param(4, "image pixels per grid pixel (box-filtered)", min=1)
+        contrast: float = param(1.0, "scale applied to the z-scored images", min=0, max=10)
+        images: str = param("all", "which library images to draw from", choices=("all", *IMAGES))
+
+        def __post_init__(self) -> None:
+            names = list(IMAGES) if self.images == "all" else [self.images]
+            side = min(min(image_shape(n)) for n in names)
+            if self.size_px * self.zoom > side:
+                raise ParameterError(
+                    "zoom",
+                    f"got {self.zoom}: a {self.size_px} px grid would need {self.size_px * self.zoom} image px, "
+                    f"more than the smallest image side ({side} px); allowed range [1, {side // self.size_px}]",
+                )
+
+    def span(self, params: Any) -> tuple[int, int]:
+        dt = params.frame_period_s
+        return n_frames(params.pre_s, dt), n_frames(params.duration, dt)
+
+    def image_plan(self, params: Any, seed: int, k: int) -> tuple[str, tuple[float, float], np.ndarray]:
+        """Image ``k``'s name, crop centre (image px) and jitter path ((frames per image, 2) um)."""
+        names = list(IMAGES) if params.images == "all" else [params.images]
+        rng = chunk_rng(seed, _STREAM, k)
+        name = names[int(rng.integers(len(names)))]
+        h, w = image_shape(name)
+        half = params.size_px * params.zoom / 2
+        centre = (float(rng.uniform(half - 0.5, h - 0.5 - half)), float(rng.uniform(half - 0.5, w - 0.5 - half)))
+        n_img = n_frames(params.image_s, params.frame_period_s)
+        steps = rng.standard_normal((n_img - 1, 2)) * params.jitter_um
+        path = np.vstack([np.zeros((1, 2)), np.cumsum(steps, axis=0)])
+        return name, centre, path
+
+    def chunk(self, params: Any, seed: int, start: int, stop: int) -> xr.Dataset:
+        dt = params.frame_period_s
+        n_pre, _ = self.span(params)
+        n_img = n_frames(params.image_s, dt)
+        frames = np.arange(start, stop)
+        k_of = frames // n_img
+        movie = np.empty((len(frames), params.size_px, params.size_px), dtype=np.float32)
+        jitter = np.empty((len(frames), 2))
+        ks = np.unique(k_of)
+        names, centres = [], []
+        for k in ks:  # one pass per image (a few per second of movie), vectorised inside
+            name, centre, path = self.image_plan(params, seed, int(k))
+            sel = k_of == k
+            local = frames[sel] - k * n_img
+            movie[sel] = sample_image(smoothed(name, params.zoom), centre, path[local], params)
+            jitter[sel] = path[local]
+            names.append(name)
+            centres.append(centre)
+        movie *= np.float32(params.contrast)
+        crop = np.asarray(centres)
+        return assemble(
+            params,
+            movie,
+            n_pre,
+            first_frame=start,
+            events={
+                "jitter_y": event(jitter[:, 0], "um", "image displacement on the retina, y", dims=("time",)),
+                "jitter_x": event(jitter[:, 1], "um", "image displacement on the retina, x", dims=("time",)),
+                "image_index": (("time",), k_of.astype(np.int32), {"long_name": "image shown (index on dim image)"}),
+                "image_onset": event(ks * n_img * dt, "s", "image onset", dims=("image",)),
+                "image_name": (("image",), np.asarray(names, dtype=str), {"long_name": "library image"}),
+                "crop_row": event(crop[:, 0], "px", "image row at the grid centre (no jitter)", dims=("image",)),
+                "crop_col": event(crop[:, 1], "px", "image column at the grid centre (no jitter)", dims=("image",)),
+            },
+            coords={"image": ("image", ks.astype(np.int32), {"long_name": "image index"})},
+            description=(
+                f"natural images ({params.images}), a new crop every {params.image_s:g} s, jittered by a "
+                f"random walk of {params.jitter_um:g} um per frame"
+            ),
+            reference="McIntosh et al. 2016 (NIPS); Maheswaranathan et al. 2023, Neuron 111:2742",
+            image_sources="china, flower: scikit-learn sample images; grace_hopper: matplotlib sample data",
+            zoom=int(params.zoom),
+        )

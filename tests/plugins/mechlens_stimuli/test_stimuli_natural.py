@@ -1,0 +1,110 @@
+"""Natural scenes: bundled images (offline), a new crop per image period, the jitter's statistics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+from mechlens_stimuli import natural
+from mechlens_stimuli.natural import NaturalScenes
+
+from mechlens.errors import ParameterError
+from mechlens.testing import check_stimulus
+
+
+def test_conformance() -> None:
+    ds = check_stimulus(NaturalScenes)
+    assert ds.sizes["time"] == 540 and ds.sizes["image"] == 6  # image -1 fills the 0.4 s history
+    assert ds["jitter_x"].attrs["units"] == "um"
+
+
+def test_images_are_the_bundled_ones_and_load_offline() -> None:
+    from matplotlib import cbook
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    sk = load_sample_images()
+    for name, rgb in zip(["china", "flower"], sk.images):
+        with Image.open(natural.image_path(name)) as im:
+            np.testing.assert_array_equal(np.asarray(im.convert("RGB")), rgb)
+        assert natural.image_shape(name) == rgb.shape[:2]
+    with cbook.get_sample_data("grace_hopper.jpg") as f:
+        assert natural.image_path("grace_hopper").samefile(f.name)
+    lib = natural.library()
+    pooled = np.concatenate([g.ravel() for g in lib.values()])
+    assert abs(pooled.mean()) < 1e-4 and pooled.std() == pytest.approx(1.0, rel=1e-4)  # pooled z-score
+
+
+def test_jitter_has_the_stated_step_statistics() -> None:
+    ds = NaturalScenes(duration=8.0, jitter_um=[2.0, 10.0], size_px=16, pre_s=0.0).generate(3)
+    assert list(ds["condition"].values) == [2.0, 10.0]
+    index = ds["image_index"].isel(condition=0).values
+    same_image = index[1:] == index[:-1]
+    for i, std in enumerate([2.0, 10.0]):
+        for axis in ("jitter_y", "jitter_x"):
+            path = ds[axis].isel(condition=i).values
+            steps = np.diff(path)[same_image]
+            assert len(steps) == 8 * 99
+            assert steps.std() == pytest.approx(std, rel=0.1)
+            assert abs(steps.mean()) < 4 * std / np.sqrt(len(steps))
+            # each image starts a new fixation: the walk restarts at 0
+            onsets = np.r_[True, ~same_image]
+            np.testing.assert_array_equal(path[onsets], 0.0)
+    # the same seed draws the same images and the same (scaled) path for every jitter
+    np.testing.assert_allclose(ds["jitter_x"].isel(condition=1), 5 * ds["jitter_x"].isel(condition=0))
+
+
+def test_a_new_image_every_image_s() -> None:
+    ds = NaturalScenes(duration=3.0, image_s=0.5, size_px=16).generate(0)
+    t = ds["time"].values
+    np.testing.assert_array_equal(ds["image_index"].values, np.floor(t / 0.5 + 1e-9).astype(int))
+    np.testing.assert_allclose(ds["image_onset"].values, ds["image"].values * 0.5)
+    assert set(ds["image_name"].values) <= set(natural.IMAGES)
+    # frames change at the image onsets much more than between jittered frames of one image
+    v = ds["stimulus"].values
+    change = np.abs(np.diff(v, axis=0)).mean(axis=(1, 2))
+    onset = np.diff(ds["image_index"].values) != 0
+    assert change[onset].min() > 3 * np.median(change[~onset])
+
+
+def test_the_image_moves_with_the_jitter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a ramp image the frame mean reads off the displacement: it must equal the stored jitter."""
+    rows, cols = np.mgrid[0:427, 0:640].astype(np.float32)
+    monkeypatch.setattr(natural, "smoothed", lambda name, zoom: cols if name != "rows" else rows)
+    params = {"duration": 2.0, "jitter_um": 20.0, "size_px": 20, "zoom": 3, "pre_s": 0.0}
+    stim = NaturalScenes(**params)
+    ds = stim.generate(1)
+    crop = ds["crop_col"].sel(image=ds["image_index"]).values
+    est = (crop - ds["stimulus"].values.mean(axis=(1, 2))) * 55.0 / 3
+    np.testing.assert_allclose(est, ds["jitter_x"].values, atol=0.01)  # um; float32 frames
+    # sample_image directly, along y: the image moves down (+y) by the jitter
+    p = stim.params
+    jit = np.array([[0.0, 0.0], [55.0 / 3 * 2.5, 0.0]])
+    out = natural.sample_image(rows, (100.0, 200.0), jit, p)
+    assert out[0].mean() - out[1].mean() == pytest.approx(2.5, abs=1e-4)
+    np.testing.assert_allclose(np.diff(out[0], axis=0), 3.0, atol=1e-4)  # zoom image px per grid px
+
+
+def test_chunks_equal_the_whole_movie() -> None:
+    stim = NaturalScenes(duration=2.5, size_px=10, image_s=0.3)
+    whole = stim.generate(5)
+    joined = xr.concat([c[["stimulus", "jitter_x", "image_index"]] for c in stim.iter_chunks(5, 70)], "time")
+    for name in ("stimulus", "jitter_x", "image_index"):
+        np.testing.assert_array_equal(joined[name].values, whole[name].values)
+
+
+def test_seeds_choose_different_crops() -> None:
+    a = NaturalScenes(duration=1.0, size_px=10).generate(0)
+    b = NaturalScenes(duration=1.0, size_px=10).generate(1)
+    assert not np.array_equal(a["crop_row"].values, b["crop_row"].values)
+
+
+def test_bad_parameters() -> None:
+    with pytest.raises(ParameterError, match=r"zoom.*allowed range \[1, 8\]"):
+        NaturalScenes(zoom=9)
+    with pytest.raises(ParameterError, match=r"jitter_um.*>= 0"):
+        NaturalScenes(jitter_um=-1.0)
+    with pytest.raises(ParameterError, match=r"images.*'china'"):
+        NaturalScenes(images="lena")
+    with pytest.raises(ParameterError, match=r"image_s.*whole number of frames"):
+        NaturalScenes(image_s=0.555)
