@@ -28,15 +28,15 @@ class TypeMatch:
     assignment : numpy.ndarray
         (n_cnn_channels,) index of the matched ground-truth type per CNN channel.
     correlation : numpy.ndarray
-        (n_cnn_channels, n_gt_types) Pearson r of centre-unit activations under white noise.
+        (n_cnn_channels, n_truth_channels) Pearson r of centre-unit activations under white noise.
     """
 
     assignment: np.ndarray
     correlation: np.ndarray
 
     def strength(self) -> np.ndarray:
-        """|r| of each CNN channel with its matched type."""
-        return np.abs(self.correlation[np.arange(len(self.assignment)), self.assignment])
+        """Largest |r| of each CNN channel with any truth channel."""
+        return np.abs(self.correlation).max(axis=1)
 
 
 def _centre_activity(model: Model, layer: str, movie: xr.DataArray) -> np.ndarray:
@@ -51,6 +51,24 @@ def _centre_activity(model: Model, layer: str, movie: xr.DataArray) -> np.ndarra
             cy, cx = z.shape[-2] // 2, z.shape[-1] // 2
             outs.append(z[:, :, cy, cx].numpy())
     return np.concatenate(outs)  # (time, channel)
+
+
+def type_groups(truth: Model) -> tuple[np.ndarray, list[str]]:
+    """Ground-truth type index of each channel of the truth's layer, and the type names.
+
+    The synthetic retina's ``bipolar`` layer holds each type twice (direct and delayed path); both
+    channels belong to one type. A model without ``ground_truth_types`` has one type per channel.
+    """
+    describe = getattr(truth, "ground_truth_types", None)
+    if describe is None:
+        n = next(iter(truth.layers().values()))[0]
+        return np.arange(n), [str(i) for i in range(n)]
+    types = describe()
+    names: list[str] = []
+    for t in types:
+        if t["type"] not in names:
+            names.append(t["type"])
+    return np.array([names.index(t["type"]) for t in types]), names
 
 
 def match_types(
@@ -75,7 +93,9 @@ def match_types(
     a = (a - a.mean(0)) / (a.std(0) + 1e-12)
     b = (b - b.mean(0)) / (b.std(0) + 1e-12)
     corr = a.T @ b / a.shape[0]
-    return TypeMatch(assignment=np.abs(corr).argmax(axis=1), correlation=corr)
+    groups, _ = type_groups(truth)
+    # a CNN channel is matched to the type of the truth channel it tracks best (direct or delayed path)
+    return TypeMatch(assignment=groups[np.abs(corr).argmax(axis=1)], correlation=corr)
 
 
 def pooled_attribution(attribution: xr.DataArray, match: TypeMatch, n_types: int) -> xr.DataArray:
@@ -87,7 +107,9 @@ def pooled_attribution(attribution: xr.DataArray, match: TypeMatch, n_types: int
     return xr.concat(parts, dim="unit_channel").assign_coords(unit_channel=np.arange(n_types))
 
 
-def recovery_score(cnn_attr: xr.DataArray, truth_attr: xr.DataArray, match: TypeMatch) -> xr.DataArray:
+def recovery_score(
+    cnn_attr: xr.DataArray, truth_attr: xr.DataArray, match: TypeMatch, groups: np.ndarray | None = None
+) -> xr.DataArray:
     """Pearson r, per cell, between the CNN's type-pooled attribution and the ground truth's.
 
     Both arrays are (time, cell, unit_channel[, ...]) on the same times and cells; the
@@ -99,9 +121,11 @@ def recovery_score(cnn_attr: xr.DataArray, truth_attr: xr.DataArray, match: Type
     xarray.DataArray
         (cell,) correlation.
     """
-    n_types = truth_attr.sizes["unit_channel"]
+    if groups is None:
+        groups = np.arange(truth_attr.sizes["unit_channel"])
+    n_types = int(groups.max()) + 1
     pooled = pooled_attribution(cnn_attr, match, n_types)
-    truth = truth_attr.sum([d for d in ("unit_y", "unit_x") if d in truth_attr.dims])
+    truth = pooled_attribution(truth_attr, TypeMatch(assignment=groups, correlation=np.zeros(0)), n_types)
     scores = []
     for cell in truth["cell"].values:
         x = pooled.sel(cell=cell).transpose("time", "unit_channel").values.ravel()
@@ -135,4 +159,4 @@ def compare(
     a, b = cnn_ds["attribution"], truth_ds["attribution"]
     if "condition" in a.dims:
         a, b = a.isel(condition=0), b.isel(condition=0)
-    return recovery_score(a, b, match), cnn_ds, truth_ds
+    return recovery_score(a, b, match, type_groups(truth)[0]), cnn_ds, truth_ds

@@ -1,0 +1,144 @@
+"""CLI subcommands of the retina plugin: ``mechlens train`` (here) and ``mechlens simulate``.
+
+``mechlens train --data PATH [--stimulus-type naturalscene] [--cells 0 1 2] [--set param=value ...]
+-o MODEL.pt`` fits the retina CNN to a recording and writes a checkpoint (``MODEL.pt`` plus
+``MODEL.json``). ``--set`` takes training parameters (``lr``, ``epochs``, ``nskip``, ...; see
+docs/training.md) and model parameters (``history``, ``channels1``, ``kernel1``, ...), bare or
+prefixed with ``train.`` / ``model.``; values are TOML (``0.01``, ``[5, 15]``, ``"fft"``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from mechlens.errors import ConfigError, ParameterError
+from mechlens.interfaces import Command
+
+
+def split_overrides(items: Iterable[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Sort ``--set`` items into training and model parameters.
+
+    Parameters
+    ----------
+    items : iterable of str
+        ``name=value``, ``train.name=value`` or ``model.name=value``; values are TOML.
+
+    Returns
+    -------
+    (dict, dict)
+        Training parameters and model parameters (values not yet validated).
+
+    Raises
+    ------
+    ConfigError
+        A malformed item.
+    ParameterError
+        A name that is neither a training nor a model parameter (with the closest match).
+    """
+    from mechlens.config import parse_value
+    from mechlens.parameters import specs, suggest
+    from mechlens_retina.cnn import RetinaCNN
+    from mechlens_retina.training import DERIVED, TrainParameters
+
+    train_names = [s.name for s in specs(TrainParameters)]
+    model_names = [s.name for s in specs(RetinaCNN.Parameters) if s.name not in DERIVED]
+    train: dict[str, Any] = {}
+    model: dict[str, Any] = {}
+    for item in items:
+        key, eq, raw = item.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise ConfigError(f"--set {item!r}: expected name=value, e.g. lr=0.005 or model.history=30")
+        scope, dot, name = key.partition(".")
+        if not dot:
+            scope, name = "", key
+        value = parse_value(raw.strip())
+        if scope in ("", "train") and name in train_names:
+            train[name] = value
+        elif scope in ("", "model") and name in model_names:
+            model[name] = value
+        elif scope not in ("", "train", "model"):
+            raise ConfigError(f"--set {item!r}: prefix {scope!r} must be 'train' or 'model'")
+        else:
+            known = train_names if scope == "train" else model_names if scope == "model" else train_names + model_names
+            raise ParameterError(
+                key, "not a training or model parameter of mechlens train" + suggest(name, known) + _derived_note(name)
+            )
+    return train, model
+
+
+def _derived_note(name: str) -> str:
+    from mechlens_retina.training import DERIVED
+
+    if name in DERIVED:
+        return f" ({name} is set from the data or from the training parameters)"
+    return ""
+
+
+class TrainCommand(Command):
+    """``mechlens train``: fit the retina CNN to a recording and write a checkpoint."""
+
+    name = "train"
+    help = "fit the retina CNN to a recording (deep-retina HDF5 or mechlens netCDF) and write MODEL.pt"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        from mechlens_retina.data import RESPONSE_KEYS, STIMULUS_TYPES
+
+        parser.add_argument(
+            "--data",
+            required=True,
+            type=Path,
+            metavar="PATH",
+            help="recording: a deep-retina .h5 file, an experiment directory holding <stimulus-type>.h5, or a .nc file",
+        )
+        parser.add_argument(
+            "--stimulus-type",
+            default="naturalscene",
+            choices=STIMULUS_TYPES,
+            help="which file of an experiment directory (default naturalscene)",
+        )
+        parser.add_argument(
+            "--response",
+            default="firing_rate_10ms",
+            choices=list(RESPONSE_KEYS),
+            help="response of an HDF5 recording (default firing_rate_10ms)",
+        )
+        parser.add_argument("--cells", type=int, nargs="+", metavar="N", help="rows of the recorded cells to fit")
+        parser.add_argument(
+            "--pixel-um", type=float, default=55.0, help="micrometres per pixel of an HDF5 recording (default 55)"
+        )
+        parser.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="PARAM=VALUE",
+            help="training or model parameter (lr=0.005, epochs=10, model.history=30); repeatable",
+        )
+        parser.add_argument("-o", "--output", required=True, type=Path, help="checkpoint to write (MODEL.pt)")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from mechlens_retina.training import describe, save_path, train
+
+        output = save_path(args.output)
+        train_params, model_params = split_overrides(args.overrides)
+        model, metrics = train(
+            args.data,
+            train_params,
+            model_params,
+            cells=args.cells,
+            stimulus_type=args.stimulus_type,
+            response=args.response,
+            pixel_um=args.pixel_um,
+        )
+        model.save(output)
+        print(describe(metrics, model.cells))
+        print(f"wrote {output} (sha256 {model.checkpoint_sha256()[:12]}...) and {output.with_suffix('.json')}")
+        return 0
+
+
+# the synthetic-retina module contributes the other command of this plugin
+from mechlens_retina.simulate import SimulateCommand as SimulateCommand  # noqa: E402

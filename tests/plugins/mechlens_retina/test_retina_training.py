@@ -1,0 +1,204 @@
+"""Training the retina CNN: sample bookkeeping, the FFT first layer, a tiny fit, determinism, the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from mechlens_retina import data as rdata
+from mechlens_retina import training
+from mechlens_retina.checkpoint import sha256_file
+from mechlens_retina.cnn import RetinaCNN
+from mechlens_retina.commands import split_overrides
+from mechlens_retina.data import from_datasets, write_h5
+from mechlens_retina.training import WindowBuffer, predict_frames, runs, sample_frames, train
+
+from mechlens.cli import main
+from mechlens.errors import ConfigError, ParameterError, UsageError
+from mechlens.schema import grid_coords, time_coord
+
+ARCH = dict(history=5, channels1=4, kernel1=5, channels2=4, kernel2=3, bn_momentum=0.1, device="cpu")
+FAST = dict(epochs=4, batch_size=128, val_fraction=0.1, threads=1)
+
+
+def ln_split(n: int, seed: int, size: int = 12, history: int = 5, n_rep: int = 0, offset: float = 0.0) -> xr.Dataset:
+    """Responses of two linear-nonlinear cells (ON and OFF centre, biphasic in time) to white noise.
+
+    The single-trial response is a Poisson count over 50 ms, in Hz; with ``n_rep`` the response is the
+    mean of ``n_rep`` such trials, which are kept as ``repeats``.
+    """
+    rng = np.random.default_rng(seed)
+    stim = (rng.standard_normal((n, size, size)) + offset).astype(np.float32)
+    yy, xx = np.mgrid[:size, :size]
+    temporal = np.array([0.0, -0.3, 0.2, 1.0, 0.4])[-history:]  # oldest lag first
+    rates = []
+    for sign, cy in ((1.0, 4.0), (-1.0, 7.0)):
+        space = sign * np.exp(-((yy - cy) ** 2 + (xx - 6.0) ** 2) / (2 * 1.5**2))
+        drive = np.einsum("tyx,yx->t", stim - offset, space)
+        lin = np.zeros(n)
+        for k, w in enumerate(temporal):
+            lin[history - 1 :] += w * drive[k : n - history + 1 + k]
+        rates.append(10.0 * np.log1p(np.exp(lin - 1.0)))
+    rate = np.stack(rates, axis=1)
+    coords = {"time": time_coord(n, 0.01), "cell": ["gc00", "gc01"]}
+    coords.update(grid_coords(size, size, 55.0))
+    trials = rng.poisson(rate * 0.05, size=(max(n_rep, 1), *rate.shape)) / 0.05
+    ds = xr.Dataset(
+        {
+            "stimulus": (("time", "y", "x"), stim),
+            "response": (("time", "cell"), trials.mean(axis=0).astype(np.float32), {"units": "Hz"}),
+        },
+        coords=coords,
+        attrs={"frame_period_s": 0.01},
+    )
+    if n_rep:
+        ds["repeats"] = (("repeat", "time", "cell"), trials.astype(np.float32))
+    return ds
+
+
+@pytest.fixture(scope="module")
+def recording() -> rdata.Recording:
+    return from_datasets(ln_split(4000, 0, offset=3.0), ln_split(600, 1, n_rep=6, offset=3.0))
+
+
+@pytest.fixture(scope="module")
+def fitted(recording) -> tuple[RetinaCNN, dict]:
+    return train(recording, FAST, ARCH, progress=False)
+
+
+def test_sample_frames_respect_blocks_nskip_and_history():
+    np.testing.assert_array_equal(sample_frames(20, 3, n_blocks=2, nskip=4), [*range(4, 10), *range(14, 20)])
+    np.testing.assert_array_equal(sample_frames(20, 3, n_blocks=2), [*range(2, 10), *range(12, 20)])
+    assert sample_frames(5, 10).size == 0
+    assert runs(np.array([2, 3, 4, 5, 9, 10]), 3) == [(2, 5), (5, 6), (9, 11)]
+
+
+@pytest.mark.parametrize(("history", "size", "kernel"), [(7, 20, 9), (40, 50, 15)])
+def test_fft_first_layer_equals_conv2d_in_values_and_gradients(history, size, kernel):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(history, 3, kernel)
+    frames = np.random.default_rng(0).standard_normal((history + 5, size, size)).astype(np.float32)
+    outs, grads = {}, {}
+    for mode in ("direct", "fft"):
+        buf = WindowBuffer(conv, (size, size), frames.shape[0], mode, "cpu")
+        assert buf.fill([frames]) == [0]
+        idx = torch.tensor([0, 3, 5])
+        conv.zero_grad()
+        y = buf.first_layer(buf.gather(idx))
+        (y * torch.linspace(-1, 1, y.numel()).reshape(y.shape)).sum().backward()
+        outs[mode] = y.detach()
+        grads[mode] = (conv.weight.grad.clone(), conv.bias.grad.clone())
+    explicit = conv(torch.from_numpy(np.stack([frames[i : i + history] for i in (0, 3, 5)])))
+    torch.testing.assert_close(outs["direct"], explicit.detach())
+    scale = outs["direct"].abs().max().item()
+    torch.testing.assert_close(outs["fft"], outs["direct"], atol=1e-5 * scale, rtol=1e-4)
+    for g_fft, g_dir in zip(grads["fft"], grads["direct"]):
+        torch.testing.assert_close(g_fft, g_dir, atol=1e-5 * g_dir.abs().max().item(), rtol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["fft", "direct"])
+def test_training_data_path_predicts_like_the_model(recording, mode):
+    model = RetinaCNN(checkpoint="random", image_size=12, n_cells=2, seed=2, **ARCH)
+    split = training._Split(recording.test, mean=3.0, std=2.0)
+    frames = np.arange(4, 600)
+    got = predict_frames(model, split, frames, mode, block_frames=150, batch=64)
+    stim = recording.test.copy()
+    stim["stimulus"] = (stim["stimulus"] - 3.0) / 2.0
+    want = model.predict(stim)["response"].values
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_tiny_training_lowers_held_out_loss_and_beats_the_mean_rate(fitted):
+    model, metrics = fitted
+    history = metrics["history"]
+    assert metrics["val_loss"] < history[0]["val_loss"]
+    assert metrics["val_loss"] < metrics["val_loss_mean_rate"] - 1.0
+    assert metrics["evaluated_on"] == "test"
+    ev = metrics["evaluation"]
+    assert ev["cc_mean"] > 0.6 and ev["fev_mean"] > 0.2
+    assert ev["test_loss"] < metrics["val_loss_mean_rate"]
+    assert 0 < ev["reliability_mean"] <= 1 and ev["cc_norm_mean"] > ev["cc_mean"]
+    # z-scoring with the training statistics (the movie has mean 3)
+    assert abs(model.metadata["stimulus_mean"] - 3.0) < 0.05 and abs(model.metadata["stimulus_std"] - 1.0) < 0.05
+    assert model.metadata["metrics"] is metrics and model.cells == ["gc00", "gc01"]
+    assert not model.torch_module().training
+
+
+def test_training_is_deterministic_under_a_seed(recording, fitted):
+    quick = {**FAST, "epochs": 1}
+    a, _ = train(recording, quick, ARCH, progress=False)
+    b, _ = train(recording, quick, ARCH, progress=False)
+    c, _ = train(recording, {**quick, "seed": 1}, ARCH, progress=False)
+    sa, sb, sc = (m.torch_module().state_dict() for m in (a, b, c))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not torch.equal(sa["conv1.weight"], sc["conv1.weight"])
+    # the caller's data is untouched (it is z-scored in copies)
+    assert abs(float(recording.train["stimulus"].mean()) - 3.0) < 0.05
+
+
+def test_max_steps_and_schedules(recording):
+    _, m = train(recording, {**FAST, "max_steps": 5, "schedule": "multistep", "milestones": [1]}, ARCH, progress=False)
+    assert m["steps"] == 5 and m["epochs_run"] == 1
+
+
+def test_training_streams_an_hdf5_file_in_blocks(tmp_path, monkeypatch):
+    train_ds, test_ds = ln_split(3000, 3), ln_split(400, 4, n_rep=4)
+    path = write_h5(tmp_path / "naturalscene.h5", train_ds, test_ds)
+    reads: list[int] = []
+    original = rdata._H5Array._read
+
+    def spy(self, key):
+        if len(self.shape) == 3:
+            reads.append(len(range(*key[0].indices(self.shape[0]))))
+        return original(self, key)
+
+    monkeypatch.setattr(rdata._H5Array, "_read", spy)
+    params = {**FAST, "epochs": 1, "block_frames": 500, "buffer_blocks": 2}
+    model, _ = train(path, params, ARCH, cells=[1], progress=False)
+    assert reads and max(reads) <= 500 + ARCH["history"] - 1
+    assert model.cells == ["gc01"] and model.metadata["training"]["cell_index"] == [1]
+    assert model.metadata["training"]["data_sha256"] == sha256_file(path)
+
+
+def test_train_command_writes_a_loadable_checkpoint(tmp_path, capsys):
+    path = write_h5(tmp_path / "naturalscene.h5", ln_split(2500, 5), ln_split(300, 6, n_rep=3))
+    out = tmp_path / "model.pt"
+    args = ["train", "--data", str(tmp_path), "--cells", "0", "1", "-o", str(out)]
+    for key, value in {**FAST, "epochs": 2}.items():
+        args += ["--set", f"{key}={value}"]
+    for key, value in ARCH.items():
+        args += ["--set", f"model.{key}={json.dumps(value)}"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "evaluated on the test set" in printed and "gc01" in printed and str(out) in printed
+    model = RetinaCNN.load(out)
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert model.cells == ["gc00", "gc01"] and model.history == 5 and model.input_shape == (12, 12)
+    assert meta["training"]["data"] == str(path) and meta["metrics"]["evaluation"]["cc"][0] is not None
+    assert meta["training"]["parameters"]["epochs"] == 2
+
+
+def test_set_overrides_are_routed_and_checked():
+    train_p, model_p = split_overrides(["lr=0.005", "model.history=30", "channels1=4", "train.nskip=100"])
+    assert train_p == {"lr": 0.005, "nskip": 100} and model_p == {"history": 30, "channels1": 4}
+    with pytest.raises(ParameterError, match="did you mean lr"):
+        split_overrides(["lrr=0.1"])
+    with pytest.raises(ParameterError, match="set from the data"):
+        split_overrides(["n_cells=3"])
+    with pytest.raises(ConfigError, match="expected name=value"):
+        split_overrides(["lr"])
+
+
+def test_bad_inputs_are_explained(recording):
+    with pytest.raises(ParameterError, match=r"model\.n_cells"):
+        train(recording, FAST, {**ARCH, "n_cells": 3})
+    with pytest.raises(ParameterError, match=r"train\.lr"):
+        train(recording, {"lr": -1.0}, ARCH)
+    with pytest.raises(UsageError, match="too few samples"):
+        train(recording, {**FAST, "nskip": 5000}, ARCH)
+    with pytest.raises(UsageError, match=r"\.pt file"):
+        training.save_path(Path("model.bin"))
