@@ -401,7 +401,11 @@ class Reducer(Plugin):
 class Experiment(Plugin):
     """A named recipe: stimulus (and sweep), attributor, reducer, window, phenomenon measure, figures.
 
-    Subclasses set the class attributes and may override :meth:`measure` and :meth:`figures`.
+    Subclasses set the class attributes and may override :meth:`measure` (add the phenomenon's
+    measure and the mechanism sentence), :meth:`figures` (extra figures beyond the standard ones of
+    :mod:`mechlens.figures`), :meth:`stimulus_parameters` (adapt the stimulus to the model) and
+    :meth:`run` (add control runs). :func:`mechlens.experiments.run_experiment` drives them; the
+    conventions for what :meth:`measure` writes are in docs/experiments.md.
     """
 
     kind = "experiment"
@@ -412,13 +416,90 @@ class Experiment(Plugin):
     attributor_params: ClassVar[dict[str, Any]] = {}
     reducer: ClassVar[str] = ""
     reducer_params: ClassVar[dict[str, Any]] = {}
+    #: default model (registry name) and its parameters; ``mechlens run --model`` overrides them
+    model: ClassVar[str] = ""
+    model_params: ClassVar[dict[str, Any]] = {}
+    #: layer to attribute (None: the model's default layer)
+    layer: ClassVar[str | None] = None
+    #: cells to attribute: None (all), a list of ids, or an int n (the n cells responding most in the window)
+    cells: ClassVar[int | Sequence[str] | None] = None
+    #: time window of interest, seconds (start, end); None: every output time
+    window: ClassVar[tuple[float, float] | None] = None
+    #: stimulus event variable (a time in s, scalar or per condition, e.g. "omitted_time") that
+    #: ``window`` is relative to; "" for the stimulus clock
+    window_event: ClassVar[str] = ""
+    #: the window in words ("the 300 ms after the omitted flash")
+    window_doc: ClassVar[str] = ""
+    #: a title and the literature reference of the phenomenon, for the report
+    title: ClassVar[str] = ""
+    reference: ClassVar[str] = ""
+
+    def stimulus_parameters(self, model: Model) -> dict[str, Any]:
+        """The stimulus parameters to use with ``model`` (default: :attr:`stimulus_params`)."""
+        return dict(self.stimulus_params)
+
+    def window_mask(self, result: xr.Dataset) -> xr.DataArray:
+        """Boolean mask over ``([condition,] time)`` of the times of interest (default: :attr:`window`)."""
+        t = result["time"]
+        if self.window is None:
+            mask = xr.ones_like(t, dtype=bool)
+        else:
+            origin = 0.0
+            if self.window_event:
+                if self.window_event not in result.variables:
+                    raise SchemaError(
+                        f"experiment {self.name!r}: the stimulus has no event variable {self.window_event!r} to "
+                        "place the time window on; use a stimulus that writes it, or change window_event"
+                    )
+                origin = result[self.window_event].astype(float)
+            # 1e-6 s tolerance: time coords are rounded to 1e-9 s, events may be sums of periods
+            mask = (t >= origin + self.window[0] - 1e-6) & (t <= origin + self.window[1] + 1e-6)
+        if "response" in result:
+            # only times where the model answered (merged files are NaN over the stimulus history)
+            mask = mask & result["response"].notnull().any([d for d in result["response"].dims if d == "cell"])
+        return mask
+
+    def run(self, model: Model, seed: int = 0, cells: Sequence[str] | None = None, registry: Any = None) -> xr.Dataset:
+        """Run the recipe's pipeline on ``model`` (override to add control runs).
+
+        Parameters
+        ----------
+        model : Model
+            The model instance.
+        seed : int
+            Stimulus seed.
+        cells : sequence of str, optional
+            The cells to attribute (resolved from :attr:`cells` by the caller).
+        registry : mechlens.registry.Registry, optional
+            Where the stage names are looked up (default: the process-wide registry).
+
+        Returns
+        -------
+        xarray.Dataset
+            The merged pipeline Dataset (see :func:`mechlens.pipeline.run`).
+        """
+        from mechlens.pipeline import run
+
+        return run(
+            model,
+            self.stimulus,
+            self.attributor or None,
+            self.reducer or None,
+            stimulus_params=self.stimulus_parameters(model),
+            attributor_params=self.attributor_params,
+            reducer_params=self.reducer_params,
+            layer=self.layer,
+            cells=cells,
+            seed=seed,
+            registry=registry,
+        )
 
     def measure(self, result: xr.Dataset) -> xr.Dataset:
         """Add the phenomenon's measure to a result Dataset (default: unchanged)."""
         return result
 
     def figures(self, result: xr.Dataset, outdir: Path) -> list[Path]:
-        """Write the experiment's figures into ``outdir``; return their paths (default: none)."""
+        """Write figures beyond the standard ones into ``outdir``; return their paths (default: none)."""
         return []
 
 

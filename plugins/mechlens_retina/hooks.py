@@ -21,3 +21,10 @@ def mechlens_commands() -> list[type]:
     from mechlens_retina.commands import SimulateCommand, TrainCommand
 
     return [TrainCommand, SimulateCommand]
+
+
+@hookimpl
+def mechlens_experiments() -> list[type]:
+    from mechlens_retina.experiments import EXPERIMENTS
+
+    return list(EXPERIMENTS)

@@ -25,6 +25,7 @@ largest-magnitude pixel (the receptive-field centre), so the temporal filter car
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -264,6 +265,9 @@ def characterise(
     return ds
 
 
+_LABEL_CACHE: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], np.ndarray]] = weakref.WeakKeyDictionary()
+
+
 def label_types(
     out: xr.Dataset, model: Model, prep_ds: xr.Dataset, layer: str, n_windows: int, seed: int
 ) -> xr.Dataset:
@@ -283,8 +287,15 @@ def label_types(
         STA settings.
     """
     stim = prep_ds["stimulus_full"] if "stimulus_full" in prep_ds.data_vars else None
-    table = characterise(model, layer, stimulus=stim, n_windows=n_windows, seed=seed)
-    labels = table["unit_type"].values
+    pixel = float(np.diff(stim["x"].values[:2])[0]) if stim is not None and stim.sizes.get("x", 0) > 1 else None
+    # the STA of every type costs seconds and depends only on the model and these settings, while an
+    # experiment suite reduces many stimuli on one model: compute it once per model (weights are frozen
+    # during analysis; a model trained further is a new instance after save/load)
+    per_model = _LABEL_CACHE.setdefault(model, {})
+    key = (layer, pixel, n_windows, seed)
+    if key not in per_model:
+        per_model[key] = characterise(model, layer, stimulus=stim, n_windows=n_windows, seed=seed)["unit_type"].values
+    labels = per_model[key]
     if out.sizes["unit_channel"] != len(labels):
         raise UsageError(
             f"layer {layer!r} has {len(labels)} channels but the attribution has {out.sizes['unit_channel']}"

@@ -1,0 +1,400 @@
+"""Running experiments: named recipes of stimulus, model, attributor and reducer, with their measure.
+
+``mechlens run`` with no stimulus calls :func:`run_all`: every registered experiment (or those
+named) runs on its default model (or the one given), each result is saved as
+``DIR/<experiment>.nc`` as soon as it is done, a failing experiment is reported while the others
+still run, and ``DIR/report.html`` is built from the saved files (:func:`mechlens.report.build`).
+
+The core knows nothing of any phenomenon: an :class:`~mechlens.interfaces.Experiment` plugin
+supplies the recipe and the measure. What the core adds to every result is generic and computed
+from the names of DESIGN.md (see :func:`summary`):
+
+- ``in_window`` ([condition,] time), int8: 1 inside the experiment's time window of interest;
+- attrs ``experiment``, ``experiment_distribution``, ``experiment_version``,
+  ``experiment_parameters``, ``experiment_title``, ``experiment_reference``, ``window_doc``,
+  ``analysed_cells`` (JSON list), ``experiment_wall_s``;
+- attrs ``completeness_error_rel``, ``explained_fraction_mean``, ``reduced_r_mean``,
+  ``reduced_peak_shift_s`` (NaN when the stage that defines them did not run);
+- attr ``mechanism``: the experiment's sentence, or a generic one built from the numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from mechlens import registry as _registry
+from mechlens.errors import MechlensError, PluginError, UsageError
+from mechlens.interfaces import Experiment, Model
+
+log = logging.getLogger("mechlens")
+
+#: unit dims of an attribution (summed over for per-cell totals)
+UNIT_DIMS = ("unit_channel", "unit_y", "unit_x")
+
+
+# -- numbers every result gets ---------------------------------------------------------------------
+def _window(ds: xr.Dataset) -> xr.DataArray:
+    """The ``in_window`` mask as booleans (every time where the model answered when absent)."""
+    if "in_window" in ds:
+        return ds["in_window"].astype(bool)
+    mask = xr.ones_like(ds["time"], dtype=bool)
+    if "response" in ds:
+        mask = mask & ds["response"].notnull().any("cell")
+    return mask
+
+
+def _in_window(da: xr.DataArray, mask: xr.DataArray) -> np.ndarray:
+    """Values of ``da`` at window times, as (n_points, cell); conditions are stacked under time."""
+    other = [d for d in da.dims if d != "cell"]
+    da = da.transpose(*other, "cell")
+    keep = mask.broadcast_like(da.isel(cell=0, drop=True)).transpose(*other).values.reshape(-1)
+    return da.values.reshape(-1, da.sizes["cell"])[keep]
+
+
+def kept_contribution(ds: xr.Dataset) -> xr.DataArray | None:
+    """The response change the reducer's kept components account for, ([condition,] time, cell) in Hz.
+
+    ``sum_k weights[..., k] * sum_units(components[k])``: for one-hot components (kept cell types)
+    this is the summed attribution of the kept types; for a factorisation (NMF, PCA) it is the
+    per-time sum of the reconstructed attribution. None when there is no reduction.
+    """
+    if "weights" not in ds or "components" not in ds:
+        return None
+    comp = ds["components"]
+    loading = comp.sum([d for d in comp.dims if d in UNIT_DIMS])
+    return (ds["weights"] * loading).sum("component")
+
+
+def summary(ds: xr.Dataset) -> dict[str, float]:
+    """Generic numbers of a result, over its window (``in_window``) and analysed cells; NaN where undefined.
+
+    The definitions match those of the built-in reducers, so a reducer run over the same window
+    reports the same values.
+
+    Returns
+    -------
+    dict
+        ``completeness_error_rel``: max |completeness_error| / (max - min of the response);
+        ``explained_fraction_mean``: per cell ``1 - ||dr - kept|| / ||dr||`` (2-norms over the
+        window of every condition) with ``dr = response - baseline_response`` and ``kept`` from
+        :func:`kept_contribution`, averaged over cells; ``reduced_r_mean``: Pearson r between
+        ``reduced_response`` and ``response`` per cell (window samples of every condition pooled),
+        averaged over cells; ``reduced_peak_shift_s``: the largest |difference| in the time of the
+        largest |r - baseline_response| between the reduced and the full response, over conditions
+        and cells, s.
+    """
+    nan = float("nan")
+    out = {
+        "completeness_error_rel": nan,
+        "explained_fraction_mean": nan,
+        "reduced_r_mean": nan,
+        "reduced_peak_shift_s": nan,
+    }
+    if "response" not in ds:
+        return out
+    mask = _window(ds)
+    resp = ds["response"]
+    r = _in_window(resp, mask)
+    if r.size == 0:
+        return out
+    span = float(np.nanmax(r) - np.nanmin(r)) or 1.0
+    if "completeness_error" in ds:
+        err = _in_window(ds["completeness_error"], mask)
+        out["completeness_error_rel"] = float(np.nanmax(np.abs(err)) / span)
+    base = ds["baseline_response"] if "baseline_response" in ds else xr.zeros_like(resp.isel(time=0, drop=True))
+    kept = kept_contribution(ds)
+    if kept is not None:
+        dr = _in_window(resp - base, mask)
+        k = _in_window(kept, mask)
+        num = np.sqrt(np.nansum((dr - k) ** 2, axis=0))
+        den = np.sqrt(np.nansum(dr**2, axis=0))
+        if (den > 0).any():
+            out["explained_fraction_mean"] = float(np.mean(1.0 - num[den > 0] / den[den > 0]))
+    if "reduced_response" in ds:
+        red = ds["reduced_response"]
+        rr = _in_window(red, mask)
+        rs = []
+        for c in range(r.shape[1]):
+            ok = np.isfinite(r[:, c]) & np.isfinite(rr[:, c])
+            if ok.sum() > 2 and np.std(r[ok, c]) > 0 and np.std(rr[ok, c]) > 0:
+                rs.append(np.corrcoef(r[ok, c], rr[ok, c])[0, 1])
+        if rs:
+            out["reduced_r_mean"] = float(np.mean(rs))
+
+        def peak(x: xr.DataArray) -> np.ndarray:
+            dev = np.abs(x - base).where(mask & x.notnull(), -1.0)
+            return np.asarray(x["time"].values[dev.argmax("time").values], dtype=float)
+
+        out["reduced_peak_shift_s"] = float(np.max(np.abs(peak(red) - peak(resp))))
+    return out
+
+
+def generic_mechanism(ds: xr.Dataset) -> str:
+    """A mechanism sentence from the reduction alone, for experiments that do not write one.
+
+    Names each kept component by its ``component_label`` coord (or the ``unit_type`` / channel of
+    its largest loading) and its sign (net excitatory or inhibitory over the window), then gives
+    the fraction explained and the reduced model's fit.
+    """
+    from mechlens.figures import component_labels
+
+    if "weights" not in ds:
+        return ""
+    nums = summary(ds)
+    labels = component_labels(ds)
+    mask = _window(ds)
+    kept = ds["weights"].where(mask).sum([d for d in ds["weights"].dims if d != "component"])
+    parts = []
+    for k, label in enumerate(labels):
+        sign = "excitatory" if float(kept.isel(component=k)) >= 0 else "inhibitory"
+        parts.append(f"{label} ({sign})")
+    names = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    what = ds.attrs.get("window_doc") or "the window of interest"
+    text = f"{names} explain {100 * nums['explained_fraction_mean']:.0f} % of the response change in {what}"
+    if np.isfinite(nums["reduced_r_mean"]):
+        text += f"; the reduced model with only these reproduces it (r = {nums['reduced_r_mean']:.2f}"
+        if np.isfinite(nums["reduced_peak_shift_s"]):
+            text += f", peak within {1000 * nums['reduced_peak_shift_s']:.0f} ms"
+        text += ")"
+    return text + "."
+
+
+# -- running ---------------------------------------------------------------------------------------
+def resolve(names: Sequence[str] | None = None, registry: _registry.Registry | None = None) -> list[type[Experiment]]:
+    """The experiment classes to run: those named (in order), or every registered one.
+
+    Raises
+    ------
+    UsageError
+        When a name is unknown (with the closest match) or none is registered.
+    """
+    reg = registry or _registry.default()
+    if names:
+        return [reg.get("experiment", n) for n in names]
+    classes = [e.cls for e in reg.entries("experiment")]
+    if not classes:
+        raise UsageError(
+            "no experiments are registered; install a plugin that provides some, or run a pipeline with --stimulus"
+        )
+    return classes
+
+
+def select_cells(
+    exp: Experiment, model: Model, seed: int = 0, registry: _registry.Registry | None = None
+) -> list[str] | None:
+    """Resolve :attr:`Experiment.cells` for ``model``.
+
+    An int ``n`` picks the ``n`` cells whose response varies most (max - min over the window of
+    every condition) to the experiment's stimulus; a list is checked against the model's cells.
+
+    Returns
+    -------
+    list of str or None
+        None means every cell.
+    """
+    want = exp.cells
+    if want is None:
+        return None
+    if not isinstance(want, int):
+        return list(want)
+    if want >= len(model.cells):
+        return None
+    from mechlens.pipeline import instantiate, merge
+
+    stim_plugin = instantiate("stimulus", exp.stimulus, exp.stimulus_parameters(model), registry)
+    stim = stim_plugin.generate(seed)  # type: ignore[union-attr]
+    ds = merge([stim, model.predict(stim)])
+    resp = ds["response"].where(exp.window_mask(ds))
+    spread = resp.max([d for d in resp.dims if d != "cell"]) - resp.min([d for d in resp.dims if d != "cell"])
+    order = np.argsort(-np.nan_to_num(spread.values, nan=-np.inf), kind="stable")[:want]
+    return [str(c) for c in resp["cell"].values[np.sort(order)]]
+
+
+def run_experiment(
+    exp: Experiment | type[Experiment] | str,
+    model: Model,
+    seed: int = 0,
+    registry: _registry.Registry | None = None,
+) -> xr.Dataset:
+    """Run one experiment on a model: pipeline, window, measure, generic numbers, provenance.
+
+    Parameters
+    ----------
+    exp : Experiment, Experiment class or registry name
+        The experiment.
+    model : Model
+        The model instance to run it on.
+    seed : int
+        Stimulus seed.
+    registry : Registry, optional
+        Where names are looked up.
+
+    Returns
+    -------
+    xarray.Dataset
+        The merged pipeline Dataset plus ``in_window``, the experiment's measure and the attrs
+        listed in the module docstring.
+    """
+    reg = registry or _registry.default()
+    if isinstance(exp, str):
+        exp = reg.get("experiment", exp)
+    if isinstance(exp, type):
+        exp = exp()
+    start = time.perf_counter()
+    cells = select_cells(exp, model, seed, reg)
+    ds = exp.run(model, seed, cells, reg)
+    mask = exp.window_mask(ds)
+    mask = mask.transpose(*[d for d in ("condition", "time") if d in mask.dims])
+    ds["in_window"] = mask.astype(np.int8)
+    ds["in_window"].attrs.update({"long_name": "time window of interest", "units": "1", "description": exp.window_doc})
+    dist, version = reg.provenance(type(exp))
+    ds.attrs.update(
+        {
+            "experiment": exp.name,
+            "experiment_distribution": dist,
+            "experiment_version": version,
+            "experiment_parameters": exp.parameters_json(),
+            "experiment_title": exp.title or exp.name,
+            "experiment_reference": exp.reference,
+            "window_doc": exp.window_doc,
+            "analysed_cells": json.dumps(
+                [str(c) for c in (ds["attribution"]["cell"].values if "attribution" in ds else ds["cell"].values)]
+            ),
+        }
+    )
+    ds = exp.measure(ds)
+    ds.attrs.update(summary(ds))
+    if not ds.attrs.get("mechanism"):
+        ds.attrs["mechanism"] = generic_mechanism(ds)
+    ds.attrs["title"] = f"mechlens experiment {exp.name}: {ds.attrs['experiment_title']}"
+    ds.attrs["experiment_wall_s"] = round(time.perf_counter() - start, 3)
+    return ds
+
+
+def load_model(
+    name: str,
+    params: Mapping[str, Any] | None = None,
+    checkpoint: str | Path | None = None,
+    registry: _registry.Registry | None = None,
+) -> Model:
+    """Instantiate a model by registry name, from parameters or a checkpoint (not both)."""
+    cls = (registry or _registry.default()).get("model", name)
+    if checkpoint:
+        if params:
+            raise UsageError("give either a model checkpoint or model parameters, not both")
+        return cls.load(checkpoint)
+    return cls(**dict(params or {}))
+
+
+def run_all(
+    names: Sequence[str] | None = None,
+    outdir: str | Path = "results",
+    model: str | None = None,
+    model_params: Mapping[str, Any] | None = None,
+    model_checkpoint: str | Path | None = None,
+    seed: int = 0,
+    history: str = "",
+    registry: _registry.Registry | None = None,
+) -> list[Path]:
+    """Run experiments, save each result as soon as it is done, and build the report.
+
+    Parameters
+    ----------
+    names : sequence of str, optional
+        Experiments to run (default: every registered one).
+    outdir : path
+        Where ``<experiment>.nc``, ``report.html`` and the figures go.
+    model : str, optional
+        Run every experiment on this model instead of each experiment's default.
+    model_params : mapping, optional
+        Parameters of the model (of the default model when ``model`` is not given).
+    model_checkpoint : path, optional
+        Load the model from this checkpoint (``Model.load``).
+    seed : int
+        Stimulus seed.
+    history : str
+        The command line, stored in each file's ``history`` attr.
+    registry : Registry, optional
+        Where names are looked up.
+
+    Returns
+    -------
+    list of Path
+        The result files written.
+
+    Raises
+    ------
+    PluginError
+        After every experiment has run and the report is written, when any experiment failed
+        (the message names each and why); the others' results are saved.
+    """
+    from mechlens import io, report
+    from mechlens.progress import bar
+
+    reg = registry or _registry.default()
+    classes = resolve(names, reg)
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    # one instance per (name, parameters, checkpoint); a model that failed to load is not retried
+    models: dict[str, Model | Exception] = {}
+    written: list[Path] = []
+    failed: list[tuple[str, str]] = []
+    log.info("running %d experiment(s) into %s", len(classes), outdir)
+    for cls in bar(classes, desc="experiments", unit="experiment"):
+        name = cls.name
+        t0 = time.perf_counter()
+        try:
+            mname = model or cls.model
+            if not mname:
+                raise UsageError(f"experiment {name!r} names no default model; choose one with --model")
+            mparams = dict(model_params or {}) if (model or model_params) else dict(cls.model_params)
+            key = json.dumps([mname, mparams, str(model_checkpoint or "")], sort_keys=True, default=str)
+            if key not in models:
+                try:
+                    models[key] = load_model(mname, mparams, model_checkpoint, reg)
+                except Exception as err:
+                    models[key] = err
+                    raise
+            instance = models[key]
+            if isinstance(instance, Exception):
+                raise instance
+            log.info("experiment %s on model %s ...", name, mname)
+            ds = run_experiment(cls, instance, seed, reg)
+            if history:
+                ds.attrs["history"] = history
+            path = io.save(ds, outdir / f"{name}.nc")
+            written.append(path)
+            log.info("experiment %s done in %.1f s -> %s", name, time.perf_counter() - t0, path)
+            print(f"wrote {path}  ({time.perf_counter() - t0:.1f} s)")
+        except KeyboardInterrupt:
+            raise
+        except Exception as err:  # one failing experiment must not stop the others
+            msg = str(err) if isinstance(err, MechlensError) else f"{type(err).__name__}: {err}"
+            if any(m == msg for _, m in failed) and any(err is e for e in models.values()):
+                log.error("experiment %s failed: its model failed to load (above)", name)
+            else:
+                log.error("experiment %s failed after %.1f s: %s", name, time.perf_counter() - t0, msg)
+            failed.append((name, msg))
+            log.debug("traceback of experiment %s", name, exc_info=True)
+    if written:
+        html = report.build(written, outdir)
+        print(f"wrote {html}")
+    if failed:
+        messages = {m for _, m in failed}
+        if len(failed) > 1 and len(messages) == 1:
+            lines = f"{', '.join(n for n, _ in failed)}: {messages.pop()}"
+        else:
+            lines = "; ".join(f"{n}: {m}" for n, m in failed)
+        raise PluginError(
+            f"{len(failed)} of {len(classes)} experiment(s) failed ({lines}); "
+            + (f"the others are saved in {outdir}" if written else "nothing was saved")
+        )
+    return written
