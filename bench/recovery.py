@@ -48,7 +48,9 @@ def main() -> None:
 
     match = match_types(cnn, "conv1", truth, "bipolar")
     control_match = match_types(control, "conv1", truth, "bipolar")
-    print("matching: activation correlation under white noise (centre units, 3000 frames)")
+    print(
+        "matching: activation correlation under white noise (truth centre unit vs best CNN unit within 6 px; 3000 frames)"
+    )
     for c, (k, r) in enumerate(zip(match.assignment, match.strength())):
         print(f"  conv1 channel {c} -> {names[k]:<9} |r| = {r:.2f}")
 

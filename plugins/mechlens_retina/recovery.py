@@ -28,7 +28,8 @@ class TypeMatch:
     assignment : numpy.ndarray
         (n_cnn_channels,) index of the matched ground-truth type per CNN channel.
     correlation : numpy.ndarray
-        (n_cnn_channels, n_truth_channels) Pearson r of centre-unit activations under white noise.
+        (n_cnn_channels, n_truth_channels) Pearson r under white noise between the truth's centre unit
+        and the best-matching CNN unit near the centre.
     """
 
     assignment: np.ndarray
@@ -39,7 +40,8 @@ class TypeMatch:
         return np.abs(self.correlation).max(axis=1)
 
 
-def _centre_activity(model: Model, layer: str, movie: xr.DataArray) -> np.ndarray:
+def _activity(model: Model, layer: str, movie: xr.DataArray, radius: int) -> np.ndarray:
+    """Activations of the units within ``radius`` of the layer's centre: (time, channel, position)."""
     import torch
 
     below, _ = model.split(layer)
@@ -49,8 +51,9 @@ def _centre_activity(model: Model, layer: str, movie: xr.DataArray) -> np.ndarra
         for start in range(0, windows.shape[0], 256):
             z = below(windows[start : start + 256].contiguous())
             cy, cx = z.shape[-2] // 2, z.shape[-1] // 2
-            outs.append(z[:, :, cy, cx].numpy())
-    return np.concatenate(outs)  # (time, channel)
+            patch = z[:, :, cy - radius : cy + radius + 1, cx - radius : cx + radius + 1]
+            outs.append(patch.reshape(z.shape[0], z.shape[1], -1).numpy())
+    return np.concatenate(outs)
 
 
 def type_groups(truth: Model) -> tuple[np.ndarray, list[str]]:
@@ -72,7 +75,7 @@ def type_groups(truth: Model) -> tuple[np.ndarray, list[str]]:
 
 
 def match_types(
-    cnn: Model, cnn_layer: str, truth: Model, truth_layer: str, n_frames: int = 3000, seed: int = 0
+    cnn: Model, cnn_layer: str, truth: Model, truth_layer: str, n_frames: int = 3000, seed: int = 0, shift: int = 6
 ) -> TypeMatch:
     """Match CNN channels to ground-truth types by activation correlation under Gaussian white noise.
 
@@ -84,15 +87,21 @@ def match_types(
         Their attributed layers (``"conv1"``, ``"bipolar"``).
     n_frames : int
         Length of the white-noise probe, in frames.
+    shift : int
+        CNN units up to this many positions from the centre are compared (best |r| kept).
     seed : int
         Noise seed.
     """
     movie = noise_stimulus(cnn, n_times=n_frames, seed=seed)["stimulus"]
-    a = _centre_activity(cnn, cnn_layer, movie)
-    b = _centre_activity(truth, truth_layer, movie)
+    # a CNN is free to place its filters anywhere in its kernel (the next layer absorbs the shift), so
+    # each CNN channel is compared at every position within `shift` px of the centre, and the best kept
+    a = _activity(cnn, cnn_layer, movie, shift)  # (time, channel, position)
+    b = _activity(truth, truth_layer, movie, 0)[:, :, 0]  # (time, channel)
     a = (a - a.mean(0)) / (a.std(0) + 1e-12)
     b = (b - b.mean(0)) / (b.std(0) + 1e-12)
-    corr = a.T @ b / a.shape[0]
+    full = np.einsum("tcp,tk->cpk", a, b) / a.shape[0]  # (cnn channel, position, truth channel)
+    best = np.abs(full).argmax(axis=1)  # best position per (cnn channel, truth channel)
+    corr = np.take_along_axis(full, best[:, None, :], axis=1)[:, 0, :]
     groups, _ = type_groups(truth)
     # a CNN channel is matched to the type of the truth channel it tracks best (direct or delayed path)
     return TypeMatch(assignment=groups[np.abs(corr).argmax(axis=1)], correlation=corr)

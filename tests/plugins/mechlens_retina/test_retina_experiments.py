@@ -92,7 +92,7 @@ def test_recipes_reach_the_files(run_dir):
     lat = io.load(run_dir / "latency-coding.nc")
     assert lat["condition"].attrs["swept"] == "intensity" and lat.sizes["condition"] == 5
     assert lat["measure_latency"].dims == ("condition", "cell")
-    assert lat.attrs["attributor"] == "exact-integrated-gradients"  # the CNN is piecewise linear above conv1
+    assert lat.attrs["attributor"] == "integrated-gradients"  # exact integration is opt-in (exact = True)
     osr = io.load(run_dir / "omitted-stimulus.nc")
     # the window starts at each period's omitted flash
     for i in range(osr.sizes["condition"]):
@@ -147,3 +147,20 @@ def test_stimuli_follow_the_model_grid():
         stim = registry.get("stimulus", cls.stimulus)(**cls().stimulus_parameters(small)).generate(0)
         assert stim.sizes["y"] == stim.sizes["x"] == 20
         assert stim["time"].values[small.history - 1] == pytest.approx(-0.01)
+
+
+def test_exact_integration_is_chosen_when_asked_and_the_model_allows_it():
+    from mechlens_retina.cnn import RetinaCNN
+    from mechlens_retina.experiments import EXACT_ATTRIBUTOR, LatencyCoding
+    from mechlens_retina.synthetic import SyntheticRetina
+
+    class ExactLatency(LatencyCoding):
+        exact = True
+
+    from mechlens.config import parse_value
+
+    cnn = RetinaCNN(**{k: parse_value(str(v)) for k, v in SMALL.items()})
+    assert ExactLatency().attribution_plan(cnn)[0] == EXACT_ATTRIBUTOR
+    assert LatencyCoding().attribution_plan(cnn)[0] == "integrated-gradients"
+    # divisive gain control is not piecewise linear: the plan falls back to quadrature
+    assert ExactLatency().attribution_plan(SyntheticRetina())[0] == "integrated-gradients"
