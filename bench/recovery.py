@@ -46,11 +46,11 @@ def main() -> None:
     attributor = registry.get("attributor", "integrated-gradients")(n_steps=args.steps)
     _, names = type_groups(truth)
 
-    match = match_types(cnn, "conv1", truth, "bipolar")
-    control_match = match_types(control, "conv1", truth, "bipolar")
-    print(
-        "matching: activation correlation under white noise (truth centre unit vs best CNN unit within 6 px; 3000 frames)"
-    )
+    probe = registry.get("stimulus", "natural-scenes")(duration=30.0).generate(1)
+    match = match_types(cnn, "conv1", truth, "bipolar", probe=probe)
+    control_match = match_types(control, "conv1", truth, "bipolar", probe=probe)
+    print("matching: activation correlation under 30 s of natural scenes (seed 1, not the training movie):")
+    print("  the truth's centre unit against the best CNN unit within 6 px of the centre")
     for c, (k, r) in enumerate(zip(match.assignment, match.strength())):
         print(f"  conv1 channel {c} -> {names[k]:<9} |r| = {r:.2f}")
 

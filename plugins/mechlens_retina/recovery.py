@@ -75,7 +75,14 @@ def type_groups(truth: Model) -> tuple[np.ndarray, list[str]]:
 
 
 def match_types(
-    cnn: Model, cnn_layer: str, truth: Model, truth_layer: str, n_frames: int = 3000, seed: int = 0, shift: int = 6
+    cnn: Model,
+    cnn_layer: str,
+    truth: Model,
+    truth_layer: str,
+    n_frames: int = 3000,
+    seed: int = 0,
+    shift: int = 6,
+    probe: xr.Dataset | None = None,
 ) -> TypeMatch:
     """Match CNN channels to ground-truth types by activation correlation under Gaussian white noise.
 
@@ -89,10 +96,17 @@ def match_types(
         Length of the white-noise probe, in frames.
     shift : int
         CNN units up to this many positions from the centre are compared (best |r| kept).
+    probe : xarray.Dataset, optional
+        The stimulus to compare activations under (default: Gaussian white noise of ``n_frames``). A
+        CNN trained on natural scenes is constrained only where natural scenes have power, so its
+        filters are best compared under natural scenes.
     seed : int
         Noise seed.
     """
-    movie = noise_stimulus(cnn, n_times=n_frames, seed=seed)["stimulus"]
+    if probe is None:
+        movie = noise_stimulus(cnn, n_times=n_frames, seed=seed)["stimulus"]
+    else:
+        movie = probe["stimulus"]
     # a CNN is free to place its filters anywhere in its kernel (the next layer absorbs the shift), so
     # each CNN channel is compared at every position within `shift` px of the centre, and the best kept
     a = _activity(cnn, cnn_layer, movie, shift)  # (time, channel, position)
