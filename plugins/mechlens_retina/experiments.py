@@ -179,7 +179,8 @@ class RetinaExperiment(Experiment):
             seed=seed,
             registry=registry,
         )
-        return self.controls(ds, model, seed, registry)
+        ds = self.controls(ds, model, seed, registry)
+        return ground_truth(ds, model, self.attributor, self.attributor_params, registry)
 
     def controls(self, result: xr.Dataset, model: Model, seed: int, registry: Any) -> xr.Dataset:
         """Add control runs the measure needs (default: none)."""
@@ -196,6 +197,37 @@ class RetinaExperiment(Experiment):
         if sentence:
             result.attrs["mechanism"] = sentence
         return result
+
+
+def ground_truth(
+    result: xr.Dataset, model: Model, attributor: str, attributor_params: dict[str, Any], registry: Any = None
+) -> xr.Dataset:
+    """Add the synthetic retina's own decomposition (``gt_attribution``) for a model trained on it.
+
+    A checkpoint made by ``mechlens_retina.bundle`` records its recipe; when its data came from the
+    ``synthetic-retina``, that circuit is attributed on the same stimulus and cells (layer ``bipolar``,
+    direct and delayed channels of a type pooled), so the report shows the known mechanism beside the
+    CNN's. Other models are returned unchanged.
+    """
+    from mechlens import registry as _registry
+    from mechlens_retina.recovery import TypeMatch, pooled_attribution, type_groups
+
+    recipe = getattr(model, "metadata", {}).get("recipe", {})
+    if not isinstance(recipe, dict) or recipe.get("simulate", {}).get("model") != "synthetic-retina":
+        return result
+    reg = registry or _registry.default()
+    truth = reg.get("model", "synthetic-retina")()
+    if tuple(truth.input_shape) != tuple(model.input_shape) or truth.history != model.history:
+        return result
+    stim = xr.Dataset({"stimulus": result["stimulus"]}, attrs=dict(result.attrs))
+    cells = [str(c) for c in result["attribution"]["cell"].values]
+    truth_ds = reg.get("attributor", attributor)(**attributor_params).attribute(truth, stim, "bipolar", cells)
+    groups, names = type_groups(truth)
+    gt = pooled_attribution(truth_ds["attribution"], TypeMatch(groups, np.zeros(0)), len(names))
+    gt = gt.rename(unit_channel="gt_unit").assign_coords(gt_unit=names)
+    gt.attrs.update(units="Hz", long_name="synthetic retina attribution per bipolar type (ground truth)")
+    result["gt_attribution"] = gt
+    return result
 
 
 def mechanism_text(result: xr.Dataset) -> str:
