@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 from mechlens_retina.phenomena import STIMULI
-from mechlens_retina.recovery import compare, match_types, type_groups
+from mechlens_retina.recovery import compare, match_by_labels, match_types, recovery_score, type_groups
 
 from mechlens import registry
 
@@ -51,20 +51,32 @@ def main() -> None:
     control_match = match_types(control, "conv1", truth, "bipolar", probe=probe)
     print("matching: activation correlation under 30 s of natural scenes (seed 1, not the training movie):")
     print("  the truth's centre unit against the best CNN unit within 6 px of the centre")
-    for c, (k, r) in enumerate(zip(match.assignment, match.strength())):
-        print(f"  conv1 channel {c} -> {names[k]:<9} |r| = {r:.2f}")
+    labels = match_by_labels(cnn, "conv1", truth)
+    control_labels = match_by_labels(control, "conv1", truth)
+    groups, _ = type_groups(truth)
+    for c, (k, r, lab) in enumerate(zip(match.assignment, match.strength(), labels.assignment)):
+        by_label = names[lab] if lab >= 0 else "(no such type)"
+        print(f"  conv1 channel {c} -> {names[k]:<9} r = {r:.2f}   by STA label: {by_label}")
 
-    print(f"\n{'phenomenon':<28}{'score':>8}{'control':>9}{'seconds':>9}   (median Pearson r over cells)")
+    print(
+        f"\n{'phenomenon':<28}{'by corr':>8}{'control':>9}{'by label':>9}{'control':>9}{'seconds':>9}"
+        "   (median Pearson r over cells)"
+    )
     for name, (stim_name, params) in PHENOMENA.items():
         t0 = time.perf_counter()
         stim = registry.get("stimulus", stim_name)(**params).generate(0)
-        score, _, _ = compare(cnn, truth, stim, attributor, match)
-        ctrl, _, _ = compare(control, truth, stim, attributor, control_match)
-        print(
-            f"{name:<28}{np.nanmedian(score.values):8.2f}{np.nanmedian(ctrl.values):9.2f}"
-            f"{time.perf_counter() - t0:9.1f}"
-        )
-        print("    per cell: " + " ".join(f"{c}={v:.2f}" for c, v in zip(score["cell"].values, score.values)))
+        score, cnn_ds, truth_ds = compare(cnn, truth, stim, attributor, match)
+        ctrl, ctrl_ds, _ = compare(control, truth, stim, attributor, control_match)
+        a, b, a0 = cnn_ds["attribution"], truth_ds["attribution"], ctrl_ds["attribution"]
+        if "condition" in a.dims:
+            a, b, a0 = a.isel(condition=0), b.isel(condition=0), a0.isel(condition=0)
+        lab = recovery_score(a, b, labels, groups)
+        lab0 = recovery_score(a0, b, control_labels, groups)
+        medians = [np.nanmedian(x.values) for x in (score, ctrl, lab, lab0)]
+        cols = "".join(f"{m:{w}.2f}" for m, w in zip(medians, (8, 9, 9, 9)))
+        print(f"{name:<28}{cols}{time.perf_counter() - t0:9.1f}")
+        per_cell = " ".join(f"{c}={v:.2f}" for c, v in zip(lab["cell"].values, lab.values))
+        print(f"    by label, per cell: {per_cell}")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
 """Mechanism recovery: does attribution on a CNN trained on the synthetic retina find the synthetic
 retina's own mechanism?
 
-Matching is by **activation correlation under white noise**: each CNN first-layer channel is assigned
-to the ground-truth bipolar type whose activation (at the centre of the grid) it correlates with most
-strongly in absolute value. The CNN's cell-type attributions are then summed per matched type and
-compared, time course against time course, with the ground truth's attributions to its own types.
+Two matchings of CNN first-layer channels to ground-truth bipolar types are offered:
+:func:`match_types`, by **activation correlation** under a probe stimulus (each CNN channel goes to the
+type whose centre unit it correlates with most positively, at the best nearby position), and
+:func:`match_by_labels`, by the **characterised polarity and kinetics** of each channel's STA. The
+CNN's cell-type attributions are then summed per matched type and compared, time course against time
+course, with the ground truth's attributions to its own types (:func:`recovery_score`).
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ class TypeMatch:
     correlation: np.ndarray
 
     def strength(self) -> np.ndarray:
-        """Largest |r| of each CNN channel with any truth channel."""
-        return np.abs(self.correlation).max(axis=1)
+        """Largest r of each CNN channel with any truth channel."""
+        return self.correlation.max(axis=1)
 
 
 def _activity(model: Model, layer: str, movie: xr.DataArray, radius: int) -> np.ndarray:
@@ -114,11 +116,12 @@ def match_types(
     a = (a - a.mean(0)) / (a.std(0) + 1e-12)
     b = (b - b.mean(0)) / (b.std(0) + 1e-12)
     full = np.einsum("tcp,tk->cpk", a, b) / a.shape[0]  # (cnn channel, position, truth channel)
-    best = np.abs(full).argmax(axis=1)  # best position per (cnn channel, truth channel)
+    best = full.argmax(axis=1)  # best position per (cnn channel, truth channel)
     corr = np.take_along_axis(full, best[:, None, :], axis=1)[:, 0, :]
     groups, _ = type_groups(truth)
-    # a CNN channel is matched to the type of the truth channel it tracks best (direct or delayed path)
-    return TypeMatch(assignment=groups[np.abs(corr).argmax(axis=1)], correlation=corr)
+    # a CNN channel is matched to the type of the truth channel it tracks best (direct or delayed path);
+    # signed, not |r|: an ON filter anti-correlates with an OFF type but does not play its part
+    return TypeMatch(assignment=groups[corr.argmax(axis=1)], correlation=corr)
 
 
 def pooled_attribution(attribution: xr.DataArray, match: TypeMatch, n_types: int) -> xr.DataArray:
@@ -183,3 +186,18 @@ def compare(
     if "condition" in a.dims:
         a, b = a.isel(condition=0), b.isel(condition=0)
     return recovery_score(a, b, match, type_groups(truth)[0]), cnn_ds, truth_ds
+
+
+def match_by_labels(cnn: Model, cnn_layer: str, truth: Model) -> TypeMatch:
+    """Match CNN channels to ground-truth types by their characterised polarity and kinetics.
+
+    Each CNN channel is labelled from its STA (``mechlens_sklearn.characterise``, e.g. ``"ON-fast"``)
+    and assigned to the ground-truth type of the same name; a channel whose label names no
+    ground-truth type is left out of the pooling (assignment -1).
+    """
+    from mechlens_sklearn.characterise import characterise
+
+    _, names = type_groups(truth)
+    labels = [str(v) for v in characterise(cnn, cnn_layer)["unit_type"].values]
+    assignment = np.array([names.index(lab) if lab in names else -1 for lab in labels])
+    return TypeMatch(assignment=assignment, correlation=np.zeros((len(labels), 0)))
