@@ -8,21 +8,10 @@ import pytest
 import torch
 from mechlens_retina import checkpoint as ckpt
 from mechlens_retina.cnn import RetinaCNN
+from retina_small import SMALL
 
 from mechlens.errors import FileFormatError, ParameterError, UsageError
 from mechlens.testing import noise_stimulus
-
-SMALL = dict(
-    checkpoint="random",
-    history=5,
-    image_size=12,
-    channels1=3,
-    kernel1=5,
-    channels2=2,
-    kernel2=3,
-    n_cells=3,
-    device="cpu",
-)
 
 
 def _trained_looking(seed: int = 1) -> RetinaCNN:

@@ -6,22 +6,12 @@ import numpy as np
 import pytest
 import torch
 from mechlens_retina.cnn import BUNDLED, RetinaCNN
+from retina_small import SMALL
 
 from mechlens.errors import FileFormatError, ParameterError, UsageError
 from mechlens.testing import check_model, noise_stimulus
 from mechlens.torchutil import GaussianNoise
 
-SMALL = dict(
-    checkpoint="random",
-    history=5,
-    image_size=12,
-    channels1=3,
-    kernel1=5,
-    channels2=2,
-    kernel2=3,
-    n_cells=3,
-    device="cpu",
-)
 STANDARD = (
     torch.nn.Conv2d,
     torch.nn.Flatten,
