@@ -183,6 +183,8 @@ def bench(model: Model, stim: xr.Dataset, label: str, args: argparse.Namespace) 
     )
 
     rows = n_times if args.rows_exact <= 0 else min(args.rows_exact, n_times)
+    # the first call in a fresh environment compiles the sweep (numba, cached on disk): not timed
+    _, warm = timed(lambda: ExactIntegratedGradients().attribute(model, first_rows(model, stim, 1), LAYER))
     exact = ExactIntegratedGradients()
     ds, sec = timed(lambda: exact.attribute(model, first_rows(model, stim, rows), LAYER))
     record(
@@ -190,7 +192,8 @@ def bench(model: Model, stim: xr.Dataset, label: str, args: argparse.Namespace) 
         rows,
         sec,
         ds["completeness_error"].values,
-        f"{exact.stats['segments'] / rows:.0f} linear regions per time point",
+        f"{exact.stats['segments'] / rows:.0f} linear regions per time point; "
+        f"algorithm {ds['attribution'].attrs['algorithm']}; warm-up call {warm[1]:.1f} s",
     )
 
     print(f"\n== {label}: {n_times} time points, response range {span:.4g} Hz ==")

@@ -50,6 +50,7 @@ if TYPE_CHECKING:  # torch and the structure helpers are imported where used (ch
     import torch
 
     from mechlens_captum.structure import PiecewisePlan
+    from mechlens_captum.sweep import Sweep
 
 
 def run_stages(
@@ -89,15 +90,18 @@ def final_integral(
     if final is None:
         return length.expand_as(p_a).clone()
     dp = p_b - p_a
-    with torch.no_grad():
-        secant = (final(p_b) - final(p_a)) / torch.where(dp == 0, torch.ones_like(dp), dp) * length
-    # where p barely moves the difference quotient cancels badly: use the midpoint rule, whose error
-    # |g'''| dp^2 / 24 is far below float64 resolution there
-    mid = ((p_a + p_b) / 2).detach().requires_grad_(True)
-    with torch.enable_grad():
-        (slope,) = torch.autograd.grad(final(mid).sum(), mid)
     small = dp.abs() < 1e-6
-    return torch.where(small, slope * length, secant)
+    with torch.no_grad():
+        out = (final(p_b) - final(p_a)) / torch.where(small, torch.ones_like(dp), dp) * length
+    if bool(small.any()):
+        # where p barely moves the difference quotient cancels badly: use the midpoint rule, whose error
+        # |g'''| dp^2 / 24 is far below float64 resolution there
+        rows, cols = torch.nonzero(small, as_tuple=True)
+        mid = ((p_a[rows, cols] + p_b[rows, cols]) / 2).detach().requires_grad_(True)
+        with torch.enable_grad():
+            (slope,) = torch.autograd.grad(final(mid).sum(), mid)
+        out[rows, cols] = slope * length[rows, 0]
+    return out
 
 
 class ExactIntegratedGradients(LayerAttributor):
@@ -120,7 +124,15 @@ class ExactIntegratedGradients(LayerAttributor):
             choices=("float32", "float64"),
         )
         max_segments: int = param(
-            2_000_000, "refuse to go on when the paths of one chunk cross more linear regions than this", min=1
+            2_000_000,
+            "refine: refuse to go on when the paths of one chunk cross more linear regions than this",
+            min=1,
+        )
+        algorithm: str = param(
+            "auto",
+            "sweep (one compiled pass over the switch events; two ReLU layers above the layer, channel sums), "
+            "refine (one network pass per linear region; any piecewise-linear part) or auto (sweep where it applies)",
+            choices=("auto", "sweep", "refine"),
         )
 
         def __post_init__(self) -> None:
@@ -128,6 +140,10 @@ class ExactIntegratedGradients(LayerAttributor):
             if self.ad_mode == "forward" and self.keep_space:
                 raise ParameterError(
                     "ad_mode", "forward mode gives channel sums only; use reverse or auto with keep_space"
+                )
+            if self.algorithm == "sweep" and self.keep_space:
+                raise ParameterError(
+                    "algorithm", "the sweep gives channel sums only; use algorithm=refine or auto with keep_space"
                 )
 
     def check_split(self, model: Model, layer: str, below: torch.nn.Module, above: torch.nn.Module) -> None:
@@ -147,6 +163,8 @@ class ExactIntegratedGradients(LayerAttributor):
 
         from mechlens_captum.structure import PiecewisePlan
 
+        self._sweep = self._choose_sweep(ctx)
+
         self._dtype = torch.float64 if self.params.precision == "float64" else torch.float32
         if self._dtype == torch.float64:
             import copy
@@ -163,17 +181,41 @@ class ExactIntegratedGradients(LayerAttributor):
         self._eps = 1e-10 if self._dtype == torch.float64 else 2e-6
         self.stats: dict[str, float] = {"rows": 0, "segments": 0, "evaluations": 0, "rounds": 0}
 
+    def _choose_sweep(self, ctx: LayerContext) -> Sweep | None:
+        """The sweep for this call, or None for the refinement algorithm (says why when sweep was asked for)."""
+        from mechlens_captum.sweep import Sweep, sweep_available, sweep_plan
+
+        wanted = self.params.algorithm
+        if wanted == "refine" or (wanted == "auto" and self.params.keep_space):
+            return None
+        plan, reason = sweep_plan(self._plan)
+        if plan is not None and not sweep_available():
+            plan, reason = None, "numba, which compiles the sweep, is not installed (pip install numba)"
+        if plan is None:
+            if wanted == "sweep":
+                raise UnsupportedModelError(
+                    f"exact-integrated-gradients: algorithm=sweep does not apply to model {ctx.model.name!r} at "
+                    f"layer {ctx.layer!r}: {reason}. Use algorithm=refine (or auto)."
+                )
+            return None
+        return Sweep(plan, ctx.z0, ctx.cell_index, ctx.shape[0])
+
     def describe_method(self, ctx: LayerContext) -> dict[str, Any]:
-        return {
+        info = {
             "path": "activation",
             "method": "exact",
             "n_steps": 0,
             "kinks_above_layer": int(self._plan.n_kinks),
             "final_nonlinearity": type(self._plan.final).__name__ if self._plan.final is not None else "none",
-            "ad_mode": "forward" if self._forward else "reverse",
+            "algorithm": "sweep" if self._sweep is not None else "refine",
         }
+        if self._sweep is None:
+            info["ad_mode"] = "forward" if self._forward else "reverse"
+        return info
 
     def bytes_per_row(self, ctx: LayerContext) -> float:
+        if self._sweep is not None:
+            return self._sweep.bytes_per_row()
         # the row chunk only sets the progress granularity; segments are batched separately below
         return 4.0 * ctx.act_numel * (4 + 2 * ctx.n_cells) * 16
 
@@ -188,6 +230,11 @@ class ExactIntegratedGradients(LayerAttributor):
 
         from mechlens_captum.structure import run_with_tangents
 
+        if self._sweep is not None:
+            out = self._sweep.attribute(z - ctx.z0)
+            self.stats["rows"] += z.shape[0]
+            self.stats["segments"] = self._sweep.stats["regions"]
+            return out
         plan = self._stages_plan
         dtype = self._dtype
         z0 = ctx.z0.to(dtype)

@@ -88,7 +88,7 @@ def test_importing_mechlens_and_listing_plugins_imports_no_heavy_library():
     code = (
         "import sys, mechlens, mechlens.registry as r, mechlens.cli as c;"
         "r.entries();"
-        "heavy=[m for m in ('torch','captum','sklearn') if m in sys.modules];"
+        "heavy=[m for m in ('torch','captum','sklearn','numba') if m in sys.modules];"
         "print(','.join(heavy))"
     )
     out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, check=True)

@@ -1,0 +1,352 @@
+"""Compiled loops of the path sweep (see :mod:`mechlens_captum.sweep` for the mathematics).
+
+Plain Python functions over NumPy arrays, compiled with numba on first use (:func:`compiled`) and
+cached on disk. They are written for numba: explicit loops, no Python objects. Arrays are float64
+unless said otherwise; ``n`` is the number of cells, ``C`` the channels of the attributed layer.
+
+The middle affine map is a convolution given by its geometry (a Linear layer is a 1x1 convolution
+of a 1x1 image with one input channel per unit), so the weights stay in cache: streaming a sparse
+matrix of the same map costs more memory bandwidth than the whole sweep.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+_COMPILED: dict[str, Any] = {}
+
+
+def compiled(name: str) -> Any:
+    """The numba-compiled version of the kernel ``name`` of this module."""
+    if name not in _COMPILED:
+        import numba
+
+        _COMPILED[name] = numba.njit(cache=True, nogil=True)(globals()[name])
+    return _COMPILED[name]
+
+
+def sweep(a, b, chan, din, dout, wt, geom, h0, s0, w3, cap_cr):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """Sweep every row's path once; return its breakpoints in order with what changes at each.
+
+    Parameters
+    ----------
+    a : (N1,)
+        First-layer inputs (before the first ReLU) at the baseline.
+    b : (rows, N1)
+        Their change from the baseline to each row's end point.
+    chan : (N1,) int64
+        Channel of the attributed layer owning each unit.
+    din : (N1,), dout : (N2,)
+        Elementwise scales before and after the mixing map.
+    wt : (Cm, O, kh, kw)
+        The mixing map's kernel, input-channel first.
+    geom : (12,) int64
+        Cm, H, W (its input), O, Ho, Wo (its output), stride y, stride x, padding y, padding x,
+        dilation y, dilation x.
+    h0 : (N2,)
+        Second-layer inputs (before the second ReLU) at the baseline.
+    s0 : (rows, C, N2)
+        Their slope along the path just after alpha = 0, per channel of origin.
+    w3 : (N2, n)
+        The last linear map (to the inputs of the final nonlinearity), selected cells.
+    cap_cr : int
+        Capacity of the table of second-layer crossings.
+
+    Returns
+    -------
+    ptr : (rows + 1,) int64
+        Row ``r``'s breakpoints are ``ptr[r]:ptr[r+1]`` of the arrays below, sorted by alpha.
+    alpha : (E,)
+    kind : (E,) int64
+        >= 0: a first-layer unit of that channel switched; < 0: crossing number ``-kind - 1``.
+    dp : (E, n)
+        Change of each cell's ``dR[:, channel]`` (first-layer events; also its change of dp/dalpha)
+        or of dp/dalpha (crossings).
+    cr_w : (X, n)
+        ``sign * w3[j]`` of each crossing (sign +1: unit j turned on).
+    cr_sc : (X, C)
+        Slope of ``h2_j`` per channel of origin at the crossing.
+    found : int
+        Crossings found; if more than ``cap_cr`` the tables are incomplete: call again with more.
+    """
+    rows, n1 = b.shape
+    n2, n = w3.shape
+    n_ch = s0.shape[1]
+    hh, ww, oo, ho, wo = geom[1], geom[2], geom[3], geom[4], geom[5]
+    sy, sx, py, px, dy_, dx_ = geom[6], geom[7], geom[8], geom[9], geom[10], geom[11]
+    kh, kw = wt.shape[2], wt.shape[3]
+    wflat = wt.reshape(wt.shape[0], wt.shape[1], kh * kw)
+    tap_pos = np.empty(kh * kw, np.int64)
+    tap_k = np.empty(kh * kw, np.int64)
+    plane = ho * wo
+    cap_ev = rows * n1 + cap_cr
+    ptr = np.zeros(rows + 1, np.int64)
+    alpha_out = np.empty(cap_ev, np.float64)
+    kind_out = np.empty(cap_ev, np.int64)
+    dp_out = np.empty((cap_ev, n), np.float64)
+    cr_w = np.empty((cap_cr, n), np.float64)
+    cr_sc = np.empty((cap_cr, n_ch), np.float64)
+    cr_alpha = np.empty(cap_cr, np.float64)
+    # per second-layer unit j, side by side (one cache line per visit): the current linear piece of
+    # h2_j(alpha) = q + s alpha, whether it is on (1.0 / 0.0), and its elementwise output scale
+    st = np.empty((n2, 4), np.float64)
+    sc = np.empty((n_ch, n2), np.float64)  # channel-major: an event touches one channel's row
+    alpha = np.empty(n1, np.float64)
+    units = np.empty(n1, np.int64)
+    ev_dr = np.empty((n1, n), np.float64)
+    acc = np.empty(n, np.float64)
+    found = 0
+    n_out = 0
+    for r in range(rows):
+        # first-layer switch points inside (0, 1), in order
+        m = 0
+        for u in range(n1):
+            bu = b[r, u]
+            if bu != 0.0:
+                al = -a[u] / bu
+                if al > 0.0 and al < 1.0:
+                    alpha[m] = al
+                    units[m] = u
+                    m += 1
+        order = np.argsort(alpha[:m])
+        for j in range(n2):
+            tot = 0.0
+            for c in range(n_ch):
+                sc[c, j] = s0[r, c, j]
+                tot += s0[r, c, j]
+            st[j, 0] = h0[j]
+            st[j, 1] = tot
+            st[j, 2] = 1.0 if (h0[j] > 0.0 or (h0[j] == 0.0 and tot > 0.0)) else 0.0
+            st[j, 3] = dout[j]
+        row_first = found  # this row's crossings are numbers row_first ... found - 1
+        for k in range(m):
+            u = units[order[k]]
+            al = alpha[order[k]]
+            # on at the baseline (a > 0) and switching: its contribution b_u leaves; else it arrives
+            d = (-b[r, u] if a[u] > 0.0 else b[r, u]) * din[u]
+            c = chan[u]
+            for i in range(n):
+                acc[i] = 0.0
+            ci = u // (hh * ww)
+            y = (u // ww) % hh
+            x = u % ww
+            # the output positions this unit feeds: o * plane + oy * wo + ox for every kernel tap
+            # (integer division only for strides > 1: it would dominate the loop otherwise)
+            n_taps = 0
+            for ky in range(kh):
+                ny = y + py - ky * dy_
+                if ny < 0:
+                    continue
+                if sy == 1:
+                    oy = ny
+                elif ny % sy != 0:
+                    continue
+                else:
+                    oy = ny // sy
+                if oy >= ho:
+                    continue
+                for kx in range(kw):
+                    nx = x + px - kx * dx_
+                    if nx < 0:
+                        continue
+                    if sx == 1:
+                        ox = nx
+                    elif nx % sx != 0:
+                        continue
+                    else:
+                        ox = nx // sx
+                    if ox >= wo:
+                        continue
+                    tap_pos[n_taps] = oy * wo + ox
+                    tap_k[n_taps] = ky * kw + kx
+                    n_taps += 1
+            for o in range(oo):
+                base = o * plane
+                for q in range(n_taps):
+                    j = base + tap_pos[q]
+                    hq = st[j, 0]
+                    hs = st[j, 1]
+                    hn = hq + hs * al
+                    # (hn > 0) != on is rarely true: one well-predicted branch
+                    if (hn > 0.0) != (st[j, 2] > 0.5) and hn != 0.0:
+                        if found < cap_cr:
+                            cr_alpha[found] = min(-hq / hs, al)  # the root of the piece that just ended
+                            sign = 1.0 - 2.0 * st[j, 2]
+                            for i in range(n):
+                                cr_w[found, i] = sign * w3[j, i]
+                            for cc in range(n_ch):
+                                cr_sc[found, cc] = sc[cc, j]
+                        found += 1
+                        st[j, 2] = 1.0 - st[j, 2]
+                    dl = wflat[ci, o, tap_k[q]] * d * st[j, 3]
+                    st[j, 0] = hq - dl * al  # the new piece meets the old one at al
+                    st[j, 1] = hs + dl
+                    sc[c, j] += dl
+                    f = dl * st[j, 2]  # no branch on the (unpredictable) state
+                    for i in range(n):
+                        acc[i] += f * w3[j, i]
+            for i in range(n):
+                ev_dr[k, i] = acc[i]
+        # the last linear piece, up to alpha = 1
+        for j in range(n2):
+            hn = st[j, 0] + st[j, 1]
+            if (hn > 0.0) != (st[j, 2] > 0.5) and hn != 0.0:
+                if found < cap_cr:
+                    cr_alpha[found] = min(-st[j, 0] / st[j, 1], 1.0)
+                    sign = 1.0 - 2.0 * st[j, 2]
+                    for i in range(n):
+                        cr_w[found, i] = sign * w3[j, i]
+                    for cc in range(n_ch):
+                        cr_sc[found, cc] = sc[cc, j]
+                found += 1
+        if found > cap_cr:
+            break
+        n_rc = found - row_first
+        # merge the (sorted) first-layer events with the sorted crossings
+        cr_order = np.argsort(cr_alpha[row_first:found]) + row_first
+        i1 = 0
+        i2 = 0
+        while i1 < m or i2 < n_rc:
+            take1 = i2 >= n_rc or (i1 < m and alpha[order[i1]] <= cr_alpha[cr_order[i2]])
+            if take1:
+                u = units[order[i1]]
+                alpha_out[n_out] = alpha[order[i1]]
+                kind_out[n_out] = chan[u]
+                for i in range(n):
+                    dp_out[n_out, i] = ev_dr[i1, i]
+                i1 += 1
+            else:
+                x_id = cr_order[i2]
+                alpha_out[n_out] = cr_alpha[x_id]
+                kind_out[n_out] = -x_id - 1
+                tot = 0.0
+                for cc in range(n_ch):
+                    tot += cr_sc[x_id, cc]
+                for i in range(n):
+                    dp_out[n_out, i] = cr_w[x_id, i] * tot
+                i2 += 1
+            n_out += 1
+        ptr[r + 1] = n_out
+    k = min(found, cap_cr)
+    return ptr, alpha_out[:n_out], kind_out[:n_out], dp_out[:n_out], cr_w[:k], cr_sc[:k], found
+
+
+def pieces(ptr, alpha, dp, slope0, p0):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """The linear pieces of each row's pre-output ``p`` between consecutive breakpoints.
+
+    Parameters
+    ----------
+    ptr, alpha, dp
+        From :func:`sweep`.
+    slope0 : (rows, n)
+        dp/dalpha just after alpha = 0.
+    p0 : (n,)
+        p at the baseline.
+
+    Returns
+    -------
+    p_a, p_b : (E + rows, n)
+        p at the start and end of each piece; row ``r``'s pieces are ``ptr[r] + r : ptr[r+1] + r + 1``.
+    length : (E + rows, 1)
+    """
+    rows = ptr.shape[0] - 1
+    n = p0.shape[0]
+    total = ptr[rows] + rows
+    p_a = np.empty((total, n), np.float64)
+    p_b = np.empty((total, n), np.float64)
+    length = np.empty((total, 1), np.float64)
+    p = np.empty(n, np.float64)
+    sl = np.empty(n, np.float64)
+    for r in range(rows):
+        for i in range(n):
+            p[i] = p0[i]
+            sl[i] = slope0[r, i]
+        prev = 0.0
+        out = ptr[r] + r
+        for e in range(ptr[r], ptr[r + 1] + 1):
+            nxt = alpha[e] if e < ptr[r + 1] else 1.0
+            gap = nxt - prev
+            length[out, 0] = gap
+            for i in range(n):
+                p_a[out, i] = p[i]
+                p[i] += sl[i] * gap
+                p_b[out, i] = p[i]
+                if e < ptr[r + 1]:
+                    sl[i] += dp[e, i]
+            prev = nxt
+            out += 1
+    return p_a, p_b, length
+
+
+def accumulate(ptr, kind, dp, cr_w, cr_sc, w, r0):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """Channel attributions ``A = R(0) G(1) + sum_events dR (G(1) - G(alpha_event))``.
+
+    Parameters
+    ----------
+    ptr, kind, dp, cr_w, cr_sc
+        From :func:`sweep`.
+    w : (E + rows, n)
+        Integral of g'(p) over each piece (laid out as by :func:`pieces`).
+    r0 : (rows, n, C)
+        R just after alpha = 0.
+
+    Returns
+    -------
+    (rows, n, C)
+    """
+    rows = ptr.shape[0] - 1
+    n, n_ch = r0.shape[1], r0.shape[2]
+    out = np.empty((rows, n, n_ch), np.float64)
+    g1 = np.empty(n, np.float64)
+    rest = np.empty(n, np.float64)
+    for r in range(rows):
+        first = ptr[r] + r
+        count = ptr[r + 1] - ptr[r] + 1
+        for i in range(n):
+            g1[i] = 0.0
+            for q in range(first, first + count):
+                g1[i] += w[q, i]
+            for c in range(n_ch):
+                out[r, i, c] = r0[r, i, c] * g1[i]
+            rest[i] = g1[i]
+        for e in range(ptr[r], ptr[r + 1]):
+            q = first + (e - ptr[r])
+            for i in range(n):
+                rest[i] -= w[q, i]  # now G(1) - G(alpha_e)
+            kd = kind[e]
+            if kd >= 0:
+                for i in range(n):
+                    out[r, i, kd] += dp[e, i] * rest[i]
+            else:
+                x_id = -kd - 1
+                for i in range(n):
+                    f = cr_w[x_id, i] * rest[i]
+                    for c in range(n_ch):
+                        out[r, i, c] += f * cr_sc[x_id, c]
+    return out
+
+
+def softplus_integral(p_a, p_b, length, beta, threshold):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """``integral g'(p) dalpha`` over each affine piece for torch's Softplus ``g`` (its exact definition).
+
+    ``g(x) = log(1 + exp(beta x)) / beta``, or ``x`` where ``beta x > threshold``; the secant
+    ``(g(p_b) - g(p_a)) / (p_b - p_a) * length``, or ``g'(midpoint) * length`` where ``p`` barely
+    moves (the difference quotient would cancel; the midpoint rule's error is below float64 there).
+    """
+    out = np.empty_like(p_a)
+    for k in range(p_a.shape[0]):
+        ln = length[k, 0]
+        for i in range(p_a.shape[1]):
+            a = p_a[k, i]
+            b = p_b[k, i]
+            d = b - a
+            if abs(d) < 1e-6:
+                x = beta * (a + b) / 2
+                out[k, i] = (1.0 if x > threshold else 1.0 / (1.0 + np.exp(-x))) * ln
+            else:
+                ga = a if beta * a > threshold else np.log1p(np.exp(beta * a)) / beta
+                gb = b if beta * b > threshold else np.log1p(np.exp(beta * b)) / beta
+                out[k, i] = (gb - ga) / d * ln
+    return out

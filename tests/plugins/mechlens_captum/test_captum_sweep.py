@@ -1,0 +1,177 @@
+"""exact-integrated-gradients, algorithm=sweep: agreement with the refinement algorithm, geometry, fallbacks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from captum_test_models import SeqModel, seeded, single_relu_model, stimulus_for
+from mechlens_captum import sweep as sweep_module
+from mechlens_captum.exact import ExactIntegratedGradients
+from mechlens_captum.structure import UnsupportedModelError, piecewise_plan
+from mechlens_captum.sweep import Sweep, sweep_plan
+from torch import nn
+
+from mechlens.errors import ParameterError
+from mechlens.toymodels import ToyCNN
+
+
+def _conv_model(mid: nn.Module, size: int = 12, seed: int = 0, final: nn.Module | None = None) -> SeqModel:
+    """conv (the layer, 3 channels) -> BN -> ReLU -> ``mid`` -> BN -> ReLU -> dense 3 cells [-> final]."""
+    below = nn.Sequential(nn.Conv2d(2, 3, 3))
+    with torch.no_grad():
+        n_out = mid(torch.zeros(1, 3, size - 2, size - 2)).numel()
+    parts = [nn.BatchNorm2d(3), nn.ReLU(), mid, nn.Flatten(), nn.BatchNorm1d(n_out), nn.ReLU(), nn.Linear(n_out, 3)]
+    if final is not None:
+        parts.append(final)
+    above = seeded(nn.Sequential(*parts), seed + 1)
+    with torch.no_grad():  # one negative scale on each side of the mixing layer
+        above[0].weight[1] = -above[0].weight[1]
+        above[4].weight[::3] = -above[4].weight[::3]
+    return SeqModel(seeded(below, seed), above, size=size)
+
+
+def _both(model: SeqModel, stim, **params):
+    sweep = ExactIntegratedGradients(algorithm="sweep", **params).attribute(model, stim)
+    refine = ExactIntegratedGradients(algorithm="refine", precision="float64", **params).attribute(model, stim)
+    return sweep, refine
+
+
+def _assert_agree(sweep, refine, rtol: float = 2e-6) -> None:
+    assert sweep["attribution"].attrs["algorithm"] == "sweep"
+    assert refine["attribution"].attrs["algorithm"] == "refine"
+    scale = float(np.abs(refine["attribution"]).max())
+    np.testing.assert_allclose(sweep["attribution"].values, refine["attribution"].values, atol=rtol * scale)
+    span = float(np.ptp(sweep["response"].values))
+    assert float(np.abs(sweep["completeness_error"]).max()) < 1e-5 * span
+
+
+@pytest.mark.parametrize(
+    "mid",
+    [
+        lambda: nn.Conv2d(3, 4, 3),
+        lambda: nn.Conv2d(3, 4, 3, stride=2, padding=1),
+        lambda: nn.Conv2d(3, 2, (3, 2), stride=(1, 2), padding=(2, 0), dilation=(2, 1)),
+    ],
+    ids=["plain", "stride-padding", "anisotropic-dilated"],
+)
+def test_sweep_matches_refinement_for_convolutions(mid):
+    model = _conv_model(mid(), final=nn.Softplus())
+    sweep, refine = _both(model, stimulus_for(model, n_times=5, seed=1))
+    _assert_agree(sweep, refine)
+
+
+def test_sweep_matches_refinement_for_a_dense_middle_layer_and_a_sigmoid():
+    below = nn.Sequential(nn.Conv2d(2, 3, 2))  # (3, 3, 3) layer
+    above = nn.Sequential(nn.Flatten(), nn.ReLU(), nn.Linear(27, 6), nn.ReLU(), nn.Linear(6, 2), nn.Sigmoid())
+    model = SeqModel(seeded(below, 3), seeded(above, 4))
+    _assert_agree(*_both(model, stimulus_for(model, n_times=6, seed=2)))
+
+
+def test_sweep_matches_refinement_for_conv1d_without_final_nonlinearity():
+    below = nn.Sequential(nn.Conv2d(2, 3, (4, 1)), nn.Flatten(2))  # layer (3, 4)
+    above = nn.Sequential(nn.ReLU(), nn.Conv1d(3, 2, 2, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(10, 2))
+    model = SeqModel(seeded(below, 5), seeded(above, 6))
+    sweep, refine = _both(model, stimulus_for(model, n_times=6, seed=3))
+    _assert_agree(sweep, refine)
+    assert sweep["attribution"].attrs["final_nonlinearity"] == "none"
+
+
+def test_sweep_with_cells_baseline_and_conditions():
+    model = ToyCNN(seed=3)
+    stim = stimulus_for(model, n_times=5, seed=4)
+    params = {"baseline": "value", "baseline_value": -0.2}
+    sweep = ExactIntegratedGradients(algorithm="sweep", **params).attribute(model, stim, cells=["gc02", "gc00"])
+    refine = ExactIntegratedGradients(algorithm="refine", precision="float64", **params).attribute(
+        model, stim, cells=["gc02", "gc00"]
+    )
+    assert list(sweep["cell"].values) == ["gc02", "gc00"]
+    _assert_agree(sweep, refine)
+
+
+def test_dense_white_noise_through_the_retina_architecture():
+    cnn = pytest.importorskip("mechlens_retina.cnn")
+    model = cnn.RetinaCNN(
+        checkpoint="random", history=6, image_size=20, kernel1=5, kernel2=5, channels1=4, channels2=4, n_cells=3
+    )
+    stim = stimulus_for(model, n_times=4)
+    attributor = ExactIntegratedGradients(algorithm="sweep")
+    sweep = attributor.attribute(model, stim, layer="conv1")
+    refine = ExactIntegratedGradients(algorithm="refine", precision="float64").attribute(model, stim, layer="conv1")
+    _assert_agree(sweep, refine)
+    # the path crosses many linear regions: the case the sweep is for
+    assert attributor.stats["segments"] > 20 * stim.sizes["time"]
+
+
+def test_auto_picks_the_sweep_where_it_applies_and_refinement_elsewhere():
+    model = ToyCNN(seed=0)
+    stim = stimulus_for(model, n_times=3)
+    assert ExactIntegratedGradients().attribute(model, stim)["attribution"].attrs["algorithm"] == "sweep"
+    kept = ExactIntegratedGradients(keep_space=True).attribute(model, stim)
+    assert kept["attribution"].attrs["algorithm"] == "refine"
+    one_kink = single_relu_model(seed=1)
+    got = ExactIntegratedGradients().attribute(one_kink, stimulus_for(one_kink, n_times=3))
+    assert got["attribution"].attrs["algorithm"] == "refine"
+
+
+def test_asking_for_the_sweep_where_it_cannot_run_is_refused():
+    with pytest.raises(ParameterError, match="channel sums only"):
+        ExactIntegratedGradients(algorithm="sweep", keep_space=True)
+    one_kink = single_relu_model(seed=1)
+    with pytest.raises(UnsupportedModelError, match="exactly two ReLU stages"):
+        ExactIntegratedGradients(algorithm="sweep").attribute(one_kink, stimulus_for(one_kink, n_times=2))
+
+
+def test_without_numba_auto_falls_back_and_sweep_says_why(monkeypatch):
+    monkeypatch.setattr(sweep_module, "sweep_available", lambda: False)
+    model = ToyCNN(seed=0)
+    stim = stimulus_for(model, n_times=2)
+    assert ExactIntegratedGradients().attribute(model, stim)["attribution"].attrs["algorithm"] == "refine"
+    with pytest.raises(UnsupportedModelError, match="numba"):
+        ExactIntegratedGradients(algorithm="sweep").attribute(model, stim)
+
+
+@pytest.mark.parametrize(
+    ("above", "reason"),
+    [
+        (lambda: nn.Sequential(nn.Flatten(), nn.LeakyReLU(), nn.Linear(18, 3), nn.ReLU(), nn.Linear(3, 1)), "ReLU"),
+        (
+            lambda: nn.Sequential(nn.Conv2d(2, 2, 1), nn.ReLU(), nn.Flatten(), nn.Linear(18, 3), nn.ReLU()),
+            "elementwise",
+        ),
+        (
+            lambda: nn.Sequential(nn.ReLU(), nn.Conv2d(2, 2, 1), nn.Conv2d(2, 2, 1), nn.ReLU(), nn.Flatten()),
+            "one Conv1d/Conv2d",
+        ),
+    ],
+)
+def test_sweep_plan_names_what_does_not_fit(above, reason):
+    plan, why = sweep_plan(piecewise_plan(above()))
+    assert plan is None
+    assert reason in why
+
+
+def test_crossing_table_grows_when_a_chunk_needs_more():
+    model = ToyCNN(seed=4, channels=4)
+    stim = stimulus_for(model, n_times=6, seed=5)
+    x = model.windows(stim["stimulus"])
+    below, above = model.split("conv1")
+    with torch.no_grad():
+        z, z0 = below(x), below(torch.zeros_like(x[:1]))
+    plan, _ = sweep_plan(piecewise_plan(above))
+    cells = torch.arange(len(model.cells))
+    reference = Sweep(plan, z0, cells, 4).attribute(z - z0)
+    small = Sweep(plan, z0, cells, 4)
+    small.crossings_per_row = 0.01
+    got = small.attribute(z - z0)
+    assert small.crossings_per_row > 0.01
+    np.testing.assert_array_equal(got.numpy(), reference.numpy())
+    assert small.stats["crossings"] > 0
+
+
+def test_a_stimulus_equal_to_the_baseline_gets_zero_attribution():
+    model = ToyCNN(seed=1)
+    stim = stimulus_for(model, n_times=3)
+    stim["stimulus"].values[:] = 0.0
+    ds = ExactIntegratedGradients(algorithm="sweep").attribute(model, stim)
+    assert np.all(ds["attribution"].values == 0.0)
