@@ -92,7 +92,8 @@ def test_recipes_reach_the_files(run_dir):
     lat = io.load(run_dir / "latency-coding.nc")
     assert lat["condition"].attrs["swept"] == "intensity" and lat.sizes["condition"] == 5
     assert lat["measure_latency"].dims == ("condition", "cell")
-    assert lat.attrs["attributor"] == "integrated-gradients"  # exact integration is opt-in (exact = True)
+    assert lat.attrs["attributor"] == "exact-integrated-gradients"  # the retina CNN is piecewise linear above conv1
+    assert lat["completeness_error"].attrs["max_abs_relative_to_response_range"] < 1e-5
     osr = io.load(run_dir / "omitted-stimulus.nc")
     # the window starts at each period's omitted flash
     for i in range(osr.sizes["condition"]):
@@ -103,7 +104,7 @@ def test_recipes_reach_the_files(run_dir):
     assert ant["measure_lead"].dims == ("speed", "cell") and ant.sizes["speed"] == 3
     # flashed bars only where they fit on the 20 px x 55 um grid
     assert np.abs(ant["bar_position"].values).max() < 10 * 55.0 and ant.sizes["bar_position"] == 9
-    assert ant.attrs["attributor"] == "integrated-gradients"
+    assert ant.attrs["attributor"] == "exact-integrated-gradients"
     rev = io.load(run_dir / "motion-reversal.nc")
     assert rev["measure_aligned"].dims == ("rel_time", "cell")
     nat = io.load(run_dir / "natural-scenes.nc")
@@ -149,18 +150,18 @@ def test_stimuli_follow_the_model_grid():
         assert stim["time"].values[small.history - 1] == pytest.approx(-0.01)
 
 
-def test_exact_integration_is_chosen_when_asked_and_the_model_allows_it():
+def test_exact_integration_is_chosen_where_the_model_allows_it_unless_turned_off():
     from mechlens_retina.cnn import RetinaCNN
     from mechlens_retina.experiments import EXACT_ATTRIBUTOR, LatencyCoding
     from mechlens_retina.synthetic import SyntheticRetina
 
-    class ExactLatency(LatencyCoding):
-        exact = True
+    class QuadratureLatency(LatencyCoding):
+        exact = False
 
     from mechlens.config import parse_value
 
     cnn = RetinaCNN(**{k: parse_value(str(v)) for k, v in SMALL.items()})
-    assert ExactLatency().attribution_plan(cnn)[0] == EXACT_ATTRIBUTOR
-    assert LatencyCoding().attribution_plan(cnn)[0] == "integrated-gradients"
+    assert LatencyCoding().attribution_plan(cnn)[0] == EXACT_ATTRIBUTOR
+    assert QuadratureLatency().attribution_plan(cnn)[0] == "integrated-gradients"
     # divisive gain control is not piecewise linear: the plan falls back to quadrature
-    assert ExactLatency().attribution_plan(SyntheticRetina())[0] == "integrated-gradients"
+    assert LatencyCoding().attribution_plan(SyntheticRetina())[0] == "integrated-gradients"
