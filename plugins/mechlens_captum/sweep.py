@@ -34,6 +34,7 @@ only: per-unit attributions (``keep_space``) use the refinement algorithm.
 from __future__ import annotations
 
 import copy
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -248,6 +249,7 @@ class Sweep:
         self.chan = (np.arange(self.n1) // (self.n1 // n_channels)).astype(np.int64)
         self.crossings_per_row = n2 / 2  # grows when a chunk needs more
         self.stats = {"rows": 0, "breakpoints": 0, "crossings": 0, "regions": 0}
+        self._lock = threading.Lock()
 
     def bytes_per_row(self) -> float:
         """Peak bytes per row of :meth:`attribute`: slopes per channel and the event tables."""
@@ -270,11 +272,8 @@ class Sweep:
             (rows, n, C) float64 on ``dz``'s device, Hz: each selected cell's attribution per channel.
         """
         import torch
-        from torch import nn
 
-        from mechlens_captum.exact import final_integral
         from mechlens_captum.structure import run_with_tangents
-        from mechlens_captum.sweep_kernels import compiled
 
         plan = self.plan
         rows = dz.shape[0]
@@ -293,27 +292,50 @@ class Sweep:
             )
         s0 = s0_t.reshape(self.n_channels, rows, -1).permute(1, 0, 2).double().contiguous().numpy()  # (rows, C, N2)
         b_np = b.numpy()
+        # the compiled loops release the GIL: rows are split over torch's CPU threads (one thread: serial)
+        parts = np.array_split(np.arange(rows), max(1, min(torch.get_num_threads(), rows)))
+        if len(parts) == 1:
+            attrs = [self._rows(b_np, s0)]
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(len(parts)) as pool:
+                attrs = list(pool.map(lambda ix: self._rows(b_np[ix[0] : ix[-1] + 1], s0[ix[0] : ix[-1] + 1]), parts))
+        return torch.from_numpy(np.concatenate(attrs)).to(dz.device)
+
+    def _rows(self, b: np.ndarray, s0: np.ndarray) -> np.ndarray:
+        """Sweep and bookkeeping for consecutive rows: ``b`` (rows, N1), ``s0`` (rows, C, N2) -> (rows, n, C)."""
+        import torch
+        from torch import nn
+
+        from mechlens_captum.exact import final_integral
+        from mechlens_captum.sweep_kernels import compiled
+
+        plan = self.plan
+        rows = b.shape[0]
+        b = np.ascontiguousarray(b)
+        s0 = np.ascontiguousarray(s0)
         sweep = compiled("sweep")
         while True:
             cap = int(self.crossings_per_row * rows) + 64
-            out = sweep(self.a, b_np, self.chan, self.din, self.dout, self.wt, self.geom, self.h0, s0, self.w3, cap)
+            out = sweep(self.a, b, self.chan, self.din, self.dout, self.wt, self.geom, self.h0, s0, self.w3, cap)
             if out[-1] <= cap:
                 break
             self.crossings_per_row *= 2  # the table overflowed: it is sized from what earlier chunks needed
         ptr, alpha, kind, dp, cr_w, cr_sc, found = out
         self.crossings_per_row = max(self.crossings_per_row, 1.25 * found / rows)
-        self.stats["rows"] += rows
-        self.stats["breakpoints"] += int(ptr[-1])
-        self.stats["crossings"] += int(found)
         act0 = (self.h0 > 0) | ((self.h0 == 0) & (s0.sum(1) > 0))  # (rows, N2)
         r0 = np.einsum("rcj,jn->rnc", s0 * act0[:, None, :], self.w3)  # R just after alpha = 0
         p_a, p_b, length = compiled("pieces")(ptr, alpha, dp, np.ascontiguousarray(r0.sum(2)), self.p0)
-        # switches that coincide up to rounding (all units of a channel under a full-field stimulus) share one
-        self.stats["regions"] += int(np.count_nonzero(length > 1e-7))
+        with self._lock:
+            self.stats["rows"] += rows
+            self.stats["breakpoints"] += int(ptr[-1])
+            self.stats["crossings"] += int(found)
+            # switches that coincide up to rounding (all units of a channel under a full-field stimulus) share one
+            self.stats["regions"] += int(np.count_nonzero(length > 1e-7))
         if type(plan.final) is nn.Softplus:  # the retina CNN's: compiled closed form
             w = compiled("softplus_integral")(p_a, p_b, length, float(plan.final.beta), float(plan.final.threshold))
         else:
             w = final_integral(plan.final, torch.from_numpy(p_a), torch.from_numpy(p_b), torch.from_numpy(length))
             w = np.ascontiguousarray(w.numpy())
-        attr = compiled("accumulate")(ptr, kind, dp, cr_w, cr_sc, w, r0)
-        return torch.from_numpy(attr).to(dz.device)
+        return compiled("accumulate")(ptr, kind, dp, cr_w, cr_sc, w, r0)
