@@ -1,7 +1,7 @@
 """Attribution to hidden units: naive Captum vs the mechlens_captum attributors, side by side.
 
 Run: ``.venv/bin/python bench/attribution.py [--times 256] [--rows-naive 4] [--rows-adaptive 8]
-[--rows-exact 2] [--threads 1]``.
+[--rows-exact 0] [--threads 1]``.
 
 One process, one model, one stimulus. The model is the retina CNN architecture with random
 weights (40x50x50 input, conv 8@15 -> BN -> ReLU -> conv 8@11 -> BN -> ReLU -> dense 8 cells -> BN
@@ -215,7 +215,7 @@ def main() -> None:
     parser.add_argument("--times", type=int, default=256, help="time points of each stimulus")
     parser.add_argument("--rows-naive", type=int, default=4, help="time points attributed by (a)")
     parser.add_argument("--rows-adaptive", type=int, default=8, help="time points attributed by (b*)")
-    parser.add_argument("--rows-exact", type=int, default=2, help="white-noise time points for (c); 0 = all")
+    parser.add_argument("--rows-exact", type=int, default=0, help="white-noise time points for (c); 0 = all")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
