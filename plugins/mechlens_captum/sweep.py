@@ -243,8 +243,13 @@ class Sweep:
                 raise ValueError("the middle map's geometry does not match the middle stages")
             self.p0 = np.ascontiguousarray(_run(plan.post, torch.relu(h0))[0, cell_index].numpy())
             # the last linear map, restricted to the selected cells, as (N2, n)
-            eye = torch.eye(n2, dtype=torch.float64).view(n2, *h0.shape[1:])
-            w3 = torch.cat([_push(plan.post, eye[i : i + 1024]) for i in range(0, n2, 1024)])
+            step = max(1, 8_000_000 // n2)  # basis vectors per push: ~64 MB of float64 at a time
+            blocks = []
+            for i in range(0, n2, step):
+                basis = torch.zeros((min(step, n2 - i), n2), dtype=torch.float64)
+                basis[torch.arange(basis.shape[0]), torch.arange(i, i + basis.shape[0])] = 1.0
+                blocks.append(_push(plan.post, basis.view(-1, *h0.shape[1:])))
+            w3 = torch.cat(blocks)
             self.w3 = np.ascontiguousarray(w3[:, cell_index].numpy())
         self.chan = (np.arange(self.n1) // (self.n1 // n_channels)).astype(np.int64)
         self.crossings_per_row = n2 / 2  # grows when a chunk needs more
