@@ -5,8 +5,8 @@ cached on disk. They are written for numba: explicit loops, no Python objects. A
 unless said otherwise; ``n`` is the number of cells, ``C`` the channels of the attributed layer.
 
 The middle affine map is a convolution given by its geometry (a Linear layer is a 1x1 convolution
-of a 1x1 image with one input channel per unit), so the weights stay in cache: streaming a sparse
-matrix of the same map costs more memory bandwidth than the whole sweep.
+of a 1x1 image with one input channel per unit), so a convolution's weights stay in cache instead of
+a sparse matrix of 5 million (index, weight) pairs (84 MB for the retina CNN) being read per time point.
 """
 
 from __future__ import annotations
