@@ -304,6 +304,10 @@ class Sweep:
         else:
             from concurrent.futures import ThreadPoolExecutor
 
+            from mechlens_captum.sweep_kernels import compiled
+
+            for name in ("sweep", "pieces", "accumulate", "softplus_integral"):
+                compiled(name)  # one dispatcher per kernel, made here rather than raced for by the threads
             with ThreadPoolExecutor(len(parts)) as pool:
                 attrs = list(pool.map(lambda ix: self._rows(b_np[ix[0] : ix[-1] + 1], s0[ix[0] : ix[-1] + 1]), parts))
         return torch.from_numpy(np.concatenate(attrs)).to(dz.device)
