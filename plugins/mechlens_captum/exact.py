@@ -13,9 +13,8 @@ nonlinearity ``g``) is constant and ``p`` itself is affine. The integral therefo
 Two algorithms (parameter ``algorithm``; ``auto`` takes the sweep wherever it applies):
 
 * ``sweep`` (:mod:`mechlens_captum.sweep`): for two ReLU layers with one convolution or linear layer
-  between them (the paper's CNN at ``conv1``), one compiled pass over each path's switch events;
-  channel sums only.
-* ``refine`` (below): any piecewise-linear part above the layer, per-unit attributions included.
+  between them (the paper's CNN at ``conv1``), one compiled pass over each path's switch events.
+* ``refine`` (below): any piecewise-linear part above the layer.
 
 Refinement, batched over time rows and segments:
 
@@ -138,7 +137,7 @@ class ExactIntegratedGradients(LayerAttributor):
         )
         algorithm: str = param(
             "auto",
-            "sweep (one compiled pass over the switch events; two ReLU layers above the layer, channel sums), "
+            "sweep (one compiled pass over the switch events; two ReLU layers above the layer), "
             "refine (one network pass per linear region; any piecewise-linear part) or auto (sweep where it applies)",
             choices=("auto", "sweep", "refine"),
         )
@@ -148,10 +147,6 @@ class ExactIntegratedGradients(LayerAttributor):
             if self.ad_mode == "forward" and self.keep_space:
                 raise ParameterError(
                     "ad_mode", "forward mode gives channel sums only; use reverse or auto with keep_space"
-                )
-            if self.algorithm == "sweep" and self.keep_space:
-                raise ParameterError(
-                    "algorithm", "the sweep gives channel sums only; use algorithm=refine or auto with keep_space"
                 )
 
     def check_split(self, model: Model, layer: str, below: torch.nn.Module, above: torch.nn.Module) -> None:
@@ -194,7 +189,7 @@ class ExactIntegratedGradients(LayerAttributor):
         from mechlens_captum.sweep import Sweep, sweep_available, sweep_plan
 
         wanted = self.params.algorithm
-        if wanted == "refine" or (wanted == "auto" and self.params.keep_space):
+        if wanted == "refine":
             return None
         plan, reason = sweep_plan(self._plan)
         if plan is not None and not sweep_available():
@@ -223,7 +218,7 @@ class ExactIntegratedGradients(LayerAttributor):
 
     def bytes_per_row(self, ctx: LayerContext) -> float:
         if self._sweep is not None:
-            return self._sweep.bytes_per_row()
+            return self._sweep.bytes_per_row(self.params.keep_space)
         # the row chunk only sets the progress granularity; segments are batched separately below
         return 4.0 * ctx.act_numel * (4 + 2 * ctx.n_cells) * 16
 
@@ -239,7 +234,7 @@ class ExactIntegratedGradients(LayerAttributor):
         from mechlens_captum.structure import run_with_tangents
 
         if self._sweep is not None:
-            out = self._sweep.attribute(z - ctx.z0)
+            out = self._sweep.attribute(z - ctx.z0, per_unit=self.params.keep_space)
             self.stats["rows"] += z.shape[0]
             self.stats["segments"] = self._sweep.stats["regions"]
             return out

@@ -16,6 +16,9 @@ from typing import Any
 import numpy as np
 
 _COMPILED: dict[str, Any] = {}
+_PYTHON: dict[str, Any] = {}
+#: kernels that call other kernels (which must be compiled first and bound in this module)
+_CALLS = {"fan_in_add": ("receptive_field",), "per_unit": ("receptive_field", "fan_in_add")}
 
 
 def compiled(name: str) -> Any:
@@ -23,7 +26,10 @@ def compiled(name: str) -> Any:
     if name not in _COMPILED:
         import numba
 
-        _COMPILED[name] = numba.njit(cache=True, nogil=True)(globals()[name])
+        for callee in _CALLS.get(name, ()):
+            globals()[callee] = compiled(callee)
+        python = _PYTHON.setdefault(name, globals()[name])
+        _COMPILED[name] = numba.njit(cache=True, nogil=True)(python)
     return _COMPILED[name]
 
 
@@ -68,6 +74,11 @@ def sweep(a, b, chan, din, dout, wt, geom, h0, s0, w3, cap_cr):  # type: ignore[
         ``sign * w3[j]`` of each crossing (sign +1: unit j turned on).
     cr_sc : (X, C)
         Slope of ``h2_j`` per channel of origin at the crossing.
+    unit : (E,) int64
+        The unit of each breakpoint: the first-layer unit that switched, or the second-layer unit
+        that crossed zero.
+    cr_sign : (X,)
+        +1 where the crossing unit turned on, -1 where it turned off.
     found : int
         Crossings found; if more than ``cap_cr`` the tables are incomplete: call again with more.
     """
@@ -88,6 +99,9 @@ def sweep(a, b, chan, din, dout, wt, geom, h0, s0, w3, cap_cr):  # type: ignore[
     dp_out = np.empty((cap_ev, n), np.float64)
     cr_w = np.empty((cap_cr, n), np.float64)
     cr_sc = np.empty((cap_cr, n_ch), np.float64)
+    cr_unit = np.empty(cap_cr, np.int64)
+    cr_sign = np.empty(cap_cr, np.float64)
+    unit_out = np.empty(cap_ev, np.int64)
     cr_alpha = np.empty(cap_cr, np.float64)
     # per second-layer unit j, side by side (one cache line per visit): the current linear piece of
     # h2_j(alpha) = q + s alpha, whether it is on (1.0 / 0.0), and its elementwise output scale
@@ -174,6 +188,8 @@ def sweep(a, b, chan, din, dout, wt, geom, h0, s0, w3, cap_cr):  # type: ignore[
                         if found < cap_cr:
                             cr_alpha[found] = min(-hq / hs, al)  # the root of the piece that just ended
                             sign = 1.0 - 2.0 * st[j, 2]
+                            cr_unit[found] = j
+                            cr_sign[found] = sign
                             for i in range(n):
                                 cr_w[found, i] = sign * w3[j, i]
                             for cc in range(n_ch):
@@ -196,6 +212,8 @@ def sweep(a, b, chan, din, dout, wt, geom, h0, s0, w3, cap_cr):  # type: ignore[
                 if found < cap_cr:
                     cr_alpha[found] = min(-st[j, 0] / st[j, 1], 1.0)
                     sign = 1.0 - 2.0 * st[j, 2]
+                    cr_unit[found] = j
+                    cr_sign[found] = sign
                     for i in range(n):
                         cr_w[found, i] = sign * w3[j, i]
                     for cc in range(n_ch):
@@ -214,6 +232,7 @@ def sweep(a, b, chan, din, dout, wt, geom, h0, s0, w3, cap_cr):  # type: ignore[
                 u = units[order[i1]]
                 alpha_out[n_out] = alpha[order[i1]]
                 kind_out[n_out] = chan[u]
+                unit_out[n_out] = u
                 for i in range(n):
                     dp_out[n_out, i] = ev_dr[i1, i]
                 i1 += 1
@@ -221,6 +240,7 @@ def sweep(a, b, chan, din, dout, wt, geom, h0, s0, w3, cap_cr):  # type: ignore[
                 x_id = cr_order[i2]
                 alpha_out[n_out] = cr_alpha[x_id]
                 kind_out[n_out] = -x_id - 1
+                unit_out[n_out] = cr_unit[x_id]
                 tot = 0.0
                 for cc in range(n_ch):
                     tot += cr_sc[x_id, cc]
@@ -230,7 +250,17 @@ def sweep(a, b, chan, din, dout, wt, geom, h0, s0, w3, cap_cr):  # type: ignore[
             n_out += 1
         ptr[r + 1] = n_out
     k = min(found, cap_cr)
-    return ptr, alpha_out[:n_out], kind_out[:n_out], dp_out[:n_out], cr_w[:k], cr_sc[:k], found
+    return (
+        ptr,
+        alpha_out[:n_out],
+        kind_out[:n_out],
+        dp_out[:n_out],
+        cr_w[:k],
+        cr_sc[:k],
+        unit_out[:n_out],
+        cr_sign[:k],
+        found,
+    )
 
 
 def pieces(ptr, alpha, dp, slope0, p0):  # type: ignore[no-untyped-def]  # pragma: no cover
@@ -349,4 +379,153 @@ def softplus_integral(p_a, p_b, length, beta, threshold):  # type: ignore[no-unt
                 ga = a if beta * a > threshold else np.log1p(np.exp(beta * a)) / beta
                 gb = b if beta * b > threshold else np.log1p(np.exp(beta * b)) / beta
                 out[k, i] = (gb - ga) / d * ln
+    return out
+
+
+def receptive_field(j, geom, kh, kw, c_in, units, taps):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """The input units feeding second-layer unit ``j`` of the mixing map (``geom`` as in :func:`sweep`).
+
+    Fills ``units[:count]`` with their indices and ``taps[:count]`` with ``(ci * kh + ky) * kw + kx``,
+    the kernel entry joining each to ``j``; returns ``count``.
+    """
+    hh, ww, ho, wo = geom[1], geom[2], geom[4], geom[5]
+    sy, sx, py, px, dy_, dx_ = geom[6], geom[7], geom[8], geom[9], geom[10], geom[11]
+    plane = ho * wo
+    oy = (j % plane) // wo
+    ox = j % wo
+    count = 0
+    for ci in range(c_in):
+        for ky in range(kh):
+            y = oy * sy - py + ky * dy_
+            if y < 0 or y >= hh:
+                continue
+            for kx in range(kw):
+                x = ox * sx - px + kx * dx_
+                if x < 0 or x >= ww:
+                    continue
+                units[count] = (ci * hh + y) * ww + x
+                taps[count] = (ci * kh + ky) * kw + kx
+                count += 1
+    return count
+
+
+def fan_in_add(v, j, coef, wt, dout, w3, geom, units, taps):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """``v[u] += coef * K[j, u] * dout[j] * w3[j]`` for every input unit ``u`` feeding second-layer unit ``j``.
+
+    ``v`` (N1, n); ``K`` is the mixing map's kernel (``wt``, ``geom`` as in :func:`sweep`), without
+    the input scale ``din``; ``units``, ``taps`` are work arrays of length ``wt[0].size``.
+    """
+    c_in, kh, kw = wt.shape[0], wt.shape[2], wt.shape[3]
+    o = j // (geom[4] * geom[5])
+    flat = wt.reshape(c_in, wt.shape[1], kh * kw)
+    base = coef * dout[j]
+    for k in range(receptive_field(j, geom, kh, kw, c_in, units, taps)):
+        t = taps[k]
+        f = base * flat[t // (kh * kw), o, t % (kh * kw)]
+        u = units[k]
+        for i in range(w3.shape[1]):
+            v[u, i] += f * w3[j, i]
+
+
+def per_unit(ptr, kind, unit, cr_sign, a, b, din, dout, wt, geom, w3, on0, w):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """Attributions to every unit of the layer (``keep_space``) from a sweep's breakpoints.
+
+    ``A[n, u] = b_u din_u * integral over u's active interval of g'(p_n) V_n(u, alpha)``, where
+    ``V_n(u, alpha) = sum_j K[j, u] dout_j w3[j, n] [h2_j > 0]`` changes only when a unit ``j`` fed by
+    ``u`` crosses zero. So ``A = b din (V(0+) G(I_u) + sum_crossings sign K dout w3[j] G(I_u and
+    after the crossing))`` with ``G`` the integral of ``g'(p_n)`` (cumulated from ``w``).
+
+    Parameters
+    ----------
+    ptr, kind, unit, cr_sign
+        From :func:`sweep`.
+    a, b, din, dout, wt, geom, w3
+        As for :func:`sweep`.
+    on0 : (rows, N2)
+        1.0 where a second-layer unit is on just after alpha = 0.
+    w : (E + rows, n)
+        Integral of g'(p) over each piece (as :func:`accumulate` reads it).
+
+    Returns
+    -------
+    (rows, n, N1)
+    """
+    rows, n1 = b.shape
+    n2, n = w3.shape
+    out = np.zeros((rows, n, n1), np.float64)
+    c_in, kh, kw = wt.shape[0], wt.shape[2], wt.shape[3]
+    flat = wt.reshape(c_in, wt.shape[1], kh * kw)
+    plane = geom[4] * geom[5]
+    rf_units = np.empty(c_in * kh * kw, np.int64)
+    rf_taps = np.empty(c_in * kh * kw, np.int64)
+    v = np.empty((n1, n), np.float64)
+    g_at = np.empty((n1, n), np.float64)  # G at each first-layer unit's switch
+    pos = np.empty(n1, np.int64)  # its breakpoint number in the row (-1: no switch)
+    g = np.empty(n, np.float64)
+    g1 = np.empty(n, np.float64)
+    for r in range(rows):
+        first = ptr[r] + r
+        count = ptr[r + 1] - ptr[r]
+        for i in range(n):
+            g1[i] = 0.0
+            for q in range(first, first + count + 1):
+                g1[i] += w[q, i]
+        # G at every breakpoint, walked in order
+        gb = np.empty((count, n), np.float64)
+        for i in range(n):
+            g[i] = 0.0
+        for e in range(count):
+            for i in range(n):
+                g[i] += w[first + e, i]
+                gb[e, i] = g[i]
+        for u in range(n1):
+            pos[u] = -1
+        for e in range(count):
+            if kind[ptr[r] + e] >= 0:
+                u = unit[ptr[r] + e]
+                pos[u] = e
+                for i in range(n):
+                    g_at[u, i] = gb[e, i]
+        # V(0+): the units on at the start
+        v[:, :] = 0.0
+        for j in range(n2):
+            if on0[r, j] > 0.5:
+                fan_in_add(v, j, 1.0, wt, dout, w3, geom, rf_units, rf_taps)
+        for u in range(n1):
+            bu = b[r, u] * din[u]
+            if bu == 0.0:
+                continue
+            on_start = a[u] > 0.0 or (a[u] == 0.0 and b[r, u] > 0.0)
+            for i in range(n):
+                if pos[u] >= 0:
+                    gi = g_at[u, i] if on_start else g1[i] - g_at[u, i]
+                else:
+                    gi = g1[i] if on_start else 0.0
+                out[r, i, u] = bu * v[u, i] * gi
+        # each crossing changes V for the units feeding it, from the crossing on
+        for e in range(count):
+            kd = kind[ptr[r] + e]
+            if kd >= 0:
+                continue
+            j = unit[ptr[r] + e]
+            o = j // plane
+            base = cr_sign[-kd - 1] * dout[j]
+            for k in range(receptive_field(j, geom, kh, kw, c_in, rf_units, rf_taps)):
+                u = rf_units[k]
+                bu = b[r, u] * din[u]
+                if bu == 0.0:
+                    continue
+                on_start = a[u] > 0.0 or (a[u] == 0.0 and b[r, u] > 0.0)
+                t = rf_taps[k]
+                f = bu * base * flat[t // (kh * kw), o, t % (kh * kw)]
+                pu = pos[u]
+                for i in range(n):
+                    # G over u's active interval after the crossing (breakpoint e)
+                    if pu < 0:
+                        gi = g1[i] - gb[e, i] if on_start else 0.0
+                    elif on_start:  # active on [0, alpha_u]
+                        gi = g_at[u, i] - gb[e, i] if pu > e else 0.0
+                    else:  # active on [alpha_u, 1]
+                        gi = g1[i] - (g_at[u, i] if pu > e else gb[e, i])
+                    out[r, i, u] += f * w3[j, i] * gi
     return out

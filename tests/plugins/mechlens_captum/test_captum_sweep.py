@@ -12,7 +12,6 @@ from mechlens_captum.structure import UnsupportedModelError, piecewise_plan
 from mechlens_captum.sweep import Sweep, sweep_plan
 from torch import nn
 
-from mechlens.errors import ParameterError
 from mechlens.toymodels import ToyCNN
 
 
@@ -37,6 +36,17 @@ def _both(model: SeqModel, stim, **params):
     return sweep, refine
 
 
+def _assert_per_unit_agrees(model: SeqModel, stim, **params) -> None:
+    """keep_space through the sweep: equal to the refinement per unit, and summing to the channel sums."""
+    sweep, refine = _both(model, stim, keep_space=True, **params)
+    _assert_agree(sweep, refine)
+    assert sweep["attribution"].dims == refine["attribution"].dims
+    sums = ExactIntegratedGradients(algorithm="sweep", **params).attribute(model, stim)["attribution"]
+    spatial = [d for d in sweep["attribution"].dims if d in ("unit_y", "unit_x")]
+    scale = float(np.abs(sums).max())
+    np.testing.assert_allclose(sweep["attribution"].sum(spatial).values, sums.values, atol=1e-6 * scale)
+
+
 def _assert_agree(sweep, refine, rtol: float = 2e-6) -> None:
     assert sweep["attribution"].attrs["algorithm"] == "sweep"
     assert refine["attribution"].attrs["algorithm"] == "refine"
@@ -57,24 +67,30 @@ def _assert_agree(sweep, refine, rtol: float = 2e-6) -> None:
 )
 def test_sweep_matches_refinement_for_convolutions(mid):
     model = _conv_model(mid(), final=nn.Softplus())
-    sweep, refine = _both(model, stimulus_for(model, n_times=5, seed=1))
+    stim = stimulus_for(model, n_times=5, seed=1)
+    sweep, refine = _both(model, stim)
     _assert_agree(sweep, refine)
+    _assert_per_unit_agrees(model, stim)
 
 
 def test_sweep_matches_refinement_for_a_dense_middle_layer_and_a_sigmoid():
     below = nn.Sequential(nn.Conv2d(2, 3, 2))  # (3, 3, 3) layer
     above = nn.Sequential(nn.Flatten(), nn.ReLU(), nn.Linear(27, 6), nn.ReLU(), nn.Linear(6, 2), nn.Sigmoid())
     model = SeqModel(seeded(below, 3), seeded(above, 4))
-    _assert_agree(*_both(model, stimulus_for(model, n_times=6, seed=2)))
+    stim = stimulus_for(model, n_times=6, seed=2)
+    _assert_agree(*_both(model, stim))
+    _assert_per_unit_agrees(model, stim)
 
 
 def test_sweep_matches_refinement_for_conv1d_without_final_nonlinearity():
     below = nn.Sequential(nn.Conv2d(2, 3, (4, 1)), nn.Flatten(2))  # layer (3, 4)
     above = nn.Sequential(nn.ReLU(), nn.Conv1d(3, 2, 2, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(10, 2))
     model = SeqModel(seeded(below, 5), seeded(above, 6))
-    sweep, refine = _both(model, stimulus_for(model, n_times=6, seed=3))
+    stim = stimulus_for(model, n_times=6, seed=3)
+    sweep, refine = _both(model, stim)
     _assert_agree(sweep, refine)
     assert sweep["attribution"].attrs["final_nonlinearity"] == "none"
+    _assert_per_unit_agrees(model, stim)
 
 
 def test_sweep_with_cells_baseline_and_conditions():
@@ -87,6 +103,13 @@ def test_sweep_with_cells_baseline_and_conditions():
     )
     assert list(sweep["cell"].values) == ["gc02", "gc00"]
     _assert_agree(sweep, refine)
+    kept = ExactIntegratedGradients(algorithm="sweep", keep_space=True, **params).attribute(
+        model, stim, cells=["gc02", "gc00"]
+    )
+    kept_refine = ExactIntegratedGradients(
+        algorithm="refine", precision="float64", keep_space=True, **params
+    ).attribute(model, stim, cells=["gc02", "gc00"])
+    _assert_agree(kept, kept_refine)
 
 
 def test_dense_white_noise_through_the_retina_architecture():
@@ -101,6 +124,11 @@ def test_dense_white_noise_through_the_retina_architecture():
     _assert_agree(sweep, refine)
     # the path crosses many linear regions: the case the sweep is for
     assert attributor.stats["segments"] > 20 * stim.sizes["time"]
+    kept = ExactIntegratedGradients(algorithm="sweep", keep_space=True).attribute(model, stim, layer="conv1")
+    kept_refine = ExactIntegratedGradients(algorithm="refine", precision="float64", keep_space=True).attribute(
+        model, stim, layer="conv1"
+    )
+    _assert_agree(kept, kept_refine)
 
 
 def test_auto_picks_the_sweep_where_it_applies_and_refinement_elsewhere():
@@ -108,15 +136,13 @@ def test_auto_picks_the_sweep_where_it_applies_and_refinement_elsewhere():
     stim = stimulus_for(model, n_times=3)
     assert ExactIntegratedGradients().attribute(model, stim)["attribution"].attrs["algorithm"] == "sweep"
     kept = ExactIntegratedGradients(keep_space=True).attribute(model, stim)
-    assert kept["attribution"].attrs["algorithm"] == "refine"
+    assert kept["attribution"].attrs["algorithm"] == "sweep"
     one_kink = single_relu_model(seed=1)
     got = ExactIntegratedGradients().attribute(one_kink, stimulus_for(one_kink, n_times=3))
     assert got["attribution"].attrs["algorithm"] == "refine"
 
 
 def test_asking_for_the_sweep_where_it_cannot_run_is_refused():
-    with pytest.raises(ParameterError, match="channel sums only"):
-        ExactIntegratedGradients(algorithm="sweep", keep_space=True)
     one_kink = single_relu_model(seed=1)
     with pytest.raises(UnsupportedModelError, match="exactly two ReLU stages"):
         ExactIntegratedGradients(algorithm="sweep").attribute(one_kink, stimulus_for(one_kink, n_times=2))
