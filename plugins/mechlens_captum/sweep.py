@@ -65,17 +65,17 @@ def sweep_available() -> bool:
 
 
 def _elementwise() -> tuple[type, ...]:
+    """Affine stages that act on each unit separately (and reshapes, which keep the units' order)."""
     from torch import nn
 
-    from mechlens.torchutil import GaussianNoise
+    from mechlens_captum.structure import _IDENTITY_IN_EVAL
 
     return (
         nn.modules.batchnorm._BatchNorm,
         nn.Flatten,
         nn.Unflatten,
-        nn.Identity,
         nn.modules.dropout._DropoutNd,
-        GaussianNoise,
+        *_IDENTITY_IN_EVAL,
     )
 
 
@@ -345,7 +345,7 @@ class Sweep:
             if out[-1] <= cap:
                 break
             self.crossings_per_row *= 2  # the table overflowed: it is sized from what earlier chunks needed
-        ptr, alpha, kind, dp, cr_w, cr_sc, unit, cr_sign, found = out
+        ptr, alpha, kind, dp, cr_sc, unit, cr_sign, found = out
         self.crossings_per_row = max(self.crossings_per_row, 1.25 * found / rows)
         act0 = (self.h0 > 0) | ((self.h0 == 0) & (s0.sum(1) > 0))  # (rows, N2)
         r0 = np.einsum("rcj,jn->rnc", s0 * act0[:, None, :], self.w3)  # R just after alpha = 0
@@ -362,7 +362,7 @@ class Sweep:
             w = final_integral(plan.final, torch.from_numpy(p_a), torch.from_numpy(p_b), torch.from_numpy(length))
             w = np.ascontiguousarray(w.numpy())
         if not per_unit:
-            return compiled("accumulate")(ptr, kind, dp, cr_w, cr_sc, w, r0)
+            return compiled("accumulate")(ptr, kind, unit, dp, cr_sign, cr_sc, self.w3, w, r0)
         on0 = act0.astype(np.float64)
         return compiled("per_unit")(
             ptr, kind, unit, cr_sign, self.a, b, self.din, self.dout, self.wt, self.geom, self.w3, on0, w

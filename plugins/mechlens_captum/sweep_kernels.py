@@ -18,7 +18,11 @@ import numpy as np
 _COMPILED: dict[str, Any] = {}
 _PYTHON: dict[str, Any] = {}
 #: kernels that call other kernels (which must be compiled first and bound in this module)
-_CALLS = {"fan_in_add": ("receptive_field",), "per_unit": ("receptive_field", "fan_in_add")}
+_CALLS = {
+    "sweep": ("tap_out", "record_crossing"),
+    "fan_in_add": ("receptive_field",),
+    "per_unit": ("receptive_field", "fan_in_add"),
+}
 
 
 def compiled(name: str) -> Any:
@@ -31,6 +35,31 @@ def compiled(name: str) -> Any:
         python = _PYTHON.setdefault(name, globals()[name])
         _COMPILED[name] = numba.njit(cache=True, nogil=True)(python)
     return _COMPILED[name]
+
+
+def tap_out(i, stride, pad, dil, k, size):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """Output index along one axis that input index ``i`` feeds through kernel tap ``k``, or -1.
+
+    Integer division only for strides > 1: in the sweep's inner loops it would dominate otherwise.
+    """
+    o = i + pad - k * dil
+    if o < 0:
+        return -1
+    if stride != 1:
+        if o % stride != 0:
+            return -1
+        o //= stride
+    return o if o < size else -1
+
+
+def record_crossing(found, cap_cr, alpha, j, on, sc, cr_alpha, cr_unit, cr_sign, cr_sc):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """Write crossing number ``found`` (second-layer unit ``j``, which was ``on``, at ``alpha``) if it fits."""
+    if found < cap_cr:
+        cr_alpha[found] = alpha
+        cr_unit[found] = j
+        cr_sign[found] = 1.0 - 2.0 * on
+        for cc in range(sc.shape[0]):
+            cr_sc[found, cc] = sc[cc, j]
 
 
 def sweep(a, b, chan, din, dout, wt, geom, h0, s0, w3, cap_cr):  # type: ignore[no-untyped-def]  # pragma: no cover
@@ -70,8 +99,6 @@ def sweep(a, b, chan, din, dout, wt, geom, h0, s0, w3, cap_cr):  # type: ignore[
     dp : (E, n)
         Change of each cell's ``dR[:, channel]`` (first-layer events; also its change of dp/dalpha)
         or of dp/dalpha (crossings).
-    cr_w : (X, n)
-        ``sign * w3[j]`` of each crossing (sign +1: unit j turned on).
     cr_sc : (X, C)
         Slope of ``h2_j`` per channel of origin at the crossing.
     unit : (E,) int64
@@ -97,7 +124,6 @@ def sweep(a, b, chan, din, dout, wt, geom, h0, s0, w3, cap_cr):  # type: ignore[
     alpha_out = np.empty(cap_ev, np.float64)
     kind_out = np.empty(cap_ev, np.int64)
     dp_out = np.empty((cap_ev, n), np.float64)
-    cr_w = np.empty((cap_cr, n), np.float64)
     cr_sc = np.empty((cap_cr, n_ch), np.float64)
     cr_unit = np.empty(cap_cr, np.int64)
     cr_sign = np.empty(cap_cr, np.float64)
@@ -147,31 +173,14 @@ def sweep(a, b, chan, din, dout, wt, geom, h0, s0, w3, cap_cr):  # type: ignore[
             y = (u // ww) % hh
             x = u % ww
             # the output positions this unit feeds: o * plane + oy * wo + ox for every kernel tap
-            # (integer division only for strides > 1: it would dominate the loop otherwise)
             n_taps = 0
             for ky in range(kh):
-                ny = y + py - ky * dy_
-                if ny < 0:
-                    continue
-                if sy == 1:
-                    oy = ny
-                elif ny % sy != 0:
-                    continue
-                else:
-                    oy = ny // sy
-                if oy >= ho:
+                oy = tap_out(y, sy, py, dy_, ky, ho)
+                if oy < 0:
                     continue
                 for kx in range(kw):
-                    nx = x + px - kx * dx_
-                    if nx < 0:
-                        continue
-                    if sx == 1:
-                        ox = nx
-                    elif nx % sx != 0:
-                        continue
-                    else:
-                        ox = nx // sx
-                    if ox >= wo:
+                    ox = tap_out(x, sx, px, dx_, kx, wo)
+                    if ox < 0:
                         continue
                     tap_pos[n_taps] = oy * wo + ox
                     tap_k[n_taps] = ky * kw + kx
@@ -185,15 +194,10 @@ def sweep(a, b, chan, din, dout, wt, geom, h0, s0, w3, cap_cr):  # type: ignore[
                     hn = hq + hs * al
                     # (hn > 0) != on is rarely true: one well-predicted branch
                     if (hn > 0.0) != (st[j, 2] > 0.5) and hn != 0.0:
-                        if found < cap_cr:
-                            cr_alpha[found] = min(-hq / hs, al)  # the root of the piece that just ended
-                            sign = 1.0 - 2.0 * st[j, 2]
-                            cr_unit[found] = j
-                            cr_sign[found] = sign
-                            for i in range(n):
-                                cr_w[found, i] = sign * w3[j, i]
-                            for cc in range(n_ch):
-                                cr_sc[found, cc] = sc[cc, j]
+                        # at the root of the piece that just ended
+                        record_crossing(
+                            found, cap_cr, min(-hq / hs, al), j, st[j, 2], sc, cr_alpha, cr_unit, cr_sign, cr_sc
+                        )
                         found += 1
                         st[j, 2] = 1.0 - st[j, 2]
                     dl = wflat[ci, o, tap_k[q]] * d * st[j, 3]
@@ -209,15 +213,9 @@ def sweep(a, b, chan, din, dout, wt, geom, h0, s0, w3, cap_cr):  # type: ignore[
         for j in range(n2):
             hn = st[j, 0] + st[j, 1]
             if (hn > 0.0) != (st[j, 2] > 0.5) and hn != 0.0:
-                if found < cap_cr:
-                    cr_alpha[found] = min(-st[j, 0] / st[j, 1], 1.0)
-                    sign = 1.0 - 2.0 * st[j, 2]
-                    cr_unit[found] = j
-                    cr_sign[found] = sign
-                    for i in range(n):
-                        cr_w[found, i] = sign * w3[j, i]
-                    for cc in range(n_ch):
-                        cr_sc[found, cc] = sc[cc, j]
+                record_crossing(
+                    found, cap_cr, min(-st[j, 0] / st[j, 1], 1.0), j, st[j, 2], sc, cr_alpha, cr_unit, cr_sign, cr_sc
+                )
                 found += 1
         if found > cap_cr:
             break
@@ -238,14 +236,15 @@ def sweep(a, b, chan, din, dout, wt, geom, h0, s0, w3, cap_cr):  # type: ignore[
                 i1 += 1
             else:
                 x_id = cr_order[i2]
+                j = cr_unit[x_id]
                 alpha_out[n_out] = cr_alpha[x_id]
                 kind_out[n_out] = -x_id - 1
-                unit_out[n_out] = cr_unit[x_id]
+                unit_out[n_out] = j
                 tot = 0.0
                 for cc in range(n_ch):
                     tot += cr_sc[x_id, cc]
                 for i in range(n):
-                    dp_out[n_out, i] = cr_w[x_id, i] * tot
+                    dp_out[n_out, i] = cr_sign[x_id] * w3[j, i] * tot
                 i2 += 1
             n_out += 1
         ptr[r + 1] = n_out
@@ -255,7 +254,6 @@ def sweep(a, b, chan, din, dout, wt, geom, h0, s0, w3, cap_cr):  # type: ignore[
         alpha_out[:n_out],
         kind_out[:n_out],
         dp_out[:n_out],
-        cr_w[:k],
         cr_sc[:k],
         unit_out[:n_out],
         cr_sign[:k],
@@ -310,13 +308,15 @@ def pieces(ptr, alpha, dp, slope0, p0):  # type: ignore[no-untyped-def]  # pragm
     return p_a, p_b, length
 
 
-def accumulate(ptr, kind, dp, cr_w, cr_sc, w, r0):  # type: ignore[no-untyped-def]  # pragma: no cover
+def accumulate(ptr, kind, unit, dp, cr_sign, cr_sc, w3, w, r0):  # type: ignore[no-untyped-def]  # pragma: no cover
     """Channel attributions ``A = R(0) G(1) + sum_events dR (G(1) - G(alpha_event))``.
 
     Parameters
     ----------
-    ptr, kind, dp, cr_w, cr_sc
+    ptr, kind, unit, dp, cr_sign, cr_sc
         From :func:`sweep`.
+    w3 : (N2, n)
+        As for :func:`sweep`.
     w : (E + rows, n)
         Integral of g'(p) over each piece (laid out as by :func:`pieces`).
     r0 : (rows, n, C)
@@ -352,7 +352,7 @@ def accumulate(ptr, kind, dp, cr_w, cr_sc, w, r0):  # type: ignore[no-untyped-de
             else:
                 x_id = -kd - 1
                 for i in range(n):
-                    f = cr_w[x_id, i] * rest[i]
+                    f = cr_sign[x_id] * w3[unit[e], i] * rest[i]
                     for c in range(n_ch):
                         out[r, i, c] += f * cr_sc[x_id, c]
     return out
