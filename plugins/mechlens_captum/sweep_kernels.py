@@ -19,10 +19,15 @@ _COMPILED: dict[str, Any] = {}
 _PYTHON: dict[str, Any] = {}
 #: kernels that call other kernels (which must be compiled first and bound in this module)
 _CALLS = {
-    "sweep": ("tap_out", "record_crossing"),
+    "sweep": ("column_runs", "record_crossing"),
     "fan_in_add": ("receptive_field",),
     "per_unit": ("receptive_field", "fan_in_add"),
 }
+
+
+#: the sweep's vector loops are sums over a block (dR's share per cell): reassociating them lets the
+#: compiler use vector instructions; rounding changes at the 1e-16 level
+_OPTIONS: dict[str, dict[str, Any]] = {"sweep": {"fastmath": {"reassoc", "contract", "nsz"}}}
 
 
 def compiled(name: str) -> Any:
@@ -33,33 +38,49 @@ def compiled(name: str) -> Any:
         for callee in _CALLS.get(name, ()):
             globals()[callee] = compiled(callee)
         python = _PYTHON.setdefault(name, globals()[name])
-        _COMPILED[name] = numba.njit(cache=True, nogil=True)(python)
+        _COMPILED[name] = numba.njit(cache=True, nogil=True, **_OPTIONS.get(name, {}))(python)
     return _COMPILED[name]
 
 
-def tap_out(i, stride, pad, dil, k, size):  # type: ignore[no-untyped-def]  # pragma: no cover
-    """Output index along one axis that input index ``i`` feeds through kernel tap ``k``, or -1.
-
-    Integer division only for strides > 1: in the sweep's inner loops it would dominate otherwise.
-    """
-    o = i + pad - k * dil
-    if o < 0:
-        return -1
-    if stride != 1:
-        if o % stride != 0:
-            return -1
-        o //= stride
-    return o if o < size else -1
-
-
-def record_crossing(found, cap_cr, alpha, j, on, sc, cr_alpha, cr_unit, cr_sign, cr_sc):  # type: ignore[no-untyped-def]  # pragma: no cover
-    """Write crossing number ``found`` (second-layer unit ``j``, which was ``on``, at ``alpha``) if it fits."""
+def record_crossing(found, cap_cr, alpha, j, on, st, jj, cr_alpha, cr_unit, cr_sign, cr_sc):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """Write crossing number ``found`` (second-layer unit ``j``, state column ``jj``, which was ``on``) if it fits."""
     if found < cap_cr:
         cr_alpha[found] = alpha
         cr_unit[found] = j
         cr_sign[found] = 1.0 - 2.0 * on
-        for cc in range(sc.shape[0]):
-            cr_sc[found, cc] = sc[cc, j]
+        for cc in range(cr_sc.shape[1]):
+            cr_sc[found, cc] = st[4 + cc, jj]
+
+
+def column_runs(geom, kw):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """For each input column ``x``, the runs of consecutive output columns it feeds.
+
+    Returns ``count`` (W,) and, per run ``(x, i)``, its first output column ``ox0``, its length, the
+    flipped kernel column ``t0 = kw - 1 - kx`` of its first tap and the step of ``t`` per output column.
+    """
+    ww, wo, sx, px, dx_ = geom[2], geom[5], geom[7], geom[9], geom[11]
+    count = np.zeros(ww, np.int64)
+    ox0 = np.empty((ww, kw), np.int64)
+    length = np.empty((ww, kw), np.int64)
+    t0 = np.empty((ww, kw), np.int64)
+    tstep = sx // dx_ if sx % dx_ == 0 else 0
+    for x in range(ww):
+        last = -2
+        for kx in range(kw - 1, -1, -1):  # output columns increase as kx decreases
+            o = x + px - kx * dx_
+            if o < 0 or o % sx != 0 or o // sx >= wo:
+                continue
+            o //= sx
+            i = count[x]
+            if o == last + 1 and i > 0:
+                length[x, i - 1] += 1
+            else:
+                ox0[x, i] = o
+                length[x, i] = 1
+                t0[x, i] = kw - 1 - kx
+                count[x] += 1
+            last = o
+    return count, ox0, length, t0, tstep
 
 
 def sweep(a, b, chan, din, dout, wt, geom, h0, s0, w3, cap_cr):  # type: ignore[no-untyped-def]  # pragma: no cover
@@ -108,17 +129,44 @@ def sweep(a, b, chan, din, dout, wt, geom, h0, s0, w3, cap_cr):  # type: ignore[
         +1 where the crossing unit turned on, -1 where it turned off.
     found : int
         Crossings found; if more than ``cap_cr`` the tables are incomplete: call again with more.
+
+    Notes
+    -----
+    The state of the second-layer units is kept position-major (column ``jj = position * O + o``)
+    and visited one output row at a time: an event feeds a row through contiguous blocks (a run of
+    output columns times all O outputs, 88 values for the retina CNN), which the compiler turns into
+    vector instructions, and one row's state stays in the L1 cache while that row's events are
+    applied. Rows of the output are independent (a unit only changes at the events of its own
+    receptive field), so applying the events row by row, each row's in order, is the same sweep.
     """
     rows, n1 = b.shape
     n2, n = w3.shape
     n_ch = s0.shape[1]
-    hh, ww, oo, ho, wo = geom[1], geom[2], geom[3], geom[4], geom[5]
-    sy, sx, py, px, dy_, dx_ = geom[6], geom[7], geom[8], geom[9], geom[10], geom[11]
+    c_in, hh, ww, oo, ho, wo = geom[0], geom[1], geom[2], geom[3], geom[4], geom[5]
+    sy, py, dy_ = geom[6], geom[8], geom[10]
     kh, kw = wt.shape[2], wt.shape[3]
-    wflat = wt.reshape(wt.shape[0], wt.shape[1], kh * kw)
-    tap_pos = np.empty(kh * kw, np.int64)
-    tap_k = np.empty(kh * kw, np.int64)
     plane = ho * wo
+    # the kernel flipped along x, output-minor: a run of output columns reads one contiguous slice
+    kfl = np.empty((c_in, kh, kw * oo), np.float64)
+    for ci in range(c_in):
+        for o in range(oo):
+            for ky in range(kh):
+                for t in range(kw):
+                    kfl[ci, ky, t * oo + o] = wt[ci, o, ky, kw - 1 - t]
+    n_runs, run_ox0, run_len, run_t0, tstep = column_runs(geom, kw)
+    gather = np.empty(kw * oo, np.float64)  # kernel of a run whose taps are not adjacent (x stride > dilation)
+    # state rows: 0 intercept q and 1 slope s of the current piece h2 = q + s alpha, 2 on (1.0 / 0.0),
+    # 3 elementwise output scale, 4 + c slope from channel c
+    st = np.empty((4 + n_ch, n2), np.float64)
+    w3p = np.empty((n, n2), np.float64)
+    orig = np.empty(n2, np.int64)
+    for o in range(oo):
+        for pos in range(plane):
+            jj = pos * oo + o
+            orig[jj] = o * plane + pos
+            st[3, jj] = dout[o * plane + pos]
+            for i in range(n):
+                w3p[i, jj] = w3[o * plane + pos, i]
     cap_ev = rows * n1 + cap_cr
     ptr = np.zeros(rows + 1, np.int64)
     alpha_out = np.empty(cap_ev, np.float64)
@@ -129,14 +177,16 @@ def sweep(a, b, chan, din, dout, wt, geom, h0, s0, w3, cap_cr):  # type: ignore[
     cr_sign = np.empty(cap_cr, np.float64)
     unit_out = np.empty(cap_ev, np.int64)
     cr_alpha = np.empty(cap_cr, np.float64)
-    # per second-layer unit j, side by side (one cache line per visit): the current linear piece of
-    # h2_j(alpha) = q + s alpha, whether it is on (1.0 / 0.0), and its elementwise output scale
-    st = np.empty((n2, 4), np.float64)
-    sc = np.empty((n_ch, n2), np.float64)  # channel-major: an event touches one channel's row
     alpha = np.empty(n1, np.float64)
     units = np.empty(n1, np.int64)
+    ev_al = np.empty(n1, np.float64)
+    ev_d = np.empty(n1, np.float64)
+    ev_u = np.empty(n1, np.int64)
     ev_dr = np.empty((n1, n), np.float64)
-    acc = np.empty(n, np.float64)
+    row_count = np.empty(ho + 1, np.int64)
+    row_ev = np.empty(n1 * kh, np.int64)  # per output row, the events feeding it (in order) ...
+    row_ky = np.empty(n1 * kh, np.int64)  # ... and the kernel row joining them
+    flags = np.empty(kw * oo, np.float64)
     found = 0
     n_out = 0
     for r in range(rows):
@@ -151,71 +201,99 @@ def sweep(a, b, chan, din, dout, wt, geom, h0, s0, w3, cap_cr):  # type: ignore[
                     units[m] = u
                     m += 1
         order = np.argsort(alpha[:m])
-        for j in range(n2):
-            tot = 0.0
-            for c in range(n_ch):
-                sc[c, j] = s0[r, c, j]
-                tot += s0[r, c, j]
-            st[j, 0] = h0[j]
-            st[j, 1] = tot
-            st[j, 2] = 1.0 if (h0[j] > 0.0 or (h0[j] == 0.0 and tot > 0.0)) else 0.0
-            st[j, 3] = dout[j]
-        row_first = found  # this row's crossings are numbers row_first ... found - 1
+        row_count[:] = 0
         for k in range(m):
             u = units[order[k]]
-            al = alpha[order[k]]
+            ev_u[k] = u
+            ev_al[k] = alpha[order[k]]
             # on at the baseline (a > 0) and switching: its contribution b_u leaves; else it arrives
-            d = (-b[r, u] if a[u] > 0.0 else b[r, u]) * din[u]
-            c = chan[u]
-            for i in range(n):
-                acc[i] = 0.0
-            ci = u // (hh * ww)
+            ev_d[k] = (-b[r, u] if a[u] > 0.0 else b[r, u]) * din[u]
+            ev_dr[k, :] = 0.0
             y = (u // ww) % hh
-            x = u % ww
-            # the output positions this unit feeds: o * plane + oy * wo + ox for every kernel tap
-            n_taps = 0
             for ky in range(kh):
-                oy = tap_out(y, sy, py, dy_, ky, ho)
-                if oy < 0:
-                    continue
-                for kx in range(kw):
-                    ox = tap_out(x, sx, px, dx_, kx, wo)
-                    if ox < 0:
-                        continue
-                    tap_pos[n_taps] = oy * wo + ox
-                    tap_k[n_taps] = ky * kw + kx
-                    n_taps += 1
-            for o in range(oo):
-                base = o * plane
-                for q in range(n_taps):
-                    j = base + tap_pos[q]
-                    hq = st[j, 0]
-                    hs = st[j, 1]
-                    hn = hq + hs * al
-                    # (hn > 0) != on is rarely true: one well-predicted branch
-                    if (hn > 0.0) != (st[j, 2] > 0.5) and hn != 0.0:
-                        # at the root of the piece that just ended
-                        record_crossing(
-                            found, cap_cr, min(-hq / hs, al), j, st[j, 2], sc, cr_alpha, cr_unit, cr_sign, cr_sc
-                        )
-                        found += 1
-                        st[j, 2] = 1.0 - st[j, 2]
-                    dl = wflat[ci, o, tap_k[q]] * d * st[j, 3]
-                    st[j, 0] = hq - dl * al  # the new piece meets the old one at al
-                    st[j, 1] = hs + dl
-                    sc[c, j] += dl
-                    f = dl * st[j, 2]  # no branch on the (unpredictable) state
+                oy = y + py - ky * dy_
+                if oy >= 0 and oy % sy == 0 and oy // sy < ho:
+                    row_count[oy // sy + 1] += 1
+        for oy in range(ho):
+            row_count[oy + 1] += row_count[oy]
+        fill = row_count[:ho].copy()
+        for k in range(m):
+            y = (ev_u[k] // ww) % hh
+            for ky in range(kh):
+                oy = y + py - ky * dy_
+                if oy >= 0 and oy % sy == 0 and oy // sy < ho:
+                    row_ev[fill[oy // sy]] = k
+                    row_ky[fill[oy // sy]] = ky
+                    fill[oy // sy] += 1
+        for jj in range(n2):
+            j = orig[jj]
+            tot = 0.0
+            for c in range(n_ch):
+                st[4 + c, jj] = s0[r, c, j]
+                tot += s0[r, c, j]
+            st[0, jj] = h0[j]
+            st[1, jj] = tot
+            st[2, jj] = 1.0 if (h0[j] > 0.0 or (h0[j] == 0.0 and tot > 0.0)) else 0.0
+        row_first = found  # this row's crossings are numbers row_first ... found - 1
+        for oy in range(ho):
+            for e in range(row_count[oy], row_count[oy + 1]):
+                k = row_ev[e]
+                ky = row_ky[e]
+                u = ev_u[k]
+                al = ev_al[k]
+                dd = ev_d[k]
+                cs = 4 + chan[u]
+                ci = u // (hh * ww)
+                x = u % ww
+                for i_run in range(n_runs[x]):
+                    j0 = (oy * wo + run_ox0[x, i_run]) * oo
+                    nb = run_len[x, i_run] * oo
+                    k0 = run_t0[x, i_run] * oo
+                    if tstep == 1 or nb == oo:
+                        kr = kfl[ci, ky, k0 : k0 + nb]
+                    else:
+                        for tt in range(run_len[x, i_run]):
+                            for o in range(oo):
+                                gather[tt * oo + o] = kfl[ci, ky, k0 + tt * tstep * oo + o]
+                        kr = gather[:nb]
+                    blk = st[:, j0 : j0 + nb]
+                    w3b = w3p[:, j0 : j0 + nb]
+                    # crossings since the units' last bend: rare, so counted first (a vector loop)
+                    cnt = 0
+                    for q in range(nb):
+                        cnt += (blk[0, q] + blk[1, q] * al > 0.0) != (blk[2, q] > 0.5)
+                    if cnt > 0:
+                        for q in range(nb):
+                            hq = blk[0, q]
+                            hs = blk[1, q]
+                            hn = hq + hs * al
+                            if (hn > 0.0) != (blk[2, q] > 0.5) and hn != 0.0:
+                                # at the root of the piece that just ended
+                                record_crossing(
+                                    found, cap_cr, min(-hq / hs, al), orig[j0 + q], blk[2, q], st, j0 + q,
+                                    cr_alpha, cr_unit, cr_sign, cr_sc,
+                                )  # fmt: skip
+                                found += 1
+                                blk[2, q] = 1.0 - blk[2, q]
+                    for q in range(nb):
+                        dl = kr[q] * dd * blk[3, q]
+                        blk[0, q] -= dl * al  # the new piece meets the old one at al
+                        blk[1, q] += dl
+                        blk[cs, q] += dl
+                        flags[q] = dl * blk[2, q]  # dR's share of this unit (0 where it is off)
                     for i in range(n):
-                        acc[i] += f * w3[j, i]
-            for i in range(n):
-                ev_dr[k, i] = acc[i]
+                        acc = 0.0
+                        for q in range(nb):
+                            acc += flags[q] * w3b[i, q]
+                        ev_dr[k, i] += acc
         # the last linear piece, up to alpha = 1
-        for j in range(n2):
-            hn = st[j, 0] + st[j, 1]
-            if (hn > 0.0) != (st[j, 2] > 0.5) and hn != 0.0:
+        for jj in range(n2):
+            hn = st[0, jj] + st[1, jj]
+            if (hn > 0.0) != (st[2, jj] > 0.5) and hn != 0.0:
                 record_crossing(
-                    found, cap_cr, min(-st[j, 0] / st[j, 1], 1.0), j, st[j, 2], sc, cr_alpha, cr_unit, cr_sign, cr_sc
-                )
+                    found, cap_cr, min(-st[0, jj] / st[1, jj], 1.0), orig[jj], st[2, jj], st, jj,
+                    cr_alpha, cr_unit, cr_sign, cr_sc,
+                )  # fmt: skip
                 found += 1
         if found > cap_cr:
             break
@@ -225,10 +303,10 @@ def sweep(a, b, chan, din, dout, wt, geom, h0, s0, w3, cap_cr):  # type: ignore[
         i1 = 0
         i2 = 0
         while i1 < m or i2 < n_rc:
-            take1 = i2 >= n_rc or (i1 < m and alpha[order[i1]] <= cr_alpha[cr_order[i2]])
+            take1 = i2 >= n_rc or (i1 < m and ev_al[i1] <= cr_alpha[cr_order[i2]])
             if take1:
-                u = units[order[i1]]
-                alpha_out[n_out] = alpha[order[i1]]
+                u = ev_u[i1]
+                alpha_out[n_out] = ev_al[i1]
                 kind_out[n_out] = chan[u]
                 unit_out[n_out] = u
                 for i in range(n):

@@ -62,8 +62,12 @@ def _assert_agree(sweep, refine, rtol: float = 2e-6) -> None:
         lambda: nn.Conv2d(3, 4, 3),
         lambda: nn.Conv2d(3, 4, 3, stride=2, padding=1),
         lambda: nn.Conv2d(3, 2, (3, 2), stride=(1, 2), padding=(2, 0), dilation=(2, 1)),
+        lambda: nn.Conv2d(3, 2, 3, stride=(2, 1), padding=1, dilation=(1, 2)),
+        lambda: nn.Conv2d(3, 2, 5, stride=(1, 2), padding=2),
     ],
-    ids=["plain", "stride-padding", "anisotropic-dilated"],
+    # the sweep walks runs of adjacent output columns: one run per kernel row (stride 1), runs of
+    # one column (x dilation > x stride), and runs whose kernel taps are not adjacent (x stride 2)
+    ids=["plain", "stride-padding", "anisotropic-dilated", "x-dilated", "wide-x-strided"],
 )
 def test_sweep_matches_refinement_for_convolutions(mid):
     model = _conv_model(mid(), final=nn.Softplus())
