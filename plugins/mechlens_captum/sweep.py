@@ -146,6 +146,12 @@ def _supported_mixing(mod: nn.Module) -> bool:
     )
 
 
+def softplus(x: np.ndarray, beta: float, threshold: float) -> np.ndarray:
+    """torch's Softplus as it defines it: ``log(1 + exp(beta x)) / beta``, or ``x`` where ``beta x > threshold``."""
+    bx = beta * x
+    return np.where(bx > threshold, x, np.log1p(np.exp(np.minimum(bx, threshold))) / beta)
+
+
 def _run(stages: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
     for m in stages:
         x = m(x)
@@ -248,15 +254,13 @@ class Sweep:
             if n2 != self.h0.size:
                 raise ValueError("the middle map's geometry does not match the middle stages")
             self.p0 = np.ascontiguousarray(_run(plan.post, torch.relu(h0))[0, cell_index].numpy())
-            # the last linear map, restricted to the selected cells, as (N2, n)
-            step = max(1, 8_000_000 // n2)  # basis vectors per push: ~64 MB of float64 at a time
-            blocks = []
-            for i in range(0, n2, step):
-                basis = torch.zeros((min(step, n2 - i), n2), dtype=torch.float64)
-                basis[torch.arange(basis.shape[0]), torch.arange(i, i + basis.shape[0])] = 1.0
-                blocks.append(_push(plan.post, basis.view(-1, *h0.shape[1:])))
-            w3 = torch.cat(blocks)
-            self.w3 = np.ascontiguousarray(w3[:, cell_index].numpy())
+            # the last linear map, restricted to the selected cells, as (N2, n): the stages are affine,
+            # so their gradient (one backward pass per cell) is the map
+            point = torch.zeros_like(h0).requires_grad_(True)
+            with torch.enable_grad():
+                p_sel = _run(plan.post, point)[0, cell_index]
+                grads = [torch.autograd.grad(p_i, point, retain_graph=True)[0].flatten() for p_i in p_sel]
+            self.w3 = np.ascontiguousarray(torch.stack(grads, 1).numpy())
         self.chan = (np.arange(self.n1) // (self.n1 // n_channels)).astype(np.int64)
         self.crossings_per_row = n2 / 2  # grows when a chunk needs more
         self.stats = {"rows": 0, "breakpoints": 0, "crossings": 0, "regions": 0}
@@ -348,7 +352,7 @@ class Sweep:
         ptr, alpha, kind, dp, cr_sc, unit, cr_sign, found = out
         self.crossings_per_row = max(self.crossings_per_row, 1.25 * found / rows)
         act0 = (self.h0 > 0) | ((self.h0 == 0) & (s0.sum(1) > 0))  # (rows, N2)
-        r0 = np.einsum("rcj,jn->rnc", s0 * act0[:, None, :], self.w3)  # R just after alpha = 0
+        r0 = np.matmul(s0 * act0[:, None, :], self.w3).transpose(0, 2, 1)  # R just after alpha = 0: (rows, n, C)
         p_a, p_b, length = compiled("pieces")(ptr, alpha, dp, np.ascontiguousarray(r0.sum(2)), self.p0)
         with self._lock:
             self.stats["rows"] += rows
@@ -357,7 +361,13 @@ class Sweep:
             # switches that coincide up to rounding (all units of a channel under a full-field stimulus) share one
             self.stats["regions"] += int(np.count_nonzero(length > 1e-7))
         if type(plan.final) is nn.Softplus:  # the retina CNN's: compiled closed form
-            w = compiled("softplus_integral")(p_a, p_b, length, float(plan.final.beta), float(plan.final.threshold))
+            beta, threshold = float(plan.final.beta), float(plan.final.threshold)
+            g_b = softplus(p_b, beta, threshold)
+            # consecutive pieces of a row share an end: g at a piece's start is g at the previous one's end
+            g_a = np.roll(g_b, 1, axis=0)
+            first = ptr[:-1] + np.arange(rows)
+            g_a[first] = softplus(p_a[first], beta, threshold)
+            w = compiled("softplus_integral")(p_a, p_b, g_a, g_b, length, beta, threshold)
         else:
             w = final_integral(plan.final, torch.from_numpy(p_a), torch.from_numpy(p_b), torch.from_numpy(length))
             w = np.ascontiguousarray(w.numpy())

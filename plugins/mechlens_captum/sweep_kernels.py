@@ -436,10 +436,11 @@ def accumulate(ptr, kind, unit, dp, cr_sign, cr_sc, w3, w, r0):  # type: ignore[
     return out
 
 
-def softplus_integral(p_a, p_b, length, beta, threshold):  # type: ignore[no-untyped-def]  # pragma: no cover
+def softplus_integral(p_a, p_b, g_a, g_b, length, beta, threshold):  # type: ignore[no-untyped-def]  # pragma: no cover
     """``integral g'(p) dalpha`` over each affine piece for torch's Softplus ``g`` (its exact definition).
 
-    ``g(x) = log(1 + exp(beta x)) / beta``, or ``x`` where ``beta x > threshold``; the secant
+    ``g(x) = log(1 + exp(beta x)) / beta``, or ``x`` where ``beta x > threshold``; ``g_a``, ``g_b``
+    are ``g`` at the pieces' ends (computed with NumPy's vector loops). The secant
     ``(g(p_b) - g(p_a)) / (p_b - p_a) * length``, or ``g'(midpoint) * length`` where ``p`` barely
     moves (the difference quotient would cancel; the midpoint rule's error is below float64 there).
     """
@@ -447,16 +448,12 @@ def softplus_integral(p_a, p_b, length, beta, threshold):  # type: ignore[no-unt
     for k in range(p_a.shape[0]):
         ln = length[k, 0]
         for i in range(p_a.shape[1]):
-            a = p_a[k, i]
-            b = p_b[k, i]
-            d = b - a
+            d = p_b[k, i] - p_a[k, i]
             if abs(d) < 1e-6:
-                x = beta * (a + b) / 2
+                x = beta * (p_a[k, i] + p_b[k, i]) / 2
                 out[k, i] = (1.0 if x > threshold else 1.0 / (1.0 + np.exp(-x))) * ln
             else:
-                ga = a if beta * a > threshold else np.log1p(np.exp(beta * a)) / beta
-                gb = b if beta * b > threshold else np.log1p(np.exp(beta * b)) / beta
-                out[k, i] = (gb - ga) / d * ln
+                out[k, i] = (g_b[k, i] - g_a[k, i]) / d * ln
     return out
 
 
