@@ -1,7 +1,7 @@
 """Attribution to hidden units: naive Captum vs the mechlens_captum attributors, side by side.
 
 Run: ``.venv/bin/python bench/attribution.py [--times 256] [--rows-naive 4] [--rows-adaptive 8]
-[--rows-exact 0] [--threads 1]``.
+[--rows-exact 0] [--threads 1] [--repeats 3]``.
 
 One process, one model, one stimulus. The model is the retina CNN architecture with random
 weights (40x50x50 input, conv 8@15 -> BN -> ReLU -> conv 8@11 -> BN -> ReLU -> dense 8 cells -> BN
@@ -21,7 +21,9 @@ the integration path. For each stimulus it times:
 Each line gives seconds per time point, as CPU time of this process (``time.process_time``) and as
 wall-clock time, and the largest completeness error relative to the response range of the whole
 stimulus. The machine this runs on may be shared, so the ratios are computed from CPU time, by
-default with one torch thread (no spinning worker threads inflate it); the load average is printed.
+default with one torch thread (no spinning worker threads inflate it); the forward pass and (c) are
+timed alternately ``--repeats`` times and their medians used, and (c)/forward of each back-to-back
+pair is printed too; the load average is printed.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import argparse
 import os
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -148,6 +151,11 @@ def forward_pass(model: Model, stim: xr.Dataset) -> None:
             module(x[i : i + 64].contiguous())
 
 
+def _median(times: list[tuple[float, float]]) -> tuple[float, float]:
+    """Median (CPU, wall) seconds of repeated timings."""
+    return float(np.median([t[0] for t in times])), float(np.median([t[1] for t in times]))
+
+
 def bench(model: Model, stim: xr.Dataset, label: str, args: argparse.Namespace) -> dict[str, float]:
     from mechlens_captum.exact import ExactIntegratedGradients
     from mechlens_captum.integrated import IntegratedGradients
@@ -161,8 +169,20 @@ def bench(model: Model, stim: xr.Dataset, label: str, args: argparse.Namespace) 
         results[key] = (seconds[0] / rows, seconds[1] / rows, float(np.abs(err).max()) / span, rows, note)
 
     forward_pass(model, first_rows(model, stim, 8))  # warm-up
-    _, sec = timed(lambda: forward_pass(model, stim))
-    record("forward", n_times, sec, np.array(np.nan), "all cells")
+    # (c) and the forward pass are timed alternately, --repeats times each, and the medians kept: the
+    # machine's speed drifts (shared), and a ratio of two runs minutes apart would measure the drift
+    rows_c = n_times if args.rows_exact <= 0 else min(args.rows_exact, n_times)
+    # the first call in a fresh environment compiles the sweep (numba, cached on disk): not timed
+    _, warm = timed(lambda: ExactIntegratedGradients().attribute(model, first_rows(model, stim, 1), LAYER))
+    fwd_times, exact_times = [], []
+    for _ in range(args.repeats):
+        _, sec = timed(lambda: forward_pass(model, stim))
+        fwd_times.append(sec)
+        exact = ExactIntegratedGradients()
+        ds_c, sec = timed(partial(exact.attribute, model, first_rows(model, stim, rows_c), LAYER))
+        exact_times.append(sec)
+    per_repeat = [(c[0] / rows_c) / (f[0] / n_times) for f, c in zip(fwd_times, exact_times)]
+    record("forward", n_times, _median(fwd_times), np.array(np.nan), f"all cells; median of {args.repeats}")
 
     rows = min(args.rows_naive, n_times)
     (_, err), sec = timed(lambda: naive_captum(model, first_rows(model, stim, rows)))
@@ -182,18 +202,13 @@ def bench(model: Model, stim: xr.Dataset, label: str, args: argparse.Namespace) 
         f"steps {steps.min()}-{steps.max()}, mean {steps.mean():.0f}",
     )
 
-    rows = n_times if args.rows_exact <= 0 else min(args.rows_exact, n_times)
-    # the first call in a fresh environment compiles the sweep (numba, cached on disk): not timed
-    _, warm = timed(lambda: ExactIntegratedGradients().attribute(model, first_rows(model, stim, 1), LAYER))
-    exact = ExactIntegratedGradients()
-    ds, sec = timed(lambda: exact.attribute(model, first_rows(model, stim, rows), LAYER))
     record(
         "(c) exact-integrated-gradients",
-        rows,
-        sec,
-        ds["completeness_error"].values,
-        f"{exact.stats['segments'] / rows:.0f} linear regions per time point; "
-        f"algorithm {ds['attribution'].attrs['algorithm']}; warm-up call {warm[1]:.1f} s",
+        rows_c,
+        _median(exact_times),
+        ds_c["completeness_error"].values,
+        f"{exact.stats['segments'] / rows_c:.0f} linear regions per time point; "
+        f"algorithm {ds_c['attribution'].attrs['algorithm']}; median of {args.repeats}; warm-up call {warm[1]:.1f} s",
     )
 
     print(f"\n== {label}: {n_times} time points, response range {span:.4g} Hz ==")
@@ -206,6 +221,7 @@ def bench(model: Model, stim: xr.Dataset, label: str, args: argparse.Namespace) 
         f"ratios of CPU s per time point: (a)/(b) = {t['(a)'] / t['(b)']:.1f}, (a)/(b*) = {t['(a)'] / t['(b*)']:.2f}, "
         f"(a)/(c) = {t['(a)'] / t['(c)']:.2f}, (c)/forward = {t['(c)'] / t['forward']:.1f}"
     )
+    print(f"(c)/forward in each repeat (timed back to back): {', '.join(f'{v:.2f}' for v in per_repeat)}")
     print(f"load average (1, 5, 15 min): {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
     return t
 
@@ -217,6 +233,7 @@ def main() -> None:
     parser.add_argument("--rows-adaptive", type=int, default=8, help="time points attributed by (b*)")
     parser.add_argument("--rows-exact", type=int, default=0, help="white-noise time points for (c); 0 = all")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating timings of forward and (c)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = retina_model()

@@ -36,7 +36,7 @@ Refinement, batched over time rows and segments:
 
 The refinement's cost grows with the number of linear regions that the path crosses: a handful for
 spatially structured stimuli (full-field flashes: all units of a channel switch together), thousands
-for white noise through a wide random network, where the sweep is 200-370 times faster
+for white noise through a wide random network, where the sweep is several hundred times faster
 (docs/attribution.md gives measured numbers).
 """
 
