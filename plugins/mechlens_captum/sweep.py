@@ -148,12 +148,6 @@ def _supported_mixing(mod: nn.Module) -> bool:
     )
 
 
-def softplus(x: np.ndarray, beta: float, threshold: float) -> np.ndarray:
-    """torch's Softplus as it defines it: ``log(1 + exp(beta x)) / beta``, or ``x`` where ``beta x > threshold``."""
-    bx = beta * x
-    return np.where(bx > threshold, x, np.log1p(np.exp(np.minimum(bx, threshold))) / beta)
-
-
 def _run(stages: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
     for m in stages:
         x = m(x)
@@ -363,13 +357,7 @@ class Sweep:
             # switches that coincide up to rounding (all units of a channel under a full-field stimulus) share one
             self.stats["regions"] += int(np.count_nonzero(length > 1e-7))
         if type(plan.final) is nn.Softplus:  # the retina CNN's: compiled closed form
-            beta, threshold = float(plan.final.beta), float(plan.final.threshold)
-            g_b = softplus(p_b, beta, threshold)
-            # consecutive pieces of a row share an end: g at a piece's start is g at the previous one's end
-            g_a = np.roll(g_b, 1, axis=0)
-            first = ptr[:-1] + np.arange(rows)
-            g_a[first] = softplus(p_a[first], beta, threshold)
-            w = compiled("softplus_integral")(p_a, p_b, g_a, g_b, length, beta, threshold)
+            w = compiled("softplus_integral")(p_a, p_b, length, float(plan.final.beta), float(plan.final.threshold))
         else:
             w = final_integral(plan.final, torch.from_numpy(p_a), torch.from_numpy(p_b), torch.from_numpy(length))
             w = np.ascontiguousarray(w.numpy())

@@ -436,24 +436,60 @@ def accumulate(ptr, kind, unit, dp, cr_sign, cr_sc, w3, w, r0):  # type: ignore[
     return out
 
 
-def softplus_integral(p_a, p_b, g_a, g_b, length, beta, threshold):  # type: ignore[no-untyped-def]  # pragma: no cover
+def softplus_integral(p_a, p_b, length, beta, threshold):  # type: ignore[no-untyped-def]  # pragma: no cover
     """``integral g'(p) dalpha`` over each affine piece for torch's Softplus ``g`` (its exact definition).
 
-    ``g(x) = log(1 + exp(beta x)) / beta``, or ``x`` where ``beta x > threshold``; ``g_a``, ``g_b``
-    are ``g`` at the pieces' ends (computed with NumPy's vector loops). The secant
-    ``(g(p_b) - g(p_a)) / (p_b - p_a) * length``, or ``g'(midpoint) * length`` where ``p`` barely
-    moves (the difference quotient would cancel; the midpoint rule's error is below float64 there).
+    ``g(x) = log(1 + exp(beta x)) / beta``, or ``x`` where ``beta x > threshold``; ``g'(p) = s(beta p)``
+    with ``s`` the logistic function (1 above the threshold). A piece over which ``p`` moves by
+    ``d >= 1e-6`` gets the secant ``(g(p_b) - g(p_a)) / d * length``. A shorter one (most pieces of a
+    white-noise path), where the secant would cancel, gets the mean of ``s`` over the piece from its
+    Taylor series at the piece's start, ``s + s' x / 2 + s'' x^2 / 6`` with ``x = beta d``
+    (truncation ~``x^3 / 100``, below float64 resolution), and passes ``s`` at its end on to the next
+    piece, so that consecutive short pieces need no exponential. Consecutive pieces of a row share an
+    end (``p_a`` of one is ``p_b`` of the one before), where ``g`` and ``s`` are computed once.
     """
     out = np.empty_like(p_a)
+    n = p_a.shape[1]
+    g_end = np.empty(n, np.float64)  # g at the previous piece's end, where known
+    g_known = np.zeros(n, np.bool_)
+    s_end = np.empty(n, np.float64)  # s(beta p) there, where known
+    s_known = np.zeros(n, np.bool_)
     for k in range(p_a.shape[0]):
         ln = length[k, 0]
-        for i in range(p_a.shape[1]):
-            d = p_b[k, i] - p_a[k, i]
-            if abs(d) < 1e-6:
-                x = beta * (p_a[k, i] + p_b[k, i]) / 2
-                out[k, i] = (1.0 if x > threshold else 1.0 / (1.0 + np.exp(-x))) * ln
+        for i in range(n):
+            a = p_a[k, i]
+            b = p_b[k, i]
+            d = b - a
+            if k == 0 or a != p_b[k - 1, i]:  # a row's first piece
+                g_known[i] = False
+                s_known[i] = False
+            if beta * a > threshold or beta * b > threshold:
+                # the linear part of torch's definition, or a piece ending in it: the secant
+                # (pieces this short that straddle the threshold do not occur in practice)
+                ga = g_end[i] if g_known[i] else (a if beta * a > threshold else np.log1p(np.exp(beta * a)) / beta)
+                gb = b if beta * b > threshold else np.log1p(np.exp(beta * b)) / beta
+                out[k, i] = ((gb - ga) / d if d != 0.0 else 1.0) * ln
+                g_end[i] = gb
+                g_known[i] = True
+                s_known[i] = False
+            elif abs(d) < 1e-6:
+                s = s_end[i] if s_known[i] else 1.0 / (1.0 + np.exp(-beta * a))
+                x = beta * d
+                s1 = s * (1.0 - s)
+                s2 = s1 * (1.0 - 2.0 * s)
+                out[k, i] = (s + x * (s1 / 2 + x * s2 / 6)) * ln
+                s_end[i] = s + x * (s1 + x * s2 / 2)
+                s_known[i] = True
+                g_known[i] = False
             else:
-                out[k, i] = (g_b[k, i] - g_a[k, i]) / d * ln
+                ga = g_end[i] if g_known[i] else np.log1p(np.exp(beta * a)) / beta
+                e = np.exp(beta * b)
+                gb = np.log1p(e) / beta
+                out[k, i] = (gb - ga) / d * ln
+                g_end[i] = gb
+                g_known[i] = True
+                s_end[i] = e / (1.0 + e)
+                s_known[i] = True
     return out
 
 
