@@ -154,6 +154,25 @@ def sweep(a, b, chan, din, dout, wt, geom, h0, s0, w3, cap_cr):  # type: ignore[
                 for t in range(kw):
                     kfl[ci, ky, t * oo + o] = wt[ci, o, ky, kw - 1 - t]
     n_runs, run_ox0, run_len, run_t0, tstep = column_runs(geom, kw)
+    # the output rows each input row feeds, and through which kernel row; each unit's channel, row
+    # and column (integer division is slow enough to matter in the per-event loops)
+    n_feeds = np.zeros(hh, np.int64)
+    feeds_oy = np.empty((hh, kh), np.int64)
+    feeds_ky = np.empty((hh, kh), np.int64)
+    for y in range(hh):
+        for ky in range(kh):
+            oy = y + py - ky * dy_
+            if oy >= 0 and oy % sy == 0 and oy // sy < ho:
+                feeds_oy[y, n_feeds[y]] = oy // sy
+                feeds_ky[y, n_feeds[y]] = ky
+                n_feeds[y] += 1
+    unit_ci = np.empty(n1, np.int64)
+    unit_y = np.empty(n1, np.int64)
+    unit_x = np.empty(n1, np.int64)
+    for u in range(n1):
+        unit_ci[u] = u // (hh * ww)
+        unit_y[u] = (u // ww) % hh
+        unit_x[u] = u % ww
     gather = np.empty(kw * oo, np.float64)  # kernel of a run whose taps are not adjacent (x stride > dilation)
     # state rows: 0 intercept q and 1 slope s of the current piece h2 = q + s alpha, 2 on (1.0 / 0.0),
     # 3 elementwise output scale, 4 + c slope from channel c
@@ -209,22 +228,19 @@ def sweep(a, b, chan, din, dout, wt, geom, h0, s0, w3, cap_cr):  # type: ignore[
             # on at the baseline (a > 0) and switching: its contribution b_u leaves; else it arrives
             ev_d[k] = (-b[r, u] if a[u] > 0.0 else b[r, u]) * din[u]
             ev_dr[k, :] = 0.0
-            y = (u // ww) % hh
-            for ky in range(kh):
-                oy = y + py - ky * dy_
-                if oy >= 0 and oy % sy == 0 and oy // sy < ho:
-                    row_count[oy // sy + 1] += 1
+            y = unit_y[u]
+            for i_f in range(n_feeds[y]):
+                row_count[feeds_oy[y, i_f] + 1] += 1
         for oy in range(ho):
             row_count[oy + 1] += row_count[oy]
         fill = row_count[:ho].copy()
         for k in range(m):
-            y = (ev_u[k] // ww) % hh
-            for ky in range(kh):
-                oy = y + py - ky * dy_
-                if oy >= 0 and oy % sy == 0 and oy // sy < ho:
-                    row_ev[fill[oy // sy]] = k
-                    row_ky[fill[oy // sy]] = ky
-                    fill[oy // sy] += 1
+            y = unit_y[ev_u[k]]
+            for i_f in range(n_feeds[y]):
+                oy = feeds_oy[y, i_f]
+                row_ev[fill[oy]] = k
+                row_ky[fill[oy]] = feeds_ky[y, i_f]
+                fill[oy] += 1
         for jj in range(n2):
             j = orig[jj]
             tot = 0.0
@@ -243,8 +259,8 @@ def sweep(a, b, chan, din, dout, wt, geom, h0, s0, w3, cap_cr):  # type: ignore[
                 al = ev_al[k]
                 dd = ev_d[k]
                 cs = 4 + chan[u]
-                ci = u // (hh * ww)
-                x = u % ww
+                ci = unit_ci[u]
+                x = unit_x[u]
                 for i_run in range(n_runs[x]):
                     j0 = (oy * wo + run_ox0[x, i_run]) * oo
                     nb = run_len[x, i_run] * oo
