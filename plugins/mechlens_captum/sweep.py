@@ -266,7 +266,7 @@ class Sweep:
         """Peak bytes per row of :meth:`attribute`: slopes per channel, the event tables[, per-unit output]."""
         n2, n = self.w3.shape
         events = self.n1 + self.crossings_per_row
-        total = self.n1 * 3 + 2 * self.n_channels * n2 + events * (3 * n + self.n_channels + 6)
+        total = self.n1 * 5 + 2 * self.n_channels * n2 + events * (3 * n + self.n_channels + 6)
         return 8.0 * (total + (2 * n * self.n1 if per_unit else 0))
 
     def attribute(self, dz: torch.Tensor, per_unit: bool = False) -> torch.Tensor:
@@ -332,16 +332,20 @@ class Sweep:
         from torch import nn
 
         from mechlens_captum.exact import final_integral
-        from mechlens_captum.sweep_kernels import compiled
+        from mechlens_captum.sweep_kernels import compiled, switch_order
 
         plan = self.plan
         rows = b.shape[0]
         b = np.ascontiguousarray(b)
         s0 = np.ascontiguousarray(s0)
         sweep = compiled("sweep")
+        switch, order, n_switch = switch_order(self.a, b)
         while True:
             cap = int(self.crossings_per_row * rows) + 64
-            out = sweep(self.a, b, self.chan, self.din, self.dout, self.wt, self.geom, self.h0, s0, self.w3, cap)
+            out = sweep(
+                self.a, b, switch, order, n_switch, self.chan, self.din, self.dout, self.wt, self.geom, self.h0, s0,
+                self.w3, cap,
+            )  # fmt: skip
             if out[-1] <= cap:
                 break
             self.crossings_per_row *= 2  # the table overflowed: it is sized from what earlier chunks needed

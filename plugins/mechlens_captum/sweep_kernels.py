@@ -42,6 +42,19 @@ def compiled(name: str) -> Any:
     return _COMPILED[name]
 
 
+def switch_order(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where the first-layer units switch along each row's path, sorted: ``switch, order, n_switch`` of :func:`sweep`.
+
+    Plain NumPy (not compiled): unit ``u`` of row ``r`` switches at ``-a[u] / b[r, u]`` when that
+    lies inside (0, 1).
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        switch = -a / b
+    inside = (switch > 0.0) & (switch < 1.0)
+    switch = np.where(inside, switch, np.inf)
+    return switch, np.argsort(switch, axis=1), inside.sum(1)
+
+
 def record_crossing(found, cap_cr, alpha, j, on, st, jj, cr_alpha, cr_unit, cr_sign, cr_sc):  # type: ignore[no-untyped-def]  # pragma: no cover
     """Write crossing number ``found`` (second-layer unit ``j``, state column ``jj``, which was ``on``) if it fits."""
     if found < cap_cr:
@@ -83,7 +96,7 @@ def column_runs(geom, kw):  # type: ignore[no-untyped-def]  # pragma: no cover
     return count, ox0, length, t0, tstep
 
 
-def sweep(a, b, chan, din, dout, wt, geom, h0, s0, w3, cap_cr):  # type: ignore[no-untyped-def]  # pragma: no cover
+def sweep(a, b, switch, order, n_switch, chan, din, dout, wt, geom, h0, s0, w3, cap_cr):  # type: ignore[no-untyped-def]  # pragma: no cover
     """Sweep every row's path once; return its breakpoints in order with what changes at each.
 
     Parameters
@@ -92,6 +105,13 @@ def sweep(a, b, chan, din, dout, wt, geom, h0, s0, w3, cap_cr):  # type: ignore[
         First-layer inputs (before the first ReLU) at the baseline.
     b : (rows, N1)
         Their change from the baseline to each row's end point.
+    switch : (rows, N1)
+        Where each first-layer unit switches, ``-a / b`` (any value outside (0, 1) for units that
+        do not switch inside the path).
+    order : (rows, N1) int64
+        Each row's units by ``switch``: the first ``n_switch[r]`` switch inside (0, 1), in order.
+        (NumPy's sort, several times faster than a compiled one, makes it: :func:`switch_order`.)
+    n_switch : (rows,) int64
     chan : (N1,) int64
         Channel of the attributed layer owning each unit.
     din : (N1,), dout : (N2,)
@@ -196,8 +216,6 @@ def sweep(a, b, chan, din, dout, wt, geom, h0, s0, w3, cap_cr):  # type: ignore[
     cr_sign = np.empty(cap_cr, np.float64)
     unit_out = np.empty(cap_ev, np.int64)
     cr_alpha = np.empty(cap_cr, np.float64)
-    alpha = np.empty(n1, np.float64)
-    units = np.empty(n1, np.int64)
     ev_al = np.empty(n1, np.float64)
     ev_d = np.empty(n1, np.float64)
     ev_u = np.empty(n1, np.int64)
@@ -209,22 +227,12 @@ def sweep(a, b, chan, din, dout, wt, geom, h0, s0, w3, cap_cr):  # type: ignore[
     found = 0
     n_out = 0
     for r in range(rows):
-        # first-layer switch points inside (0, 1), in order
-        m = 0
-        for u in range(n1):
-            bu = b[r, u]
-            if bu != 0.0:
-                al = -a[u] / bu
-                if al > 0.0 and al < 1.0:
-                    alpha[m] = al
-                    units[m] = u
-                    m += 1
-        order = np.argsort(alpha[:m])
+        m = n_switch[r]
         row_count[:] = 0
         for k in range(m):
-            u = units[order[k]]
+            u = order[r, k]
             ev_u[k] = u
-            ev_al[k] = alpha[order[k]]
+            ev_al[k] = switch[r, u]
             # on at the baseline (a > 0) and switching: its contribution b_u leaves; else it arrives
             ev_d[k] = (-b[r, u] if a[u] > 0.0 else b[r, u]) * din[u]
             ev_dr[k, :] = 0.0
