@@ -223,3 +223,18 @@ def test_compiled_softplus_integral_matches_torch(beta, threshold):
     got = compiled("softplus_integral")(p_a, p_b, length, beta, threshold)
     want = final_integral(final, torch.from_numpy(p_a), torch.from_numpy(p_b), torch.from_numpy(length)).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-15)
+
+
+def test_sweep_rows_split_over_threads_give_the_same_result():
+    """With several torch threads the rows are swept in parallel (the compiled loops release the GIL)."""
+    model = _conv_model(nn.Conv2d(3, 4, 3), final=nn.Softplus())
+    stim = stimulus_for(model, n_times=7, seed=4)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        serial = ExactIntegratedGradients(algorithm="sweep").attribute(model, stim)
+        torch.set_num_threads(3)
+        parallel = ExactIntegratedGradients(algorithm="sweep").attribute(model, stim)
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_array_equal(parallel["attribution"].values, serial["attribution"].values)
