@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 
     from mechlens_captum.structure import PiecewisePlan
 
-__all__ = ["Sweep", "SweepPlan", "mixing_geometry", "sweep_available", "sweep_plan"]
+__all__ = ["Sweep", "SweepPlan", "mixing_geometry", "sweep_available", "sweep_plan", "switch_order"]
 
 
 def sweep_available() -> bool:
@@ -146,6 +146,27 @@ def _supported_mixing(mod: nn.Module) -> bool:
         and mod.padding_mode == "zeros"
         and isinstance(mod.padding, tuple)
     )
+
+
+def switch_order(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where the first-layer units switch along each row's path, sorted.
+
+    Unit ``u`` of row ``r`` switches at ``-a[u] / b[r, u]`` when that lies inside (0, 1).
+
+    Returns
+    -------
+    switch : ndarray
+        (rows, N1) the switch points, ``inf`` where a unit does not switch inside the path.
+    order : ndarray of int64
+        (rows, N1) each row's units by switch point (NumPy's vectorised sort).
+    n_switch : ndarray of int64
+        (rows,) how many switch inside the path: the first ``n_switch[r]`` of ``order[r]``.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        switch = -a / b
+    inside = (switch > 0.0) & (switch < 1.0)
+    switch = np.where(inside, switch, np.inf)
+    return switch, np.argsort(switch, axis=1), inside.sum(1)
 
 
 def _run(stages: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
@@ -332,7 +353,7 @@ class Sweep:
         from torch import nn
 
         from mechlens_captum.exact import final_integral
-        from mechlens_captum.sweep_kernels import compiled, switch_order
+        from mechlens_captum.sweep_kernels import compiled
 
         plan = self.plan
         rows = b.shape[0]
@@ -352,7 +373,7 @@ class Sweep:
         ptr, alpha, kind, dp, cr_sc, unit, cr_sign, found = out
         self.crossings_per_row = max(self.crossings_per_row, 1.25 * found / rows)
         act0 = (self.h0 > 0) | ((self.h0 == 0) & (s0.sum(1) > 0))  # (rows, N2)
-        r0 = np.matmul(s0 * act0[:, None, :], self.w3).transpose(0, 2, 1)  # R just after alpha = 0: (rows, n, C)
+        r0 = np.ascontiguousarray(np.matmul(s0 * act0[:, None, :], self.w3).transpose(0, 2, 1))  # R at 0+: (rows, n, C)
         p_a, p_b, length = compiled("pieces")(ptr, alpha, dp, np.ascontiguousarray(r0.sum(2)), self.p0)
         with self._lock:
             self.stats["rows"] += rows

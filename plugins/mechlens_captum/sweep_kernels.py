@@ -42,19 +42,6 @@ def compiled(name: str) -> Any:
     return _COMPILED[name]
 
 
-def switch_order(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Where the first-layer units switch along each row's path, sorted: ``switch, order, n_switch`` of :func:`sweep`.
-
-    Plain NumPy (not compiled): unit ``u`` of row ``r`` switches at ``-a[u] / b[r, u]`` when that
-    lies inside (0, 1).
-    """
-    with np.errstate(divide="ignore", invalid="ignore"):
-        switch = -a / b
-    inside = (switch > 0.0) & (switch < 1.0)
-    switch = np.where(inside, switch, np.inf)
-    return switch, np.argsort(switch, axis=1), inside.sum(1)
-
-
 def record_crossing(found, cap_cr, alpha, j, on, st, jj, cr_alpha, cr_unit, cr_sign, cr_sc):  # type: ignore[no-untyped-def]  # pragma: no cover
     """Write crossing number ``found`` (second-layer unit ``j``, state column ``jj``, which was ``on``) if it fits."""
     if found < cap_cr:
@@ -110,7 +97,8 @@ def sweep(a, b, switch, order, n_switch, chan, din, dout, wt, geom, h0, s0, w3, 
         do not switch inside the path).
     order : (rows, N1) int64
         Each row's units by ``switch``: the first ``n_switch[r]`` switch inside (0, 1), in order.
-        (NumPy's sort, several times faster than a compiled one, makes it: :func:`switch_order`.)
+        (NumPy's sort, several times faster than a compiled one, makes it:
+        :func:`mechlens_captum.sweep.switch_order`.)
     n_switch : (rows,) int64
     chan : (N1,) int64
         Channel of the attributed layer owning each unit.

@@ -238,3 +238,18 @@ def test_sweep_rows_split_over_threads_give_the_same_result():
     finally:
         torch.set_num_threads(threads)
     np.testing.assert_array_equal(parallel["attribution"].values, serial["attribution"].values)
+
+
+def test_switch_order_keeps_the_switches_inside_the_path_in_order():
+    from mechlens_captum.sweep import switch_order
+
+    a = np.array([-0.5, 0.25, 0.0, 1.0, -2.0, 0.0])
+    b = np.array([[1.0, -1.0, 1.0, -1.0, 1.0, 0.0], [2.0, 0.0, -1.0, -2.0, 16.0, 0.0]])
+    switch, order, n_switch = switch_order(a, b)
+    # row 0: units 0 and 1 switch inside (at 0.5, 0.25); not at 0 (a = 0), at 1 (a = -b) or at 2, nor
+    # with b = 0; row 1: 0.25, 0.5 and 0.125
+    assert n_switch.tolist() == [2, 3]
+    assert order[0, :2].tolist() == [1, 0]
+    assert order[1, :3].tolist() == [4, 0, 3]
+    np.testing.assert_allclose(switch[1, order[1, :3]], [0.125, 0.25, 0.5])
+    assert np.isinf(switch[0, [2, 3, 4, 5]]).all()
