@@ -211,7 +211,7 @@ def sweep(a, b, switch, order, n_switch, chan, din, dout, wt, geom, h0, s0, w3, 
     row_count = np.empty(ho + 1, np.int64)
     row_ev = np.empty(n1 * kh, np.int64)  # per output row, the events feeding it (in order) ...
     row_ky = np.empty(n1 * kh, np.int64)  # ... and the kernel row joining them
-    flags = np.empty(kw * oo, np.float64)
+    share = np.empty(kw * oo, np.float64)  # each unit's share of an event's dR (0 where it is off)
     found = 0
     n_out = 0
     for r in range(rows):
@@ -292,11 +292,11 @@ def sweep(a, b, switch, order, n_switch, chan, din, dout, wt, geom, h0, s0, w3, 
                         blk[0, q] -= dl * al  # the new piece meets the old one at al
                         blk[1, q] += dl
                         blk[cs, q] += dl
-                        flags[q] = dl * blk[2, q]  # dR's share of this unit (0 where it is off)
+                        share[q] = dl * blk[2, q]
                     for i in range(n):
                         acc = 0.0
                         for q in range(nb):
-                            acc += flags[q] * w3b[i, q]
+                            acc += share[q] * w3b[i, q]
                         ev_dr[k, i] += acc
         # the last linear piece, up to alpha = 1
         for jj in range(n2):
