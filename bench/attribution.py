@@ -21,9 +21,9 @@ the integration path. For each stimulus it times:
 Each line gives seconds per time point, as CPU time of this process (``time.process_time``) and as
 wall-clock time, and the largest completeness error relative to the response range of the whole
 stimulus. The machine this runs on may be shared, so the ratios are computed from CPU time, by
-default with one torch thread (no spinning worker threads inflate it); the forward pass and (c) are
-timed alternately ``--repeats`` times and their medians used, and (c)/forward of each back-to-back
-pair is printed too; the load average is printed.
+default with one torch thread (no spinning worker threads inflate it); the forward pass, (a) and
+(c) are timed in turn ``--repeats`` times and their medians used, and the ratios of each repeat
+are printed too; the load average is printed.
 """
 
 from __future__ import annotations
@@ -169,24 +169,33 @@ def bench(model: Model, stim: xr.Dataset, label: str, args: argparse.Namespace) 
         results[key] = (seconds[0] / rows, seconds[1] / rows, float(np.abs(err).max()) / span, rows, note)
 
     forward_pass(model, first_rows(model, stim, 8))  # warm-up
-    # (c) and the forward pass are timed alternately, --repeats times each, and the medians kept: the
+    # the forward pass, (a) and (c) are timed in turn, --repeats times each, and the medians kept: the
     # machine's speed drifts (shared), and a ratio of two runs minutes apart would measure the drift
+    rows_a = min(args.rows_naive, n_times)
     rows_c = n_times if args.rows_exact <= 0 else min(args.rows_exact, n_times)
     # the first call in a fresh environment compiles the sweep (numba, cached on disk): not timed
     _, warm = timed(lambda: ExactIntegratedGradients().attribute(model, first_rows(model, stim, 1), LAYER))
-    fwd_times, exact_times = [], []
+    fwd_times, naive_times, exact_times = [], [], []
     for _ in range(args.repeats):
         _, sec = timed(lambda: forward_pass(model, stim))
         fwd_times.append(sec)
+        (_, err_a), sec = timed(lambda: naive_captum(model, first_rows(model, stim, rows_a)))
+        naive_times.append(sec)
         exact = ExactIntegratedGradients()
         ds_c, sec = timed(partial(exact.attribute, model, first_rows(model, stim, rows_c), LAYER))
         exact_times.append(sec)
-    per_repeat = [(c[0] / rows_c) / (f[0] / n_times) for f, c in zip(fwd_times, exact_times)]
+    pairs = {
+        "(a)/(c)": [(a[0] / rows_a) / (c[0] / rows_c) for a, c in zip(naive_times, exact_times)],
+        "(c)/forward": [(c[0] / rows_c) / (f[0] / n_times) for f, c in zip(fwd_times, exact_times)],
+    }
     record("forward", n_times, _median(fwd_times), np.array(np.nan), f"all cells; median of {args.repeats}")
-
-    rows = min(args.rows_naive, n_times)
-    (_, err), sec = timed(lambda: naive_captum(model, first_rows(model, stim, rows)))
-    record("(a) naive Captum LIG, 1 cell/call, 50 GL steps", rows, sec, err)
+    record(
+        "(a) naive Captum LIG, 1 cell/call, 50 GL steps",
+        rows_a,
+        _median(naive_times),
+        err_a,
+        f"median of {args.repeats}",
+    )
 
     ds, sec = timed(lambda: IntegratedGradients(n_steps=50).attribute(model, stim, LAYER))
     record("(b) integrated-gradients, 50 GL steps", n_times, sec, ds["completeness_error"].values)
@@ -221,7 +230,8 @@ def bench(model: Model, stim: xr.Dataset, label: str, args: argparse.Namespace) 
         f"ratios of CPU s per time point: (a)/(b) = {t['(a)'] / t['(b)']:.1f}, (a)/(b*) = {t['(a)'] / t['(b*)']:.2f}, "
         f"(a)/(c) = {t['(a)'] / t['(c)']:.2f}, (c)/forward = {t['(c)'] / t['forward']:.1f}"
     )
-    print(f"(c)/forward in each repeat (timed back to back): {', '.join(f'{v:.2f}' for v in per_repeat)}")
+    for name, values in pairs.items():
+        print(f"{name} in each repeat (timed in turn): {', '.join(f'{v:.2f}' for v in values)}")
     print(f"load average (1, 5, 15 min): {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
     return t
 
@@ -233,7 +243,7 @@ def main() -> None:
     parser.add_argument("--rows-adaptive", type=int, default=8, help="time points attributed by (b*)")
     parser.add_argument("--rows-exact", type=int, default=0, help="white-noise time points for (c); 0 = all")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--repeats", type=int, default=3, help="alternating timings of forward and (c)")
+    parser.add_argument("--repeats", type=int, default=3, help="timings in turn of forward, (a) and (c)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = retina_model()
