@@ -155,12 +155,15 @@ def sweep(a, b, switch, order, n_switch, chan, din, dout, wt, geom, h0, s0, w3, 
     kh, kw = wt.shape[2], wt.shape[3]
     plane = ho * wo
     # the kernel flipped along x, output-minor: a run of output columns reads one contiguous slice
-    kfl = np.empty((c_in, kh, kw * oo), np.float64)
-    for ci in range(c_in):
-        for o in range(oo):
-            for ky in range(kh):
-                for t in range(kw):
-                    kfl[ci, ky, t * oo + o] = wt[ci, o, ky, kw - 1 - t]
+    if kh == 1 and kw == 1:
+        kfl = wt.reshape(c_in, 1, oo)  # already so (a Linear layer's weights: no copy)
+    else:
+        kfl = np.empty((c_in, kh, kw * oo), np.float64)
+        for ci in range(c_in):
+            for o in range(oo):
+                for ky in range(kh):
+                    for t in range(kw):
+                        kfl[ci, ky, t * oo + o] = wt[ci, o, ky, kw - 1 - t]
     n_runs, run_ox0, run_len, run_t0, tstep = column_runs(geom, kw)
     # the output rows each input row feeds, and through which kernel row; each unit's channel, row
     # and column (integer division is slow enough to matter in the per-event loops)
