@@ -126,8 +126,8 @@ class RetinaExperiment(Experiment):
     cells = 3
     #: integrate exactly where the model allows it (see :meth:`attribution_plan`); elsewhere quadrature
     #: with :attr:`attributor_params`, whose completeness error is reported. On the bundled CNN the
-    #: exact sweep costs 1.5-7 s per experiment's stimulus, about what 8 quadrature nodes cost, and
-    #: removes their completeness errors of 0.06-2.4 Hz.
+    #: exact sweep costs 0.6-2.1 s of wall time per experiment (docs/experiments.md), about what 8
+    #: quadrature nodes cost, and removes their completeness errors of 0.06-2.4 Hz.
     exact: ClassVar[bool] = True
 
     def stimulus_parameters(self, model: Model) -> dict[str, Any]:
