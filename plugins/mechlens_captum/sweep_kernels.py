@@ -25,7 +25,7 @@ _CALLS = {
 }
 
 
-#: the sweep's vector loops are sums over a block (dR's share per cell): reassociating them lets the
+#: the sweep's vector loops are sums over a block (each cell's dR): reassociating them lets the
 #: compiler use vector instructions; rounding changes at the 1e-16 level
 _OPTIONS: dict[str, dict[str, Any]] = {"sweep": {"fastmath": {"reassoc", "contract", "nsz"}}}
 
@@ -42,14 +42,17 @@ def compiled(name: str) -> Any:
     return _COMPILED[name]
 
 
-def record_crossing(found, cap_cr, alpha, j, on, st, jj, cr_alpha, cr_unit, cr_sign, cr_sc):  # type: ignore[no-untyped-def]  # pragma: no cover
-    """Write crossing number ``found`` (second-layer unit ``j``, state column ``jj``, which was ``on``) if it fits."""
+def record_crossing(found, cap_cr, alpha, j, on, cst, jj, cr_alpha, cr_unit, cr_sign, cr_sc):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """Write crossing number ``found`` (second-layer unit ``j``, which was ``on``) if it fits.
+
+    Its slope per channel of origin is column ``jj`` of ``cst``.
+    """
     if found < cap_cr:
         cr_alpha[found] = alpha
         cr_unit[found] = j
         cr_sign[found] = 1.0 - 2.0 * on
         for cc in range(cr_sc.shape[1]):
-            cr_sc[found, cc] = st[4 + cc, jj]
+            cr_sc[found, cc] = cst[cc, jj]
 
 
 def column_runs(geom, kw):  # type: ignore[no-untyped-def]  # pragma: no cover
@@ -146,6 +149,9 @@ def sweep(a, b, switch, order, n_switch, chan, din, dout, wt, geom, h0, s0, w3, 
     vector instructions, and one row's state stays in the L1 cache while that row's events are
     applied. Rows of the output are independent (a unit only changes at the events of its own
     receptive field), so applying the events row by row, each row's in order, is the same sweep.
+    Each state row is sliced separately (contiguous 1-d slices vectorise; 2-d blocks did not), and an
+    event's dR is the kernel row against ``dout * on * w3`` of the block, which changes only where a
+    unit crosses zero, summed for eight cells in one pass.
     """
     rows, n1 = b.shape
     n2, n = w3.shape
@@ -186,8 +192,12 @@ def sweep(a, b, switch, order, n_switch, chan, din, dout, wt, geom, h0, s0, w3, 
         unit_x[u] = u % ww
     gather = np.empty(kw * oo, np.float64)  # kernel of a run whose taps are not adjacent (x stride > dilation)
     # state rows: 0 intercept q and 1 slope s of the current piece h2 = q + s alpha, 2 on (1.0 / 0.0),
-    # 3 elementwise output scale, 4 + c slope from channel c
-    st = np.empty((4 + n_ch, n2), np.float64)
+    # 3 elementwise output scale; cst: the slope from each channel; z: what a unit's bend adds to dR
+    # per unit of its kernel weight, dout * on * w3 (changes only where the unit crosses zero)
+    st = np.empty((4, n2), np.float64)
+    cst = np.empty((n_ch, n2), np.float64)
+    m8 = (n + 7) // 8 * 8  # cells padded to whole groups of 8 (the dR loop's accumulators)
+    z = np.zeros((m8, n2), np.float64)
     w3p = np.empty((n, n2), np.float64)
     orig = np.empty(n2, np.int64)
     for o in range(oo):
@@ -210,11 +220,11 @@ def sweep(a, b, switch, order, n_switch, chan, din, dout, wt, geom, h0, s0, w3, 
     ev_al = np.empty(n1, np.float64)
     ev_d = np.empty(n1, np.float64)
     ev_u = np.empty(n1, np.int64)
-    ev_dr = np.empty((n1, n), np.float64)
+    ev_dr = np.empty((n1, m8), np.float64)
     row_count = np.empty(ho + 1, np.int64)
     row_ev = np.empty(n1 * kh, np.int64)  # per output row, the events feeding it (in order) ...
     row_ky = np.empty(n1 * kh, np.int64)  # ... and the kernel row joining them
-    share = np.empty(kw * oo, np.float64)  # each unit's share of an event's dR (0 where it is off)
+    bend = np.empty(kw * oo, np.float64)  # the slope change of each unit of a block
     found = 0
     n_out = 0
     for r in range(rows):
@@ -244,11 +254,13 @@ def sweep(a, b, switch, order, n_switch, chan, din, dout, wt, geom, h0, s0, w3, 
             j = orig[jj]
             tot = 0.0
             for c in range(n_ch):
-                st[4 + c, jj] = s0[r, c, j]
+                cst[c, jj] = s0[r, c, j]
                 tot += s0[r, c, j]
             st[0, jj] = h0[j]
             st[1, jj] = tot
             st[2, jj] = 1.0 if (h0[j] > 0.0 or (h0[j] == 0.0 and tot > 0.0)) else 0.0
+            for i in range(n):
+                z[i, jj] = st[2, jj] * st[3, jj] * w3p[i, jj]
         row_first = found  # this row's crossings are numbers row_first ... found - 1
         for oy in range(ho):
             for e in range(row_count[oy], row_count[oy + 1]):
@@ -257,7 +269,7 @@ def sweep(a, b, switch, order, n_switch, chan, din, dout, wt, geom, h0, s0, w3, 
                 u = ev_u[k]
                 al = ev_al[k]
                 dd = ev_d[k]
-                cs = 4 + chan[u]
+                cs = chan[u]
                 ci = unit_ci[u]
                 x = unit_x[u]
                 for i_run in range(n_runs[x]):
@@ -271,42 +283,77 @@ def sweep(a, b, switch, order, n_switch, chan, din, dout, wt, geom, h0, s0, w3, 
                             for o in range(oo):
                                 gather[tt * oo + o] = kfl[ci, ky, k0 + tt * tstep * oo + o]
                         kr = gather[:nb]
-                    blk = st[:, j0 : j0 + nb]
-                    w3b = w3p[:, j0 : j0 + nb]
+                    # one contiguous slice per state row: the loops below become vector loops
+                    v_q = st[0, j0 : j0 + nb]
+                    v_s = st[1, j0 : j0 + nb]
+                    v_on = st[2, j0 : j0 + nb]
+                    v_sc = st[3, j0 : j0 + nb]
+                    v_cs = cst[cs, j0 : j0 + nb]
                     # crossings since the units' last bend: rare, so counted first (a vector loop)
                     cnt = 0
                     for q in range(nb):
-                        cnt += (blk[0, q] + blk[1, q] * al > 0.0) != (blk[2, q] > 0.5)
+                        cnt += (v_q[q] + v_s[q] * al > 0.0) != (v_on[q] > 0.5)
                     if cnt > 0:
                         for q in range(nb):
-                            hq = blk[0, q]
-                            hs = blk[1, q]
+                            hq = v_q[q]
+                            hs = v_s[q]
                             hn = hq + hs * al
-                            if (hn > 0.0) != (blk[2, q] > 0.5) and hn != 0.0:
+                            if (hn > 0.0) != (v_on[q] > 0.5) and hn != 0.0:
                                 # at the root of the piece that just ended
                                 record_crossing(
-                                    found, cap_cr, min(-hq / hs, al), orig[j0 + q], blk[2, q], st, j0 + q,
+                                    found, cap_cr, min(-hq / hs, al), orig[j0 + q], v_on[q], cst, j0 + q,
                                     cr_alpha, cr_unit, cr_sign, cr_sc,
                                 )  # fmt: skip
                                 found += 1
-                                blk[2, q] = 1.0 - blk[2, q]
+                                v_on[q] = 1.0 - v_on[q]
+                                for i in range(n):
+                                    z[i, j0 + q] = v_on[q] * v_sc[q] * w3p[i, j0 + q]
+                    # the pieces bend (one loop per state row: plain vector loops, no possible overlap)
                     for q in range(nb):
-                        dl = kr[q] * dd * blk[3, q]
-                        blk[0, q] -= dl * al  # the new piece meets the old one at al
-                        blk[1, q] += dl
-                        blk[cs, q] += dl
-                        share[q] = dl * blk[2, q]
-                    for i in range(n):
-                        acc = 0.0
+                        bend[q] = kr[q] * dd * v_sc[q]
+                    for q in range(nb):
+                        v_q[q] -= bend[q] * al  # the new piece meets the old one at al
+                    for q in range(nb):
+                        v_s[q] += bend[q]
+                    for q in range(nb):
+                        v_cs[q] += bend[q]
+                    # dR of each cell: the kernel row against the block's dout * on * w3, eight cells per pass
+                    # (z is zero-padded to whole groups): the kernel row is read once for eight cells and the
+                    # eight sums stay in vector registers
+                    for g in range(0, m8, 8):
+                        z0 = z[g, j0 : j0 + nb]
+                        z1 = z[g + 1, j0 : j0 + nb]
+                        z2 = z[g + 2, j0 : j0 + nb]
+                        z3 = z[g + 3, j0 : j0 + nb]
+                        z4 = z[g + 4, j0 : j0 + nb]
+                        z5 = z[g + 5, j0 : j0 + nb]
+                        z6 = z[g + 6, j0 : j0 + nb]
+                        z7 = z[g + 7, j0 : j0 + nb]
+                        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
                         for q in range(nb):
-                            acc += share[q] * w3b[i, q]
-                        ev_dr[k, i] += acc
+                            kq = kr[q]
+                            a0 += kq * z0[q]
+                            a1 += kq * z1[q]
+                            a2 += kq * z2[q]
+                            a3 += kq * z3[q]
+                            a4 += kq * z4[q]
+                            a5 += kq * z5[q]
+                            a6 += kq * z6[q]
+                            a7 += kq * z7[q]
+                        ev_dr[k, g] += dd * a0
+                        ev_dr[k, g + 1] += dd * a1
+                        ev_dr[k, g + 2] += dd * a2
+                        ev_dr[k, g + 3] += dd * a3
+                        ev_dr[k, g + 4] += dd * a4
+                        ev_dr[k, g + 5] += dd * a5
+                        ev_dr[k, g + 6] += dd * a6
+                        ev_dr[k, g + 7] += dd * a7
         # the last linear piece, up to alpha = 1
         for jj in range(n2):
             hn = st[0, jj] + st[1, jj]
             if (hn > 0.0) != (st[2, jj] > 0.5) and hn != 0.0:
                 record_crossing(
-                    found, cap_cr, min(-st[0, jj] / st[1, jj], 1.0), orig[jj], st[2, jj], st, jj,
+                    found, cap_cr, min(-st[0, jj] / st[1, jj], 1.0), orig[jj], st[2, jj], cst, jj,
                     cr_alpha, cr_unit, cr_sign, cr_sc,
                 )  # fmt: skip
                 found += 1
