@@ -292,8 +292,8 @@ def expand_compact(t: torch.Tensor, n_channels: int) -> torch.Tensor:
 def _expand_through(module: nn.Module, t: torch.Tensor, n_channels: int) -> torch.Tensor | None:
     """Apply a mixing stage to compact channel tangents, giving dense ones, at the cost of ~one pass.
 
-    A convolution sees each tangent in one input channel only: a grouped convolution (one group per
-    channel) computes all of them at once. A linear layer sees each in one block of its inputs.
+    A convolution sees each tangent in one input channel only: one single-input-channel convolution
+    per channel computes them. A linear layer sees each in one block of its inputs.
     Returns None when the shortcut does not apply.
     """
     import torch.nn.functional as F
@@ -307,12 +307,16 @@ def _expand_through(module: nn.Module, t: torch.Tensor, n_channels: int) -> torc
         and t.shape[1] == n_channels == module.in_channels
     ):
         w = module.weight  # (out, in, *k)
-        grouped = w.transpose(0, 1).reshape(n_channels * w.shape[0], 1, *w.shape[2:])
-        out = convs[type(module)](
-            t, grouped, None, module.stride, module.padding, module.dilation, groups=n_channels
-        )  # (rows, C * out, ...) channel-major
-        out = out.view(rows, n_channels, w.shape[0], *out.shape[2:])
-        return out.transpose(0, 1).flatten(0, 1)
+        conv = convs[type(module)]
+        # one convolution per channel (in 1 -> out): 2-3x faster on the CPU than the equivalent grouped
+        # convolution with groups=C, which takes a slow path there
+        out = torch.stack(
+            [
+                conv(t[:, c : c + 1], w[:, c : c + 1], None, module.stride, module.padding, module.dilation)
+                for c in range(n_channels)
+            ]
+        )  # (C, rows, out, ...)
+        return out.flatten(0, 1)
     if isinstance(module, nn.Linear) and t.dim() == 2 and t.shape[1] % n_channels == 0:
         block = t.shape[1] // n_channels
         w = module.weight.view(module.out_features, n_channels, block)
