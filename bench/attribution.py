@@ -232,6 +232,17 @@ def bench(model: Model, stim: xr.Dataset, label: str, args: argparse.Namespace) 
     )
     for name, values in pairs.items():
         print(f"{name} in each repeat (timed in turn): {', '.join(f'{v:.2f}' for v in values)}")
+    if "sweep_cpu_s" in exact.stats:
+        # where (c)'s time went in its last repeat, against that repeat's forward pass
+        fwd = fwd_times[-1][0] / n_times
+        parts = {
+            "sweep loop": exact.stats["sweep_cpu_s"] / rows_c,
+            "slopes, pieces, integrals, sums": exact.stats["rest_cpu_s"] / rows_c,
+        }
+        parts["layer activations, response, rest"] = exact_times[-1][0] / rows_c - sum(parts.values())
+        print("(c) in its last repeat, CPU ms per time point (x that repeat's forward pass): " + ", ".join(
+            f"{k} {v * 1e3:.2f} ({v / fwd:.2f})" for k, v in parts.items()
+        ))  # fmt: skip
     print(f"load average (1, 5, 15 min): {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
     return t
 

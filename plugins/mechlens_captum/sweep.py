@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -280,7 +281,11 @@ class Sweep:
             self.w3 = np.ascontiguousarray(torch.stack(grads, 1).numpy())
         self.chan = (np.arange(self.n1) // (self.n1 // n_channels)).astype(np.int64)
         self.crossings_per_row = n2 / 2  # grows when a chunk needs more
-        self.stats = {"rows": 0, "breakpoints": 0, "crossings": 0, "regions": 0}
+        # CPU seconds (of the threads doing the work): the sorted switch points and the compiled sweep
+        # loop; the rest (slopes at alpha = 0+, pieces of p, integrals of g', sums)
+        self.stats: dict[str, float] = {
+            "rows": 0, "breakpoints": 0, "crossings": 0, "regions": 0, "sweep_cpu_s": 0.0, "rest_cpu_s": 0.0,
+        }  # fmt: skip
         self._lock = threading.Lock()
 
     def bytes_per_row(self, per_unit: bool = False) -> float:
@@ -312,6 +317,7 @@ class Sweep:
 
         plan = self.plan
         rows = dz.shape[0]
+        start = time.thread_time()
         with torch.no_grad():
             b_t = _push(plan.pre, dz.detach().double().cpu())
             b = b_t.flatten(1).contiguous()
@@ -327,6 +333,8 @@ class Sweep:
             )
         s0 = s0_t.reshape(self.n_channels, rows, -1).permute(1, 0, 2).double().contiguous().numpy()  # (rows, C, N2)
         b_np = b.numpy()
+        with self._lock:
+            self.stats["rest_cpu_s"] += time.thread_time() - start
         # the compiled loops release the GIL: rows are split over torch's CPU threads (one thread: serial)
         parts = np.array_split(np.arange(rows), max(1, min(torch.get_num_threads(), rows)))
         if len(parts) == 1:
@@ -360,6 +368,7 @@ class Sweep:
         b = np.ascontiguousarray(b)
         s0 = np.ascontiguousarray(s0)
         sweep = compiled("sweep")
+        start = time.thread_time()
         switch, order, n_switch = switch_order(self.a, b)
         while True:
             cap = int(self.crossings_per_row * rows) + 64
@@ -371,6 +380,7 @@ class Sweep:
                 break
             self.crossings_per_row *= 2  # the table overflowed: it is sized from what earlier chunks needed
         ptr, alpha, kind, dp, cr_sc, unit, cr_sign, found = out
+        swept = time.thread_time()
         self.crossings_per_row = max(self.crossings_per_row, 1.25 * found / rows)
         act0 = (self.h0 > 0) | ((self.h0 == 0) & (s0.sum(1) > 0))  # (rows, N2)
         r0 = np.ascontiguousarray(np.matmul(s0 * act0[:, None, :], self.w3).transpose(0, 2, 1))  # R at 0+: (rows, n, C)
@@ -387,8 +397,13 @@ class Sweep:
             w = final_integral(plan.final, torch.from_numpy(p_a), torch.from_numpy(p_b), torch.from_numpy(length))
             w = np.ascontiguousarray(w.numpy())
         if not per_unit:
-            return compiled("accumulate")(ptr, kind, unit, dp, cr_sign, cr_sc, self.w3, w, r0)
-        on0 = act0.astype(np.float64)
-        return compiled("per_unit")(
-            ptr, kind, unit, cr_sign, self.a, b, self.din, self.dout, self.wt, self.geom, self.w3, on0, w
-        )
+            result = compiled("accumulate")(ptr, kind, unit, dp, cr_sign, cr_sc, self.w3, w, r0)
+        else:
+            on0 = act0.astype(np.float64)
+            result = compiled("per_unit")(
+                ptr, kind, unit, cr_sign, self.a, b, self.din, self.dout, self.wt, self.geom, self.w3, on0, w
+            )
+        with self._lock:
+            self.stats["sweep_cpu_s"] += swept - start
+            self.stats["rest_cpu_s"] += time.thread_time() - swept
+        return result
