@@ -253,6 +253,10 @@ class Sweep:
         Channels of the attributed layer.
     """
 
+    #: rows swept together: small enough that a group's event tables stay in the cache between the loops
+    #: writing and reading them (8 rows measured ~8 % faster per row than 196 on the retina CNN)
+    rows_per_group = 8
+
     def __init__(self, plan: SweepPlan, z0: torch.Tensor, cell_index: torch.Tensor, n_channels: int) -> None:
         import torch
 
@@ -335,10 +339,13 @@ class Sweep:
         b_np = b.numpy()
         with self._lock:
             self.stats["rest_cpu_s"] += time.thread_time() - start
-        # the compiled loops release the GIL: rows are split over torch's CPU threads (one thread: serial)
-        parts = np.array_split(np.arange(rows), max(1, min(torch.get_num_threads(), rows)))
-        if len(parts) == 1:
-            attrs = [self._rows(b_np, s0, per_unit)]
+        # rows go through in small groups: each group's event tables (~1 MB per row) stay in the cache
+        # between the loops that write and read them; the compiled loops release the GIL, so groups are
+        # spread over torch's CPU threads (one thread: in turn)
+        groups = [(i, min(i + self.rows_per_group, rows)) for i in range(0, rows, self.rows_per_group)]
+        threads = max(1, min(torch.get_num_threads(), len(groups)))
+        if threads == 1:
+            attrs = [self._rows(b_np[i:j], s0[i:j], per_unit) for i, j in groups]
         else:
             from concurrent.futures import ThreadPoolExecutor
 
@@ -346,10 +353,8 @@ class Sweep:
 
             for name in ("sweep", "pieces", "accumulate", "softplus_integral", "per_unit"):
                 compiled(name)  # one dispatcher per kernel, made here rather than raced for by the threads
-            with ThreadPoolExecutor(len(parts)) as pool:
-                attrs = list(
-                    pool.map(lambda ix: self._rows(b_np[ix[0] : ix[-1] + 1], s0[ix[0] : ix[-1] + 1], per_unit), parts)
-                )
+            with ThreadPoolExecutor(threads) as pool:
+                attrs = list(pool.map(lambda ij: self._rows(b_np[ij[0] : ij[1]], s0[ij[0] : ij[1]], per_unit), groups))
         out = torch.from_numpy(np.concatenate(attrs))
         if per_unit:
             out = out.view(rows, out.shape[1], *dz.shape[1:])

@@ -225,18 +225,25 @@ def test_compiled_softplus_integral_matches_torch(beta, threshold):
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-15)
 
 
-def test_sweep_rows_split_over_threads_give_the_same_result():
-    """With several torch threads the rows are swept in parallel (the compiled loops release the GIL)."""
+def test_sweep_rows_in_groups_and_over_threads_give_the_same_result(monkeypatch: pytest.MonkeyPatch):
+    """Rows go through in groups (3 here), spread over torch's threads when there are several."""
+    from mechlens_captum.sweep import Sweep
+
     model = _conv_model(nn.Conv2d(3, 4, 3), final=nn.Softplus())
-    stim = stimulus_for(model, n_times=7, seed=4)
+    stim = stimulus_for(model, n_times=20, seed=4)
+    rows = stim.sizes["time"] - model.history + 1
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
+        monkeypatch.setattr(Sweep, "rows_per_group", rows)
+        whole = ExactIntegratedGradients(algorithm="sweep").attribute(model, stim)
+        monkeypatch.setattr(Sweep, "rows_per_group", -(-rows // 3))
         serial = ExactIntegratedGradients(algorithm="sweep").attribute(model, stim)
         torch.set_num_threads(3)
         parallel = ExactIntegratedGradients(algorithm="sweep").attribute(model, stim)
     finally:
         torch.set_num_threads(threads)
+    np.testing.assert_array_equal(serial["attribution"].values, whole["attribution"].values)
     np.testing.assert_array_equal(parallel["attribution"].values, serial["attribution"].values)
 
 
