@@ -25,11 +25,11 @@ computes the same integral in one sweep over the switch events instead, for netw
   piece of ``p``), ``A = R(0) G(1) + sum_events dR (G(1) - G(alpha_event))``.
 
 The sweep costs one visit per (switching unit, unit it feeds) pair -- for the retina CNN on white
-noise about 5 000 switches x 968 = 5 million visits per time point, ~8 ms on one CPU core -- in
-loops compiled with numba (:mod:`mechlens_captum.sweep_kernels`, which keeps the second-layer state
-position-major and applies the events one output row at a time, in contiguous vector blocks); the
-rest is a few batched tensor passes. That replaces ~7 600 network passes per time point of the
-refinement algorithm.
+noise about 5 000 switches x 968 = 5 million visits per time point, 2-3 forward passes' worth of CPU
+time (``bench/attribution.py`` prints the split) -- in loops compiled with numba
+(:mod:`mechlens_captum.sweep_kernels`, which keeps the second-layer state position-major and applies
+the events one output row at a time, in contiguous vector blocks); the rest is a few batched tensor
+passes. That replaces ~7 600 network passes per time point of the refinement algorithm.
 
 Per-unit attributions (``keep_space``) follow from the same breakpoints: unit ``u`` of the layer gets
 ``b_u * integral over its active interval of g'(p_n) V_n(u, alpha)`` with
