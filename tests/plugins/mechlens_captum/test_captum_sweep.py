@@ -15,12 +15,14 @@ from torch import nn
 from mechlens.toymodels import ToyCNN
 
 
-def _conv_model(mid: nn.Module, size: int = 12, seed: int = 0, final: nn.Module | None = None) -> SeqModel:
-    """conv (the layer, 3 channels) -> BN -> ReLU -> ``mid`` -> BN -> ReLU -> dense 3 cells [-> final]."""
+def _conv_model(
+    mid: nn.Module, size: int = 12, seed: int = 0, final: nn.Module | None = None, cells: int = 3
+) -> SeqModel:
+    """conv (the layer, 3 channels) -> BN -> ReLU -> ``mid`` -> BN -> ReLU -> dense ``cells`` [-> final]."""
     below = nn.Sequential(nn.Conv2d(2, 3, 3))
     with torch.no_grad():
         n_out = mid(torch.zeros(1, 3, size - 2, size - 2)).numel()
-    parts = [nn.BatchNorm2d(3), nn.ReLU(), mid, nn.Flatten(), nn.BatchNorm1d(n_out), nn.ReLU(), nn.Linear(n_out, 3)]
+    parts = [nn.BatchNorm2d(3), nn.ReLU(), mid, nn.Flatten(), nn.BatchNorm1d(n_out), nn.ReLU(), nn.Linear(n_out, cells)]
     if final is not None:
         parts.append(final)
     above = seeded(nn.Sequential(*parts), seed + 1)
@@ -223,6 +225,15 @@ def test_compiled_softplus_integral_matches_torch(beta, threshold):
     got = compiled("softplus_integral")(p_a, p_b, length, beta, threshold)
     want = final_integral(final, torch.from_numpy(p_a), torch.from_numpy(p_b), torch.from_numpy(length)).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-15)
+
+
+def test_sweep_matches_refinement_for_more_cells_than_one_pass_sums():
+    """The sweep sums each event's dR for eight cells per pass: 11 cells take two (the second padded)."""
+    model = _conv_model(nn.Conv2d(3, 4, 3), final=nn.Softplus(), cells=11)
+    stim = stimulus_for(model, n_times=5, seed=6)
+    sweep, refine = _both(model, stim)
+    assert sweep["attribution"].sizes["cell"] == 11
+    _assert_agree(sweep, refine)
 
 
 def test_sweep_rows_in_groups_and_over_threads_give_the_same_result(monkeypatch: pytest.MonkeyPatch):
