@@ -130,6 +130,8 @@ def test_dense_white_noise_through_the_retina_architecture():
     _assert_agree(sweep, refine)
     # the path crosses many linear regions: the case the sweep is for
     assert attributor.stats["segments"] > 20 * stim.sizes["time"]
+    # where the time went (bench/attribution.py prints it): CPU seconds of the loop and of the rest
+    assert attributor.stats["sweep_cpu_s"] > 0 and attributor.stats["rest_cpu_s"] > 0
     kept = ExactIntegratedGradients(algorithm="sweep", keep_space=True).attribute(model, stim, layer="conv1")
     kept_refine = ExactIntegratedGradients(algorithm="refine", precision="float64", keep_space=True).attribute(
         model, stim, layer="conv1"
