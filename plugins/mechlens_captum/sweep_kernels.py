@@ -149,9 +149,11 @@ def sweep(a, b, switch, order, n_switch, chan, din, dout, wt, geom, h0, s0, w3, 
     vector instructions, and one row's state stays in the L1 cache while that row's events are
     applied. Rows of the output are independent (a unit only changes at the events of its own
     receptive field), so applying the events row by row, each row's in order, is the same sweep.
-    Each state row is sliced separately (contiguous 1-d slices vectorise; 2-d blocks did not), and an
-    event's dR is the kernel row against ``dout * on * w3`` of the block, which changes only where a
-    unit crosses zero, summed for eight cells in one pass.
+    The block loops index the state with unsigned integers rather than through array views: no
+    wraparound checks, so they vectorise, and no views, whose reference counting costs a call and an
+    atomic operation each (several per block made up a sixth of the sweep's time). An event's dR is the
+    kernel row against ``dout * on * w3`` of the block, which changes only where a unit crosses zero,
+    summed for eight cells in one pass.
     """
     rows, n1 = b.shape
     n2, n = w3.shape
@@ -190,7 +192,7 @@ def sweep(a, b, switch, order, n_switch, chan, din, dout, wt, geom, h0, s0, w3, 
         unit_ci[u] = u // (hh * ww)
         unit_y[u] = (u // ww) % hh
         unit_x[u] = u % ww
-    gather = np.empty(kw * oo, np.float64)  # kernel of a run whose taps are not adjacent (x stride > dilation)
+    krun = np.empty(kw * oo, np.float64)  # the kernel weights of one block
     # state rows: 0 intercept q and 1 slope s of the current piece h2 = q + s alpha, 2 on (1.0 / 0.0),
     # 3 elementwise output scale; cst: the slope from each channel; z: what a unit's bend adds to dR
     # per unit of its kernel weight, dout * on * w3 (changes only where the unit crosses zero)
@@ -224,7 +226,6 @@ def sweep(a, b, switch, order, n_switch, chan, din, dout, wt, geom, h0, s0, w3, 
     row_count = np.empty(ho + 1, np.int64)
     row_ev = np.empty(n1 * kh, np.int64)  # per output row, the events feeding it (in order) ...
     row_ky = np.empty(n1 * kh, np.int64)  # ... and the kernel row joining them
-    bend = np.empty(kw * oo, np.float64)  # the slope change of each unit of a block
     found = 0
     n_out = 0
     for r in range(rows):
@@ -276,70 +277,62 @@ def sweep(a, b, switch, order, n_switch, chan, din, dout, wt, geom, h0, s0, w3, 
                     j0 = (oy * wo + run_ox0[x, i_run]) * oo
                     nb = run_len[x, i_run] * oo
                     k0 = run_t0[x, i_run] * oo
+                    # the block: state columns b0 : b0 + nbu, indexed with unsigned integers (no
+                    # wraparound checks, so the loops vectorise; no array views, whose reference counting
+                    # costs a call and an atomic operation each); its kernel weights copied to krun
+                    b0 = np.uint64(j0)
+                    nbu = np.uint64(nb)
                     if tstep == 1 or nb == oo:
-                        kr = kfl[ci, ky, k0 : k0 + nb]
+                        k0u = np.uint64(k0)
+                        for q in range(nbu):
+                            krun[q] = kfl[ci, ky, k0u + q]
                     else:
                         for tt in range(run_len[x, i_run]):
                             for o in range(oo):
-                                gather[tt * oo + o] = kfl[ci, ky, k0 + tt * tstep * oo + o]
-                        kr = gather[:nb]
-                    # one contiguous slice per state row: the loops below become vector loops
-                    v_q = st[0, j0 : j0 + nb]
-                    v_s = st[1, j0 : j0 + nb]
-                    v_on = st[2, j0 : j0 + nb]
-                    v_sc = st[3, j0 : j0 + nb]
-                    v_cs = cst[cs, j0 : j0 + nb]
+                                krun[tt * oo + o] = kfl[ci, ky, k0 + tt * tstep * oo + o]
                     # crossings since the units' last bend: rare, so counted first (a vector loop)
                     cnt = 0
-                    for q in range(nb):
-                        cnt += (v_q[q] + v_s[q] * al > 0.0) != (v_on[q] > 0.5)
+                    for q in range(nbu):
+                        jq = b0 + q
+                        cnt += (st[0, jq] + st[1, jq] * al > 0.0) != (st[2, jq] > 0.5)
                     if cnt > 0:
-                        for q in range(nb):
-                            hq = v_q[q]
-                            hs = v_s[q]
+                        for q in range(j0, j0 + nb):
+                            hq = st[0, q]
+                            hs = st[1, q]
                             hn = hq + hs * al
-                            if (hn > 0.0) != (v_on[q] > 0.5) and hn != 0.0:
+                            if (hn > 0.0) != (st[2, q] > 0.5) and hn != 0.0:
                                 # at the root of the piece that just ended
                                 record_crossing(
-                                    found, cap_cr, min(-hq / hs, al), orig[j0 + q], v_on[q], cst, j0 + q,
+                                    found, cap_cr, min(-hq / hs, al), orig[q], st[2, q], cst, q,
                                     cr_alpha, cr_unit, cr_sign, cr_sc,
                                 )  # fmt: skip
                                 found += 1
-                                v_on[q] = 1.0 - v_on[q]
+                                st[2, q] = 1.0 - st[2, q]
                                 for i in range(n):
-                                    z[i, j0 + q] = v_on[q] * v_sc[q] * w3p[i, j0 + q]
-                    # the pieces bend (one loop per state row: plain vector loops, no possible overlap)
-                    for q in range(nb):
-                        bend[q] = kr[q] * dd * v_sc[q]
-                    for q in range(nb):
-                        v_q[q] -= bend[q] * al  # the new piece meets the old one at al
-                    for q in range(nb):
-                        v_s[q] += bend[q]
-                    for q in range(nb):
-                        v_cs[q] += bend[q]
+                                    z[i, q] = st[2, q] * st[3, q] * w3p[i, q]
+                    # the pieces bend
+                    for q in range(nbu):
+                        jq = b0 + q
+                        dl = krun[q] * dd * st[3, jq]
+                        st[0, jq] -= dl * al  # the new piece meets the old one at al
+                        st[1, jq] += dl
+                        cst[cs, jq] += dl
                     # dR of each cell: the kernel row against the block's dout * on * w3, eight cells per pass
                     # (z is zero-padded to whole groups): the kernel row is read once for eight cells and the
                     # eight sums stay in vector registers
                     for g in range(0, m8, 8):
-                        z0 = z[g, j0 : j0 + nb]
-                        z1 = z[g + 1, j0 : j0 + nb]
-                        z2 = z[g + 2, j0 : j0 + nb]
-                        z3 = z[g + 3, j0 : j0 + nb]
-                        z4 = z[g + 4, j0 : j0 + nb]
-                        z5 = z[g + 5, j0 : j0 + nb]
-                        z6 = z[g + 6, j0 : j0 + nb]
-                        z7 = z[g + 7, j0 : j0 + nb]
                         a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
-                        for q in range(nb):
-                            kq = kr[q]
-                            a0 += kq * z0[q]
-                            a1 += kq * z1[q]
-                            a2 += kq * z2[q]
-                            a3 += kq * z3[q]
-                            a4 += kq * z4[q]
-                            a5 += kq * z5[q]
-                            a6 += kq * z6[q]
-                            a7 += kq * z7[q]
+                        for q in range(nbu):
+                            kq = krun[q]
+                            jq = b0 + q
+                            a0 += kq * z[g, jq]
+                            a1 += kq * z[g + 1, jq]
+                            a2 += kq * z[g + 2, jq]
+                            a3 += kq * z[g + 3, jq]
+                            a4 += kq * z[g + 4, jq]
+                            a5 += kq * z[g + 5, jq]
+                            a6 += kq * z[g + 6, jq]
+                            a7 += kq * z[g + 7, jq]
                         ev_dr[k, g] += dd * a0
                         ev_dr[k, g + 1] += dd * a1
                         ev_dr[k, g + 2] += dd * a2
