@@ -151,7 +151,7 @@ def sweep(a, b, switch, order, n_switch, chan, din, dout, wt, geom, h0, s0, w3, 
     receptive field), so applying the events row by row, each row's in order, is the same sweep.
     The block loops index the state with unsigned integers rather than through array views: no
     wraparound checks, so they vectorise, and no views, whose reference counting costs a call and an
-    atomic operation each (several per block made up a sixth of the sweep's time). An event's dR is the
+    atomic operation each (a few per block made up a quarter of the sweep's time). An event's dR is the
     kernel row against ``dout * on * w3`` of the block, which changes only where a unit crosses zero,
     summed for eight cells in one pass.
     """
