@@ -23,7 +23,9 @@ wall-clock time, and the largest completeness error relative to the response ran
 stimulus. The machine this runs on may be shared, so the ratios are computed from CPU time, by
 default with one torch thread (no spinning worker threads inflate it); the forward pass, (a) and
 (c) are timed in turn ``--repeats`` times and their medians used, and the ratios of each repeat
-are printed too; the load average is printed.
+are printed too; the load average is printed. A last line splits (c)'s CPU time in its last repeat
+into the sweep's loop, the sweep's bookkeeping and the rest (the layer's activations and the
+response, i.e. a forward pass, and the output), each also as a multiple of that repeat's forward pass.
 """
 
 from __future__ import annotations
