@@ -293,7 +293,10 @@ class Sweep:
         self._lock = threading.Lock()
 
     def bytes_per_row(self, per_unit: bool = False) -> float:
-        """Peak bytes per row of :meth:`attribute`: slopes per channel, the event tables[, per-unit output]."""
+        """Bytes per row of :meth:`attribute`: slopes per channel, the event tables[, per-unit output].
+
+        An upper bound: the event tables are held for one group of :attr:`rows_per_group` rows at a time.
+        """
         n2, n = self.w3.shape
         events = self.n1 + self.crossings_per_row
         total = self.n1 * 5 + 2 * self.n_channels * n2 + events * (3 * n + self.n_channels + 6)
