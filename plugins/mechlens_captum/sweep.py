@@ -170,6 +170,34 @@ def switch_order(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
     return switch, np.argsort(switch, axis=1), inside.sum(1)
 
 
+def crossing_order(ptr2: np.ndarray, cr_alpha: np.ndarray) -> np.ndarray:
+    """The crossings of each row (``ptr2[r]:ptr2[r+1]`` of ``cr_alpha``) sorted by alpha (NumPy's vectorised sort).
+
+    Returns
+    -------
+    ndarray of int64
+        (X,) crossing numbers; each row's stay in that row's range.
+    """
+    order = np.empty(cr_alpha.shape[0], np.int64)
+    for r in range(ptr2.shape[0] - 1):
+        lo, hi = int(ptr2[r]), int(ptr2[r + 1])
+        order[lo:hi] = np.argsort(cr_alpha[lo:hi]) + lo
+    return order
+
+
+def softplus_terms(p: np.ndarray, beta: float) -> tuple[np.ndarray, np.ndarray]:
+    """``exp(-|beta p|)`` and its ``log1p`` for :func:`mechlens_captum.sweep_kernels.softplus_pieces`.
+
+    NumPy's vectorised ``exp`` and ``log1p``, in place (fresh temporaries of this size would each cost
+    page faults): several times faster than the same functions called per value in a compiled loop.
+    """
+    e = np.multiply(p, beta)
+    np.abs(e, out=e)
+    np.negative(e, out=e)
+    np.exp(e, out=e)
+    return e, np.log1p(e)
+
+
 def _run(stages: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
     for m in stages:
         x = m(x)
@@ -324,44 +352,64 @@ class Sweep:
 
         plan = self.plan
         rows = dz.shape[0]
+        # rows go through in small groups: each group's event tables (~1 MB per row) stay in the cache
+        # between the loops that write and read them; the compiled loops release the GIL, so groups are
+        # spread over torch's CPU threads (one thread: in turn). The slopes at alpha = 0+ are made for a
+        # few groups at a time, so that their arrays stay small enough for the allocator to reuse
+        # (large ones are mapped afresh each time: page faults)
+        threads = max(1, min(torch.get_num_threads(), -(-rows // self.rows_per_group)))
+        pool = None
+        if threads > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            from mechlens_captum.sweep_kernels import compiled
+
+            for name in ("sweep", "pieces", "accumulate", "softplus_pieces", "per_unit"):
+                compiled(name)  # one dispatcher per kernel, made here rather than raced for by the threads
+            pool = ThreadPoolExecutor(threads)
+        attrs = []
+        try:
+            step = self.rows_per_group * max(4, threads)
+            for lo in range(0, rows, step):
+                b_np, s0 = self._slopes(dz[lo : lo + step])
+                groups = [(i, min(i + self.rows_per_group, b_np.shape[0])) for i in range(0, b_np.shape[0], self.rows_per_group)]
+                work = lambda ij: self._rows(b_np[ij[0] : ij[1]], s0[ij[0] : ij[1]], per_unit)  # noqa: E731
+                attrs.extend(map(work, groups) if pool is None else pool.map(work, groups))
+        finally:
+            if pool is not None:
+                pool.shutdown()
+        out = torch.from_numpy(np.concatenate(attrs))
+        if per_unit:
+            out = out.view(rows, out.shape[1], *dz.shape[1:])
+        return out.to(dz.device)
+
+    def _slopes(self, dz: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """First-layer input changes ``b`` (rows, N1) and second-layer slopes at alpha = 0+ (rows, C, N2).
+
+        The slopes come from the model's own middle stages (float32 where the model is: its convolution
+        is several times faster than in float64); ``b`` is float64.
+        """
+        import torch
+
+        from mechlens_captum.structure import run_with_tangents
+
+        plan = self.plan
+        rows = dz.shape[0]
         start = time.thread_time()
         with torch.no_grad():
             b_t = _push(plan.pre, dz.detach().double().cpu())
             b = b_t.flatten(1).contiguous()
             a = torch.from_numpy(self.a)
             on = (a > 0) | ((a == 0) & (b > 0))  # first-layer units on just after alpha = 0
-            tangent = (b * on).view(b_t.shape)
             dtype = next((p.dtype for m in plan.mid_model for p in m.parameters()), torch.float32)
+            tangent = (b * on).view(b_t.shape).to(dtype)
             _, s0_t, _ = run_with_tangents(
-                plan.mid_model,
-                torch.relu(self.a_t).to(dtype),
-                tangent.to(dtype),
-                compact_channels=self.n_channels,
+                plan.mid_model, torch.relu(self.a_t).to(dtype), tangent, compact_channels=self.n_channels
             )
-        s0 = s0_t.reshape(self.n_channels, rows, -1).permute(1, 0, 2).double().contiguous().numpy()  # (rows, C, N2)
-        b_np = b.numpy()
+        s0 = np.ascontiguousarray(s0_t.reshape(self.n_channels, rows, -1).permute(1, 0, 2).numpy())
         with self._lock:
             self.stats["rest_cpu_s"] += time.thread_time() - start
-        # rows go through in small groups: each group's event tables (~1 MB per row) stay in the cache
-        # between the loops that write and read them; the compiled loops release the GIL, so groups are
-        # spread over torch's CPU threads (one thread: in turn)
-        groups = [(i, min(i + self.rows_per_group, rows)) for i in range(0, rows, self.rows_per_group)]
-        threads = max(1, min(torch.get_num_threads(), len(groups)))
-        if threads == 1:
-            attrs = [self._rows(b_np[i:j], s0[i:j], per_unit) for i, j in groups]
-        else:
-            from concurrent.futures import ThreadPoolExecutor
-
-            from mechlens_captum.sweep_kernels import compiled
-
-            for name in ("sweep", "pieces", "accumulate", "softplus_integral", "per_unit"):
-                compiled(name)  # one dispatcher per kernel, made here rather than raced for by the threads
-            with ThreadPoolExecutor(threads) as pool:
-                attrs = list(pool.map(lambda ij: self._rows(b_np[ij[0] : ij[1]], s0[ij[0] : ij[1]], per_unit), groups))
-        out = torch.from_numpy(np.concatenate(attrs))
-        if per_unit:
-            out = out.view(rows, out.shape[1], *dz.shape[1:])
-        return out.to(dz.device)
+        return b.numpy(), s0
 
     def _rows(self, b: np.ndarray, s0: np.ndarray, per_unit: bool) -> np.ndarray:
         """Sweep and bookkeeping for consecutive rows: ``b`` (rows, N1), ``s0`` (rows, C, N2) -> (rows, n, C)."""
@@ -387,25 +435,34 @@ class Sweep:
             if out[-1] <= cap:
                 break
             self.crossings_per_row *= 2  # the table overflowed: it is sized from what earlier chunks needed
-        ptr, alpha, kind, dp, cr_sc, unit, cr_sign, found = out
+        ptr1, ev_alpha, ev_unit, ev_dr, ptr2, cr_alpha, cr_unit, cr_sign, cr_sc, found = out
+        cr_order = crossing_order(ptr2, cr_alpha)
         swept = time.thread_time()
         self.crossings_per_row = max(self.crossings_per_row, 1.25 * found / rows)
-        act0 = (self.h0 > 0) | ((self.h0 == 0) & (s0.sum(1) > 0))  # (rows, N2)
-        r0 = np.ascontiguousarray(np.matmul(s0 * act0[:, None, :], self.w3).transpose(0, 2, 1))  # R at 0+: (rows, n, C)
-        p_a, p_b, length = compiled("pieces")(ptr, alpha, dp, np.ascontiguousarray(r0.sum(2)), self.p0)
+        act0 = (self.h0 > 0) | ((self.h0 == 0) & (s0.sum(1, dtype=np.float64) > 0))  # (rows, N2)
+        # R at 0+: (rows, n, C)
+        r0 = np.ascontiguousarray(np.matmul(s0 * act0[:, None, :], self.w3).transpose(0, 2, 1))
+        ptr, p, length, kind, unit, ref = compiled("pieces")(
+            ptr1, ev_alpha, ev_unit, ev_dr, ptr2, cr_alpha, cr_order, cr_unit, cr_sign, cr_sc, self.chan, self.w3,
+            np.ascontiguousarray(r0.sum(2)), self.p0,
+        )  # fmt: skip
         with self._lock:
             self.stats["rows"] += rows
             self.stats["breakpoints"] += int(ptr[-1])
             self.stats["crossings"] += int(found)
             # switches that coincide up to rounding (all units of a channel under a full-field stimulus) share one
             self.stats["regions"] += int(np.count_nonzero(length > 1e-7))
-        if type(plan.final) is nn.Softplus:  # the retina CNN's: compiled closed form
-            w = compiled("softplus_integral")(p_a, p_b, length, float(plan.final.beta), float(plan.final.threshold))
+        if type(plan.final) is nn.Softplus:  # the retina CNN's: closed form, exponentials vectorised
+            beta = float(plan.final.beta)
+            e, lg = softplus_terms(p, beta)
+            w = compiled("softplus_pieces")(ptr, p, e, lg, length, beta, float(plan.final.threshold))
         else:
-            w = final_integral(plan.final, torch.from_numpy(p_a), torch.from_numpy(p_b), torch.from_numpy(length))
+            at = np.arange(length.shape[0]) + np.repeat(np.arange(rows), np.diff(ptr) + 1)  # each piece's start
+            p_t = torch.from_numpy(p)
+            w = final_integral(plan.final, p_t[at], p_t[at + 1], torch.from_numpy(length[:, None]))
             w = np.ascontiguousarray(w.numpy())
         if not per_unit:
-            result = compiled("accumulate")(ptr, kind, unit, dp, cr_sign, cr_sc, self.w3, w, r0)
+            result = compiled("accumulate")(ptr, kind, ref, ev_dr, cr_sign, cr_sc, unit, self.w3, w, r0)
         else:
             on0 = act0.astype(np.float64)
             result = compiled("per_unit")(

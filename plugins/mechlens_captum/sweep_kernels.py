@@ -123,21 +123,24 @@ def sweep(a, b, switch, order, n_switch, chan, din, dout, wt, geom, h0, s0, w3, 
 
     Returns
     -------
-    ptr : (rows + 1,) int64
-        Row ``r``'s breakpoints are ``ptr[r]:ptr[r+1]`` of the arrays below, sorted by alpha.
-    alpha : (E,)
-    kind : (E,) int64
-        >= 0: a first-layer unit of that channel switched; < 0: crossing number ``-kind - 1``.
-    dp : (E, n)
-        Change of each cell's ``dR[:, channel]`` (first-layer events; also its change of dp/dalpha)
-        or of dp/dalpha (crossings).
-    cr_sc : (X, C)
-        Slope of ``h2_j`` per channel of origin at the crossing.
-    unit : (E,) int64
-        The unit of each breakpoint: the first-layer unit that switched, or the second-layer unit
-        that crossed zero.
+    ptr1 : (rows + 1,) int64
+        Row ``r``'s first-layer events are ``ptr1[r]:ptr1[r+1]`` of the three arrays below, by alpha.
+    ev_alpha : (E1,)
+    ev_unit : (E1,) int64
+        The first-layer unit that switched.
+    ev_dr : (E1, n rounded up to a multiple of 8)
+        Change of each cell's ``dR[:, channel of the unit]`` (also its change of dp/dalpha); the
+        columns past ``n`` are zero.
+    ptr2 : (rows + 1,) int64
+        Row ``r``'s crossings are ``ptr2[r]:ptr2[r+1]`` of the four arrays below, in no order
+        (:func:`mechlens_captum.sweep.crossing_order` sorts them).
+    cr_alpha : (X,)
+    cr_unit : (X,) int64
+        The second-layer unit that crossed zero.
     cr_sign : (X,)
         +1 where the crossing unit turned on, -1 where it turned off.
+    cr_sc : (X, C)
+        Slope of ``h2_j`` per channel of origin at the crossing.
     found : int
         Crossings found; if more than ``cap_cr`` the tables are incomplete: call again with more.
 
@@ -209,27 +212,27 @@ def sweep(a, b, switch, order, n_switch, chan, din, dout, wt, geom, h0, s0, w3, 
             st[3, jj] = dout[o * plane + pos]
             for i in range(n):
                 w3p[i, jj] = w3[o * plane + pos, i]
-    cap_ev = rows * n1 + cap_cr
-    ptr = np.zeros(rows + 1, np.int64)
-    alpha_out = np.empty(cap_ev, np.float64)
-    kind_out = np.empty(cap_ev, np.int64)
-    dp_out = np.empty((cap_ev, n), np.float64)
+    ptr1 = np.zeros(rows + 1, np.int64)
+    for r in range(rows):
+        ptr1[r + 1] = ptr1[r] + n_switch[r]
+    ev_alpha = np.empty(ptr1[rows], np.float64)
+    ev_unit = np.empty(ptr1[rows], np.int64)
+    ev_dr = np.zeros((ptr1[rows], m8), np.float64)
+    ptr2 = np.zeros(rows + 1, np.int64)
     cr_sc = np.empty((cap_cr, n_ch), np.float64)
     cr_unit = np.empty(cap_cr, np.int64)
     cr_sign = np.empty(cap_cr, np.float64)
-    unit_out = np.empty(cap_ev, np.int64)
     cr_alpha = np.empty(cap_cr, np.float64)
-    ev_al = np.empty(n1, np.float64)
     ev_d = np.empty(n1, np.float64)
-    ev_u = np.empty(n1, np.int64)
-    ev_dr = np.empty((n1, m8), np.float64)
     row_count = np.empty(ho + 1, np.int64)
     row_ev = np.empty(n1 * kh, np.int64)  # per output row, the events feeding it (in order) ...
     row_ky = np.empty(n1 * kh, np.int64)  # ... and the kernel row joining them
     found = 0
-    n_out = 0
     for r in range(rows):
         m = n_switch[r]
+        e1 = ptr1[r]  # this row's events are numbers e1 ... e1 + m - 1 of the outputs
+        ev_u = ev_unit[e1 : e1 + m]
+        ev_al = ev_alpha[e1 : e1 + m]
         row_count[:] = 0
         for k in range(m):
             u = order[r, k]
@@ -237,7 +240,6 @@ def sweep(a, b, switch, order, n_switch, chan, din, dout, wt, geom, h0, s0, w3, 
             ev_al[k] = switch[r, u]
             # on at the baseline (a > 0) and switching: its contribution b_u leaves; else it arrives
             ev_d[k] = (-b[r, u] if a[u] > 0.0 else b[r, u]) * din[u]
-            ev_dr[k, :] = 0.0
             y = unit_y[u]
             for i_f in range(n_feeds[y]):
                 row_count[feeds_oy[y, i_f] + 1] += 1
@@ -262,7 +264,6 @@ def sweep(a, b, switch, order, n_switch, chan, din, dout, wt, geom, h0, s0, w3, 
             st[2, jj] = 1.0 if (h0[j] > 0.0 or (h0[j] == 0.0 and tot > 0.0)) else 0.0
             for i in range(n):
                 z[i, jj] = st[2, jj] * st[3, jj] * w3p[i, jj]
-        row_first = found  # this row's crossings are numbers row_first ... found - 1
         for oy in range(ho):
             for e in range(row_count[oy], row_count[oy + 1]):
                 k = row_ev[e]
@@ -333,14 +334,14 @@ def sweep(a, b, switch, order, n_switch, chan, din, dout, wt, geom, h0, s0, w3, 
                             a5 += kq * z[g + 5, jq]
                             a6 += kq * z[g + 6, jq]
                             a7 += kq * z[g + 7, jq]
-                        ev_dr[k, g] += dd * a0
-                        ev_dr[k, g + 1] += dd * a1
-                        ev_dr[k, g + 2] += dd * a2
-                        ev_dr[k, g + 3] += dd * a3
-                        ev_dr[k, g + 4] += dd * a4
-                        ev_dr[k, g + 5] += dd * a5
-                        ev_dr[k, g + 6] += dd * a6
-                        ev_dr[k, g + 7] += dd * a7
+                        ev_dr[e1 + k, g] += dd * a0
+                        ev_dr[e1 + k, g + 1] += dd * a1
+                        ev_dr[e1 + k, g + 2] += dd * a2
+                        ev_dr[e1 + k, g + 3] += dd * a3
+                        ev_dr[e1 + k, g + 4] += dd * a4
+                        ev_dr[e1 + k, g + 5] += dd * a5
+                        ev_dr[e1 + k, g + 6] += dd * a6
+                        ev_dr[e1 + k, g + 7] += dd * a7
         # the last linear piece, up to alpha = 1
         for jj in range(n2):
             hn = st[0, jj] + st[1, jj]
@@ -350,57 +351,26 @@ def sweep(a, b, switch, order, n_switch, chan, din, dout, wt, geom, h0, s0, w3, 
                     cr_alpha, cr_unit, cr_sign, cr_sc,
                 )  # fmt: skip
                 found += 1
+        ptr2[r + 1] = found
         if found > cap_cr:
             break
-        n_rc = found - row_first
-        # merge the (sorted) first-layer events with the sorted crossings
-        cr_order = np.argsort(cr_alpha[row_first:found]) + row_first
-        i1 = 0
-        i2 = 0
-        while i1 < m or i2 < n_rc:
-            take1 = i2 >= n_rc or (i1 < m and ev_al[i1] <= cr_alpha[cr_order[i2]])
-            if take1:
-                u = ev_u[i1]
-                alpha_out[n_out] = ev_al[i1]
-                kind_out[n_out] = chan[u]
-                unit_out[n_out] = u
-                for i in range(n):
-                    dp_out[n_out, i] = ev_dr[i1, i]
-                i1 += 1
-            else:
-                x_id = cr_order[i2]
-                j = cr_unit[x_id]
-                alpha_out[n_out] = cr_alpha[x_id]
-                kind_out[n_out] = -x_id - 1
-                unit_out[n_out] = j
-                tot = 0.0
-                for cc in range(n_ch):
-                    tot += cr_sc[x_id, cc]
-                for i in range(n):
-                    dp_out[n_out, i] = cr_sign[x_id] * w3[j, i] * tot
-                i2 += 1
-            n_out += 1
-        ptr[r + 1] = n_out
     k = min(found, cap_cr)
-    return (
-        ptr,
-        alpha_out[:n_out],
-        kind_out[:n_out],
-        dp_out[:n_out],
-        cr_sc[:k],
-        unit_out[:n_out],
-        cr_sign[:k],
-        found,
-    )
+    return ptr1, ev_alpha, ev_unit, ev_dr, ptr2, cr_alpha[:k], cr_unit[:k], cr_sign[:k], cr_sc[:k], found
 
 
-def pieces(ptr, alpha, dp, slope0, p0):  # type: ignore[no-untyped-def]  # pragma: no cover
-    """The linear pieces of each row's pre-output ``p`` between consecutive breakpoints.
+def pieces(ptr1, ev_alpha, ev_unit, ev_dr, ptr2, cr_alpha, cr_order, cr_unit, cr_sign, cr_sc, chan, w3, slope0, p0):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """Merge each row's first-layer events and crossings by alpha; ``p`` at every breakpoint.
 
     Parameters
     ----------
-    ptr, alpha, dp
+    ptr1, ev_alpha, ev_unit, ev_dr, ptr2, cr_alpha, cr_unit, cr_sign, cr_sc
         From :func:`sweep`.
+    cr_order : (X,) int64
+        The crossings sorted by alpha within each row (each row's numbers stay in its range).
+    chan : (N1,) int64
+        Channel of each first-layer unit.
+    w3 : (N2, n)
+        As for :func:`sweep`.
     slope0 : (rows, n)
         dp/dalpha just after alpha = 0.
     p0 : (n,)
@@ -408,50 +378,94 @@ def pieces(ptr, alpha, dp, slope0, p0):  # type: ignore[no-untyped-def]  # pragm
 
     Returns
     -------
-    p_a, p_b : (E + rows, n)
-        p at the start and end of each piece; row ``r``'s pieces are ``ptr[r] + r : ptr[r+1] + r + 1``.
-    length : (E + rows, 1)
+    ptr : (rows + 1,) int64
+        Row ``r``'s breakpoints (events) are ``ptr[r]:ptr[r+1]`` of ``kind``, ``unit``, ``ref``; its
+        linear pieces ``ptr[r] + r : ptr[r+1] + r + 1`` of ``length`` (the piece before each event,
+        then the last); its values of ``p`` ``ptr[r] + 2r : ptr[r+1] + 2r + 2`` of ``p`` (alpha = 0,
+        each event, alpha = 1).
+    p : (E + 2 rows, n)
+    length : (E + rows,)
+    kind : (E,) int64
+        >= 0: a first-layer unit of that channel switched; < 0: crossing number ``-kind - 1``.
+    unit : (E,) int64
+        The first-layer unit that switched, or the second-layer unit that crossed zero.
+    ref : (E,) int64
+        The event's number in :func:`sweep`'s first-layer tables, or its crossing number.
+
+    Ties go first-layer events first, as in the sweep.
     """
-    rows = ptr.shape[0] - 1
+    rows = ptr1.shape[0] - 1
     n = p0.shape[0]
-    total = ptr[rows] + rows
-    p_a = np.empty((total, n), np.float64)
-    p_b = np.empty((total, n), np.float64)
-    length = np.empty((total, 1), np.float64)
+    ptr = ptr1 + ptr2
+    total = ptr[rows]
+    p_out = np.empty((total + 2 * rows, n), np.float64)
+    length = np.empty(total + rows, np.float64)
+    kind = np.empty(total, np.int64)
+    unit = np.empty(total, np.int64)
+    ref = np.empty(total, np.int64)
     p = np.empty(n, np.float64)
     sl = np.empty(n, np.float64)
     for r in range(rows):
+        e = ptr[r]
+        q = e + 2 * r
         for i in range(n):
             p[i] = p0[i]
             sl[i] = slope0[r, i]
+            p_out[q, i] = p[i]
+        i1, end1 = ptr1[r], ptr1[r + 1]
+        i2, end2 = ptr2[r], ptr2[r + 1]
         prev = 0.0
-        out = ptr[r] + r
-        for e in range(ptr[r], ptr[r + 1] + 1):
-            nxt = alpha[e] if e < ptr[r + 1] else 1.0
-            gap = nxt - prev
-            length[out, 0] = gap
+        while i1 < end1 or i2 < end2:
+            if i2 >= end2 or (i1 < end1 and ev_alpha[i1] <= cr_alpha[cr_order[i2]]):
+                al = ev_alpha[i1]
+                length[e + r] = al - prev
+                for i in range(n):
+                    p[i] += sl[i] * (al - prev)
+                    sl[i] += ev_dr[i1, i]
+                kind[e] = chan[ev_unit[i1]]
+                unit[e] = ev_unit[i1]
+                ref[e] = i1
+                i1 += 1
+            else:
+                x = cr_order[i2]
+                al = cr_alpha[x]
+                j = cr_unit[x]
+                tot = 0.0
+                for c in range(cr_sc.shape[1]):
+                    tot += cr_sc[x, c]
+                length[e + r] = al - prev
+                for i in range(n):
+                    p[i] += sl[i] * (al - prev)
+                    sl[i] += cr_sign[x] * w3[j, i] * tot
+                kind[e] = -x - 1
+                unit[e] = j
+                ref[e] = x
+                i2 += 1
+            prev = al
+            e += 1
             for i in range(n):
-                p_a[out, i] = p[i]
-                p[i] += sl[i] * gap
-                p_b[out, i] = p[i]
-                if e < ptr[r + 1]:
-                    sl[i] += dp[e, i]
-            prev = nxt
-            out += 1
-    return p_a, p_b, length
+                p_out[e + 2 * r, i] = p[i]
+        length[e + r] = 1.0 - prev
+        for i in range(n):
+            p_out[e + 2 * r + 1, i] = p[i] + sl[i] * (1.0 - prev)
+    return ptr, p_out, length, kind, unit, ref
 
 
-def accumulate(ptr, kind, unit, dp, cr_sign, cr_sc, w3, w, r0):  # type: ignore[no-untyped-def]  # pragma: no cover
+def accumulate(ptr, kind, ref, ev_dr, cr_sign, cr_sc, unit, w3, w, r0):  # type: ignore[no-untyped-def]  # pragma: no cover
     """Channel attributions ``A = R(0) G(1) + sum_events dR (G(1) - G(alpha_event))``.
+
+    Each row is walked from alpha = 1 back to 0, so ``G(1) - G(alpha_event)`` is a running sum.
 
     Parameters
     ----------
-    ptr, kind, unit, dp, cr_sign, cr_sc
+    ptr, kind, ref, unit
+        From :func:`pieces`.
+    ev_dr, cr_sign, cr_sc
         From :func:`sweep`.
     w3 : (N2, n)
         As for :func:`sweep`.
     w : (E + rows, n)
-        Integral of g'(p) over each piece (laid out as by :func:`pieces`).
+        Integral of g'(p) over each piece (laid out as :func:`pieces`' ``length``).
     r0 : (rows, n, C)
         R just after alpha = 0.
 
@@ -461,90 +475,85 @@ def accumulate(ptr, kind, unit, dp, cr_sign, cr_sc, w3, w, r0):  # type: ignore[
     """
     rows = ptr.shape[0] - 1
     n, n_ch = r0.shape[1], r0.shape[2]
-    out = np.empty((rows, n, n_ch), np.float64)
-    g1 = np.empty(n, np.float64)
+    out = np.zeros((rows, n, n_ch), np.float64)
     rest = np.empty(n, np.float64)
     for r in range(rows):
-        first = ptr[r] + r
-        count = ptr[r + 1] - ptr[r] + 1
         for i in range(n):
-            g1[i] = 0.0
-            for q in range(first, first + count):
-                g1[i] += w[q, i]
-            for c in range(n_ch):
-                out[r, i, c] = r0[r, i, c] * g1[i]
-            rest[i] = g1[i]
-        for e in range(ptr[r], ptr[r + 1]):
-            q = first + (e - ptr[r])
+            rest[i] = 0.0
+        for e in range(ptr[r + 1] - 1, ptr[r] - 1, -1):
             for i in range(n):
-                rest[i] -= w[q, i]  # now G(1) - G(alpha_e)
+                rest[i] += w[e + r + 1, i]  # now G(1) - G(alpha_e)
             kd = kind[e]
             if kd >= 0:
+                k = ref[e]
                 for i in range(n):
-                    out[r, i, kd] += dp[e, i] * rest[i]
+                    out[r, i, kd] += ev_dr[k, i] * rest[i]
             else:
-                x_id = -kd - 1
+                x = ref[e]
+                j = unit[e]
                 for i in range(n):
-                    f = cr_sign[x_id] * w3[unit[e], i] * rest[i]
+                    f = cr_sign[x] * w3[j, i] * rest[i]
                     for c in range(n_ch):
-                        out[r, i, c] += f * cr_sc[x_id, c]
+                        out[r, i, c] += f * cr_sc[x, c]
+        for i in range(n):
+            rest[i] += w[ptr[r] + r, i]  # G(1)
+            for c in range(n_ch):
+                out[r, i, c] += r0[r, i, c] * rest[i]
     return out
 
 
-def softplus_integral(p_a, p_b, length, beta, threshold):  # type: ignore[no-untyped-def]  # pragma: no cover
+def softplus_pieces(ptr, p, e, lg, length, beta, threshold):  # type: ignore[no-untyped-def]  # pragma: no cover
     """``integral g'(p) dalpha`` over each affine piece for torch's Softplus ``g`` (its exact definition).
 
     ``g(x) = log(1 + exp(beta x)) / beta``, or ``x`` where ``beta x > threshold``; ``g'(p) = s(beta p)``
-    with ``s`` the logistic function (1 above the threshold). A piece over which ``p`` moves by
+    with ``s`` the logistic function (1 above the threshold). The exponentials come in precomputed
+    (vectorised by NumPy: :func:`mechlens_captum.sweep.softplus_terms`): ``e = exp(-|beta p|)`` and
+    ``lg = log1p(e)`` at every breakpoint, so ``g = (max(beta p, 0) + lg) / beta`` and
+    ``s = 1 / (1 + e)`` (``e / (1 + e)`` for ``p < 0``). A piece over which ``p`` moves by
     ``d >= 1e-6`` gets the secant ``(g(p_b) - g(p_a)) / d * length``. A shorter one (most pieces of a
     white-noise path), where the secant would cancel, gets the mean of ``s`` over the piece from its
     Taylor series at the piece's start, ``s + s' x / 2 + s'' x^2 / 6`` with ``x = beta d``
-    (truncation ~``x^3 / 100``, below float64 resolution), and passes ``s`` at its end on to the next
-    piece, so that consecutive short pieces need no exponential. Consecutive pieces of a row share an
-    end (``p_a`` of one is ``p_b`` of the one before), where ``g`` and ``s`` are computed once.
+    (truncation ~``x^3 / 100``, below float64 resolution).
+
+    Parameters
+    ----------
+    ptr, p, length
+        From :func:`pieces`.
+    e, lg : like ``p``
+    beta, threshold : float
+        The Softplus's parameters.
+
+    Returns
+    -------
+    w : (E + rows, n)
+        Laid out as ``length``.
     """
-    out = np.empty_like(p_a)
-    n = p_a.shape[1]
-    g_end = np.empty(n, np.float64)  # g at the previous piece's end, where known
-    g_known = np.zeros(n, np.bool_)
-    s_end = np.empty(n, np.float64)  # s(beta p) there, where known
-    s_known = np.zeros(n, np.bool_)
-    for k in range(p_a.shape[0]):
-        ln = length[k, 0]
-        for i in range(n):
-            a = p_a[k, i]
-            b = p_b[k, i]
-            d = b - a
-            if k == 0 or a != p_b[k - 1, i]:  # a row's first piece
-                g_known[i] = False
-                s_known[i] = False
-            if beta * a > threshold or beta * b > threshold:
-                # the linear part of torch's definition, or a piece ending in it: the secant
-                # (pieces this short that straddle the threshold do not occur in practice)
-                ga = g_end[i] if g_known[i] else (a if beta * a > threshold else np.log1p(np.exp(beta * a)) / beta)
-                gb = b if beta * b > threshold else np.log1p(np.exp(beta * b)) / beta
-                out[k, i] = ((gb - ga) / d if d != 0.0 else 1.0) * ln
-                g_end[i] = gb
-                g_known[i] = True
-                s_known[i] = False
-            elif abs(d) < 1e-6:
-                s = s_end[i] if s_known[i] else 1.0 / (1.0 + np.exp(-beta * a))
-                x = beta * d
-                s1 = s * (1.0 - s)
-                s2 = s1 * (1.0 - 2.0 * s)
-                out[k, i] = (s + x * (s1 / 2 + x * s2 / 6)) * ln
-                s_end[i] = s + x * (s1 + x * s2 / 2)
-                s_known[i] = True
-                g_known[i] = False
-            else:
-                ga = g_end[i] if g_known[i] else np.log1p(np.exp(beta * a)) / beta
-                e = np.exp(beta * b)
-                gb = np.log1p(e) / beta
-                out[k, i] = (gb - ga) / d * ln
-                g_end[i] = gb
-                g_known[i] = True
-                s_end[i] = e / (1.0 + e)
-                s_known[i] = True
+    rows = ptr.shape[0] - 1
+    n = p.shape[1]
+    out = np.empty((length.shape[0], n), np.float64)
+    for r in range(rows):
+        for k in range(ptr[r] + r, ptr[r + 1] + r + 1):
+            q = k + r  # the piece runs from breakpoint q to q + 1 of p
+            ln = length[k]
+            for i in range(n):
+                a = p[q, i]
+                b = p[q + 1, i]
+                d = b - a
+                ta = beta * a
+                tb = beta * b
+                if ta > threshold or tb > threshold or abs(d) >= 1e-6:
+                    # the secant; above the threshold g is linear (pieces this short that straddle
+                    # the threshold do not occur in practice)
+                    ga = a if ta > threshold else (max(ta, 0.0) + lg[q, i]) / beta
+                    gb = b if tb > threshold else (max(tb, 0.0) + lg[q + 1, i]) / beta
+                    out[k, i] = ((gb - ga) / d if d != 0.0 else 1.0) * ln
+                else:
+                    ea = e[q, i]
+                    s = 1.0 / (1.0 + ea) if ta >= 0.0 else ea / (1.0 + ea)
+                    x = beta * d
+                    s1 = s * (1.0 - s)
+                    s2 = s1 * (1.0 - 2.0 * s)
+                    out[k, i] = (s + x * (s1 / 2 + x * s2 / 6)) * ln
     return out
 
 

@@ -215,18 +215,25 @@ def test_a_stimulus_equal_to_the_baseline_gets_zero_attribution():
 def test_compiled_softplus_integral_matches_torch(beta, threshold):
     """The sweep's closed-form Softplus integrals = the generic torch path (torch's own module)."""
     from mechlens_captum.exact import final_integral
+    from mechlens_captum.sweep import softplus_terms
     from mechlens_captum.sweep_kernels import compiled
 
     rng = np.random.default_rng(0)
     steps = rng.choice([0.0, 1e-9, 1e-3, 2.0], size=(400, 3))  # flat, tiny and large moves
     p = np.cumsum(np.concatenate([rng.uniform(-6, 6, (1, 3)), 3 * steps]), 0)
-    p_a, p_b = p[:-1].copy(), p[1:].copy()  # two rows of 200 consecutive pieces
-    p_a[200] = p_b[200] - 0.5  # the second row starts elsewhere
-    length = rng.uniform(1e-4, 0.1, (400, 1))
+    # two rows of 200 consecutive pieces (201 breakpoints each); the second row starts elsewhere
+    second = p[200:].copy()
+    second[0] = p[201] - 0.5
+    breakpoints = np.concatenate([p[:201], second])
+    ptr = np.array([0, 199, 398])  # events (inner breakpoints) per row: 199
+    p_a = np.concatenate([breakpoints[:200], breakpoints[201:401]])
+    p_b = np.concatenate([breakpoints[1:201], breakpoints[202:]])
+    length = rng.uniform(1e-4, 0.1, 400)
     final = nn.Softplus(beta=beta, threshold=threshold).double()
-    got = compiled("softplus_integral")(p_a, p_b, length, beta, threshold)
-    want = final_integral(final, torch.from_numpy(p_a), torch.from_numpy(p_b), torch.from_numpy(length)).numpy()
-    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-15)
+    e, lg = softplus_terms(breakpoints, beta)
+    got = compiled("softplus_pieces")(ptr, breakpoints, e, lg, length, beta, threshold)
+    want = final_integral(final, torch.from_numpy(p_a), torch.from_numpy(p_b), torch.from_numpy(length[:, None]))
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-9, atol=1e-15)
 
 
 def test_sweep_matches_refinement_for_more_cells_than_one_pass_sums():
