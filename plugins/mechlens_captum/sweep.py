@@ -348,9 +348,6 @@ class Sweep:
         """
         import torch
 
-        from mechlens_captum.structure import run_with_tangents
-
-        plan = self.plan
         rows = dz.shape[0]
         # rows go through in small groups: each group's event tables (~1 MB per row) stay in the cache
         # between the loops that write and read them; the compiled loops release the GIL, so groups are
@@ -367,14 +364,14 @@ class Sweep:
             for name in ("sweep", "pieces", "accumulate", "softplus_pieces", "per_unit"):
                 compiled(name)  # one dispatcher per kernel, made here rather than raced for by the threads
             pool = ThreadPoolExecutor(threads)
-        attrs = []
+        attrs: list[np.ndarray] = []
         try:
             step = self.rows_per_group * max(4, threads)
             for lo in range(0, rows, step):
-                b_np, s0 = self._slopes(dz[lo : lo + step])
-                groups = [(i, min(i + self.rows_per_group, b_np.shape[0])) for i in range(0, b_np.shape[0], self.rows_per_group)]
-                work = lambda ij: self._rows(b_np[ij[0] : ij[1]], s0[ij[0] : ij[1]], per_unit)  # noqa: E731
-                attrs.extend(map(work, groups) if pool is None else pool.map(work, groups))
+                b, s0 = self._slopes(dz[lo : lo + step])
+                cuts = [(i, i + self.rows_per_group) for i in range(0, b.shape[0], self.rows_per_group)]
+                parts = [(b[i:j], s0[i:j], per_unit) for i, j in cuts]
+                attrs.extend(pool.map(self._rows_of, parts) if pool else map(self._rows_of, parts))
         finally:
             if pool is not None:
                 pool.shutdown()
@@ -410,6 +407,9 @@ class Sweep:
         with self._lock:
             self.stats["rest_cpu_s"] += time.thread_time() - start
         return b.numpy(), s0
+
+    def _rows_of(self, args: tuple[np.ndarray, np.ndarray, bool]) -> np.ndarray:
+        return self._rows(*args)
 
     def _rows(self, b: np.ndarray, s0: np.ndarray, per_unit: bool) -> np.ndarray:
         """Sweep and bookkeeping for consecutive rows: ``b`` (rows, N1), ``s0`` (rows, C, N2) -> (rows, n, C)."""
