@@ -27,7 +27,12 @@ _CALLS = {
 
 #: the sweep's vector loops are sums over a block (each cell's dR): reassociating them lets the
 #: compiler use vector instructions; rounding changes at the 1e-16 level
-_OPTIONS: dict[str, dict[str, Any]] = {"sweep": {"fastmath": {"reassoc", "contract", "nsz"}}}
+_OPTIONS: dict[str, dict[str, Any]] = {
+    "sweep": {"fastmath": {"reassoc", "contract", "nsz"}},
+    # divisions by zero give inf (then discarded) rather than a check per value, which would keep the
+    # loop from vectorising
+    "softplus_pieces": {"error_model": "numpy"},
+}
 
 
 def compiled(name: str) -> Any:
@@ -293,11 +298,16 @@ def sweep(a, b, switch, order, n_switch, chan, din, dout, wt, geom, h0, s0, w3, 
                                 krun[tt * oo + o] = kfl[ci, ky, k0 + tt * tstep * oo + o]
                     # crossings since the units' last bend: rare, so counted first (a vector loop)
                     cnt = 0
+                    at = np.uint64(0)
                     for q in range(nbu):
                         jq = b0 + q
-                        cnt += (st[0, jq] + st[1, jq] * al > 0.0) != (st[2, jq] > 0.5)
+                        crossed = (st[0, jq] + st[1, jq] * al > 0.0) != (st[2, jq] > 0.5)
+                        cnt += crossed
+                        at += q if crossed else np.uint64(0)
                     if cnt > 0:
-                        for q in range(j0, j0 + nb):
+                        # one unit crossed (the usual case): it is the one at ``at``; else look through the block
+                        lo = b0 + at if cnt == 1 else b0
+                        for q in range(lo, lo + np.uint64(1) if cnt == 1 else b0 + nbu):
                             hq = st[0, q]
                             hs = st[1, q]
                             hn = hq + hs * al
@@ -536,24 +546,24 @@ def softplus_pieces(ptr, p, e, lg, length, beta, threshold):  # type: ignore[no-
             q = k + r  # the piece runs from breakpoint q to q + 1 of p
             ln = length[k]
             for i in range(n):
+                # both candidates, then a choice (no branches: the loop over cells vectorises)
                 a = p[q, i]
                 b = p[q + 1, i]
                 d = b - a
                 ta = beta * a
                 tb = beta * b
-                if ta > threshold or tb > threshold or abs(d) >= 1e-6:
-                    # the secant; above the threshold g is linear (pieces this short that straddle
-                    # the threshold do not occur in practice)
-                    ga = a if ta > threshold else (max(ta, 0.0) + lg[q, i]) / beta
-                    gb = b if tb > threshold else (max(tb, 0.0) + lg[q + 1, i]) / beta
-                    out[k, i] = ((gb - ga) / d if d != 0.0 else 1.0) * ln
-                else:
-                    ea = e[q, i]
-                    s = 1.0 / (1.0 + ea) if ta >= 0.0 else ea / (1.0 + ea)
-                    x = beta * d
-                    s1 = s * (1.0 - s)
-                    s2 = s1 * (1.0 - 2.0 * s)
-                    out[k, i] = (s + x * (s1 / 2 + x * s2 / 6)) * ln
+                # the secant; above the threshold g is linear (pieces this short that straddle the
+                # threshold do not occur in practice)
+                ga = a if ta > threshold else (max(ta, 0.0) + lg[q, i]) / beta
+                gb = b if tb > threshold else (max(tb, 0.0) + lg[q + 1, i]) / beta
+                secant = (gb - ga) / d if d != 0.0 else 1.0
+                ea = e[q, i]
+                s = (1.0 if ta >= 0.0 else ea) / (1.0 + ea)
+                x = beta * d
+                s1 = s * (1.0 - s)
+                s2 = s1 * (1.0 - 2.0 * s)
+                taylor = s + x * (s1 / 2 + x * s2 / 6)
+                out[k, i] = (secant if ta > threshold or tb > threshold or abs(d) >= 1e-6 else taylor) * ln
     return out
 
 
