@@ -21,11 +21,13 @@ the integration path. For each stimulus it times:
 Each line gives seconds per time point, as CPU time of this process (``time.process_time``) and as
 wall-clock time, and the largest completeness error relative to the response range of the whole
 stimulus. The machine this runs on may be shared, so the ratios are computed from CPU time, by
-default with one torch thread (no spinning worker threads inflate it); the forward pass, (a) and
-(c) are timed in turn ``--repeats`` times and their medians used, and the ratios of each repeat
-are printed too; the load average is printed. A last line splits (c)'s CPU time in its last repeat
-into the sweep's loop, the sweep's bookkeeping and the rest (the layer's activations and the
-response, i.e. a forward pass, and the output), each also as a multiple of that repeat's forward pass.
+default with one torch thread (no spinning worker threads inflate it); (a), the forward pass and
+(c) are timed in turn ``--repeats`` times and their medians used (the forward pass just before and
+just after (c), averaged, so that a drift of the machine's speed during a repeat cancels to first
+order), and the ratios of each repeat are printed too; the load average is printed. A last line
+splits (c)'s CPU time in its last repeat into the sweep's loop, the sweep's bookkeeping and the
+rest (the layer's activations and the response, i.e. a forward pass, and the output), each also as
+a multiple of that repeat's forward pass.
 """
 
 from __future__ import annotations
@@ -171,7 +173,7 @@ def bench(model: Model, stim: xr.Dataset, label: str, args: argparse.Namespace) 
         results[key] = (seconds[0] / rows, seconds[1] / rows, float(np.abs(err).max()) / span, rows, note)
 
     forward_pass(model, first_rows(model, stim, 8))  # warm-up
-    # the forward pass, (a) and (c) are timed in turn, --repeats times each, and the medians kept: the
+    # (a), the forward pass and (c) are timed in turn, --repeats times each, and the medians kept: the
     # machine's speed drifts (shared), and a ratio of two runs minutes apart would measure the drift
     rows_a = min(args.rows_naive, n_times)
     rows_c = n_times if args.rows_exact <= 0 else min(args.rows_exact, n_times)
@@ -179,13 +181,16 @@ def bench(model: Model, stim: xr.Dataset, label: str, args: argparse.Namespace) 
     _, warm = timed(lambda: ExactIntegratedGradients().attribute(model, first_rows(model, stim, 1), LAYER))
     fwd_times, naive_times, exact_times = [], [], []
     for _ in range(args.repeats):
-        _, sec = timed(lambda: forward_pass(model, stim))
-        fwd_times.append(sec)
         (_, err_a), sec = timed(lambda: naive_captum(model, first_rows(model, stim, rows_a)))
         naive_times.append(sec)
+        # the forward pass just before and just after (c): their mean is (c)'s baseline, so that a
+        # drift of the machine's speed during the repeat cancels to first order
+        _, before = timed(lambda: forward_pass(model, stim))
         exact = ExactIntegratedGradients()
         ds_c, sec = timed(partial(exact.attribute, model, first_rows(model, stim, rows_c), LAYER))
         exact_times.append(sec)
+        _, after = timed(lambda: forward_pass(model, stim))
+        fwd_times.append(((before[0] + after[0]) / 2, (before[1] + after[1]) / 2))
     pairs = {
         "(a)/(c)": [(a[0] / rows_a) / (c[0] / rows_c) for a, c in zip(naive_times, exact_times)],
         "(c)/forward": [(c[0] / rows_c) / (f[0] / n_times) for f, c in zip(fwd_times, exact_times)],
@@ -256,7 +261,7 @@ def main() -> None:
     parser.add_argument("--rows-adaptive", type=int, default=8, help="time points attributed by (b*)")
     parser.add_argument("--rows-exact", type=int, default=0, help="white-noise time points for (c); 0 = all")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--repeats", type=int, default=3, help="timings in turn of forward, (a) and (c)")
+    parser.add_argument("--repeats", type=int, default=3, help="timings in turn of (a), forward and (c)")
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
