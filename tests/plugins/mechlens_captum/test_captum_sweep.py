@@ -280,3 +280,13 @@ def test_switch_order_keeps_the_switches_inside_the_path_in_order():
     assert order[1, :3].tolist() == [4, 0, 3]
     np.testing.assert_allclose(switch[1, order[1, :3]], [0.125, 0.25, 0.5])
     assert np.isinf(switch[0, [2, 3, 4, 5]]).all()
+
+
+def test_crossing_order_sorts_each_row_within_its_own_range():
+    """Crossings come out of the loop per row in the order found; each row is sorted in place."""
+    from mechlens_captum.sweep import crossing_order
+
+    cr_alpha = np.array([0.7, 0.2, 0.9, 0.1, 0.5, 0.3])
+    ptr2 = np.array([0, 3, 3, 6])  # rows of 3, 0 and 3 crossings
+    order = crossing_order(ptr2, cr_alpha)
+    assert order.tolist() == [1, 0, 2, 3, 5, 4]
