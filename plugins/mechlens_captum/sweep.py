@@ -323,7 +323,8 @@ class Sweep:
     def bytes_per_row(self, per_unit: bool = False) -> float:
         """Bytes per row of :meth:`attribute`: slopes per channel, the event tables[, per-unit output].
 
-        An upper bound: the event tables are held for one group of :attr:`rows_per_group` rows at a time.
+        An upper bound: the event tables are held for one group of :attr:`rows_per_group` rows at a time,
+        the slopes at alpha = 0+ for a few groups.
         """
         n2, n = self.w3.shape
         events = self.n1 + self.crossings_per_row
