@@ -55,7 +55,10 @@ if TYPE_CHECKING:
 
     from mechlens_captum.structure import PiecewisePlan
 
-__all__ = ["Sweep", "SweepPlan", "mixing_geometry", "sweep_available", "sweep_plan", "switch_order"]
+__all__ = [
+    "Sweep", "SweepPlan", "crossing_order", "mixing_geometry", "softplus_terms", "sweep_available", "sweep_plan",
+    "switch_order",
+]  # fmt: skip
 
 
 def sweep_available() -> bool:
@@ -191,9 +194,8 @@ def softplus_terms(p: np.ndarray, beta: float) -> tuple[np.ndarray, np.ndarray]:
     NumPy's vectorised ``exp`` and ``log1p``, in place (fresh temporaries of this size would each cost
     page faults): several times faster than the same functions called per value in a compiled loop.
     """
-    e = np.multiply(p, beta)
-    np.abs(e, out=e)
-    np.negative(e, out=e)
+    e = np.abs(p)
+    e *= -abs(beta)
     np.exp(e, out=e)
     return e, np.log1p(e)
 
@@ -313,8 +315,8 @@ class Sweep:
             self.w3 = np.ascontiguousarray(torch.stack(grads, 1).numpy())
         self.chan = (np.arange(self.n1) // (self.n1 // n_channels)).astype(np.int64)
         self.crossings_per_row = n2 / 2  # grows when a chunk needs more
-        # CPU seconds (of the threads doing the work): the sorted switch points and the compiled sweep
-        # loop; the rest (slopes at alpha = 0+, pieces of p, integrals of g', sums)
+        # CPU seconds (of the threads doing the work): the sorts of switch points and crossings and the
+        # compiled sweep loop; the rest (slopes at alpha = 0+, pieces of p, integrals of g', sums)
         self.stats: dict[str, float] = {
             "rows": 0, "breakpoints": 0, "crossings": 0, "regions": 0, "sweep_cpu_s": 0.0, "rest_cpu_s": 0.0,
         }  # fmt: skip
@@ -370,9 +372,10 @@ class Sweep:
             step = self.rows_per_group * max(4, threads)
             for lo in range(0, rows, step):
                 b, s0 = self._slopes(dz[lo : lo + step])
-                cuts = [(i, i + self.rows_per_group) for i in range(0, b.shape[0], self.rows_per_group)]
-                parts = [(b[i:j], s0[i:j], per_unit) for i, j in cuts]
-                attrs.extend(pool.map(self._rows_of, parts) if pool else map(self._rows_of, parts))
+                starts = range(0, b.shape[0], self.rows_per_group)
+                bs = [b[i : i + self.rows_per_group] for i in starts]
+                s0s = [s0[i : i + self.rows_per_group] for i in starts]
+                attrs.extend((pool.map if pool else map)(self._rows, bs, s0s, [per_unit] * len(bs)))
         finally:
             if pool is not None:
                 pool.shutdown()
@@ -408,9 +411,6 @@ class Sweep:
         with self._lock:
             self.stats["rest_cpu_s"] += time.thread_time() - start
         return b.numpy(), s0
-
-    def _rows_of(self, args: tuple[np.ndarray, np.ndarray, bool]) -> np.ndarray:
-        return self._rows(*args)
 
     def _rows(self, b: np.ndarray, s0: np.ndarray, per_unit: bool) -> np.ndarray:
         """Sweep and bookkeeping for consecutive rows: ``b`` (rows, N1), ``s0`` (rows, C, N2) -> (rows, n, C)."""

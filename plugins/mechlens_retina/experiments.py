@@ -126,7 +126,7 @@ class RetinaExperiment(Experiment):
     cells = 3
     #: integrate exactly where the model allows it (see :meth:`attribution_plan`); elsewhere quadrature
     #: with :attr:`attributor_params`, whose completeness error is reported. On the bundled CNN the
-    #: exact sweep costs 0.6-2.1 s of wall time per experiment (docs/experiments.md), about what 8
+    #: exact sweep costs 0.7-2.0 s of wall time per experiment (docs/experiments.md), about what 8
     #: quadrature nodes cost, and removes their completeness errors of 0.06-2.4 Hz.
     exact: ClassVar[bool] = True
 
