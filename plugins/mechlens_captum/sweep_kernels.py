@@ -437,6 +437,12 @@ def sweep(a, b, switch, order, n_switch, chan, din, dout, wt, geom, h0, s0, w3, 
     cr_sign = np.empty(cap_cr, np.float64)
     cr_alpha = np.empty(cap_cr, np.float64)
     ev_d = np.empty(n1, np.float64)
+    # each event's unit's channel, input channel of the mixing map, row and column, in event order: the
+    # per-row loops read them in turn instead of looking them up by unit (scattered loads)
+    ev_cs = np.empty(n1, np.int64)
+    ev_ci = np.empty(n1, np.int64)
+    ev_y = np.empty(n1, np.int64)
+    ev_x = np.empty(n1, np.int64)
     row_count = np.empty(ho + 1, np.int64)
     row_ev = np.empty(n1 * kh, np.int64)  # per output row, the events feeding it (in order) ...
     row_ky = np.empty(n1 * kh, np.int64)  # ... and the kernel row joining them
@@ -453,14 +459,17 @@ def sweep(a, b, switch, order, n_switch, chan, din, dout, wt, geom, h0, s0, w3, 
             ev_al[k] = switch[r, u]
             # on at the baseline (a > 0) and switching: its contribution b_u leaves; else it arrives
             ev_d[k] = (-b[r, u] if a[u] > 0.0 else b[r, u]) * din[u]
-            y = unit_y[u]
+            ev_cs[k] = chan[u]
+            ev_ci[k] = unit_ci[u]
+            ev_x[k] = unit_x[u]
+            y = ev_y[k] = unit_y[u]
             for i_f in range(n_feeds[y]):
                 row_count[feeds_oy[y, i_f] + 1] += 1
         for oy in range(ho):
             row_count[oy + 1] += row_count[oy]
         fill = row_count[:ho].copy()
         for k in range(m):
-            y = unit_y[ev_u[k]]
+            y = ev_y[k]
             for i_f in range(n_feeds[y]):
                 oy = feeds_oy[y, i_f]
                 row_ev[fill[oy]] = k
@@ -481,12 +490,11 @@ def sweep(a, b, switch, order, n_switch, chan, din, dout, wt, geom, h0, s0, w3, 
             for e in range(row_count[oy], row_count[oy + 1]):
                 k = row_ev[e]
                 ky = row_ky[e]
-                u = ev_u[k]
                 al = ev_al[k]
                 dd = ev_d[k]
-                cs = chan[u]
-                ci = unit_ci[u]
-                x = unit_x[u]
+                cs = ev_cs[k]
+                ci = ev_ci[k]
+                x = ev_x[k]
                 for i_run in range(n_runs[x]):
                     j0 = (oy * wo + run_ox0[x, i_run]) * oo
                     nb = run_len[x, i_run] * oo
