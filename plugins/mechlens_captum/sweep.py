@@ -313,6 +313,12 @@ class Sweep:
                 p_sel = _run(plan.post, point)[0, cell_index]
                 grads = [torch.autograd.grad(p_i, point, retain_graph=True)[0].flatten() for p_i in p_sel]
             self.w3 = np.ascontiguousarray(torch.stack(grads, 1).numpy())
+        # cells zero-padded to a multiple of 8, for the kernels that handle eight cells at a time
+        m8 = -(-self.w3.shape[1] // 8) * 8
+        self.w3_8 = np.zeros((self.w3.shape[0], m8))
+        self.w3_8[:, : self.w3.shape[1]] = self.w3
+        self.p0_8 = np.zeros(m8)
+        self.p0_8[: self.p0.size] = self.p0
         self.chan = (np.arange(self.n1) // (self.n1 // n_channels)).astype(np.int64)
         self.crossings_per_row = n2 / 2  # grows when a chunk needs more
         # CPU seconds (of the threads doing the work): the sorts of switch points and crossings and the
@@ -441,11 +447,11 @@ class Sweep:
         swept = time.thread_time()
         self.crossings_per_row = max(self.crossings_per_row, 1.25 * found / rows)
         act0 = (self.h0 > 0) | ((self.h0 == 0) & (s0.sum(1, dtype=np.float64) > 0))  # (rows, N2)
-        # R at 0+: (rows, n, C)
-        r0 = np.ascontiguousarray(np.matmul(s0 * act0[:, None, :], self.w3).transpose(0, 2, 1))
+        # R at 0+: (rows, C, cells padded to m8)
+        r0 = np.matmul(s0 * act0[:, None, :], self.w3_8)
         ptr, p, length, kind, unit, ref = compiled("pieces")(
-            ptr1, ev_alpha, ev_unit, ev_dr, ptr2, cr_alpha, cr_order, cr_unit, cr_sign, cr_sc, self.chan, self.w3,
-            np.ascontiguousarray(r0.sum(2)), self.p0,
+            ptr1, ev_alpha, ev_unit, ev_dr, ptr2, cr_alpha, cr_order, cr_unit, cr_sign, cr_sc, self.chan, self.w3_8,
+            r0.sum(1), self.p0_8,
         )  # fmt: skip
         with self._lock:
             self.stats["rows"] += rows
@@ -463,7 +469,8 @@ class Sweep:
             w = final_integral(plan.final, p_t[at], p_t[at + 1], torch.from_numpy(length[:, None]))
             w = np.ascontiguousarray(w.numpy())
         if not per_unit:
-            result = compiled("accumulate")(ptr, kind, ref, ev_dr, cr_sign, cr_sc, unit, self.w3, w, r0)
+            acc = compiled("accumulate")(ptr, kind, ref, ev_dr, cr_sign, cr_sc, unit, self.w3_8, w, r0)
+            result = np.ascontiguousarray(acc[:, :, : self.w3.shape[1]].transpose(0, 2, 1))
         else:
             on0 = act0.astype(np.float64)
             result = compiled("per_unit")(

@@ -44,7 +44,7 @@ _OPTIONS: dict[str, dict[str, Any]] = {
 #: turns into vector instructions without the loop vectoriser's per-loop alias checks and remainder
 #: dispatch (15 % less time in the sweep's loop on the retina CNN, measured against the loop-vectorised
 #: blocks in one process)
-_SUPERWORD = frozenset({"sweep"})
+_SUPERWORD = frozenset({"sweep", "pieces", "accumulate"})
 _SUPERWORD_LOCK = threading.Lock()
 _superword_calls = 0
 
@@ -579,12 +579,12 @@ def pieces(ptr1, ev_alpha, ev_unit, ev_dr, ptr2, cr_alpha, cr_order, cr_unit, cr
         The crossings sorted by alpha within each row (each row's numbers stay in its range).
     chan : (N1,) int64
         Channel of each first-layer unit.
-    w3 : (N2, n)
-        As for :func:`sweep`.
-    slope0 : (rows, n)
-        dp/dalpha just after alpha = 0.
-    p0 : (n,)
-        p at the baseline.
+    w3 : (N2, m8)
+        As for :func:`sweep`, cells zero-padded to a multiple of 8 (``m8``).
+    slope0 : (rows, m8)
+        dp/dalpha just after alpha = 0 (zero-padded).
+    p0 : (m8,)
+        p at the baseline (zero-padded).
 
     Returns
     -------
@@ -593,7 +593,7 @@ def pieces(ptr1, ev_alpha, ev_unit, ev_dr, ptr2, cr_alpha, cr_order, cr_unit, cr
         linear pieces ``ptr[r] + r : ptr[r+1] + r + 1`` of ``length`` (the piece before each event,
         then the last); its values of ``p`` ``ptr[r] + 2r : ptr[r+1] + 2r + 2`` of ``p`` (alpha = 0,
         each event, alpha = 1).
-    p : (E + 2 rows, n)
+    p : (E + 2 rows, m8)
     length : (E + rows,)
     kind : (E,) int64
         >= 0: a first-layer unit of that channel switched; < 0: crossing number ``-kind - 1``.
@@ -602,69 +602,139 @@ def pieces(ptr1, ev_alpha, ev_unit, ev_dr, ptr2, cr_alpha, cr_order, cr_unit, cr
     ref : (E,) int64
         The event's number in :func:`sweep`'s first-layer tables, or its crossing number.
 
-    Ties go first-layer events first, as in the sweep.
+    Ties go first-layer events first, as in the sweep. Eight cells at a time, their ``p`` and slope
+    held in registers along the row (written out for the superword vectoriser).
     """
+    one, two, three, four = np.uint64(1), np.uint64(2), np.uint64(3), np.uint64(4)
+    five, six, seven = np.uint64(5), np.uint64(6), np.uint64(7)
     rows = ptr1.shape[0] - 1
-    n = p0.shape[0]
+    m8 = p0.shape[0]
+    n_ch = cr_sc.shape[1]
     ptr = ptr1 + ptr2
     total = ptr[rows]
-    p_out = np.empty((total + 2 * rows, n), np.float64)
+    p_out = np.empty((total + 2 * rows, m8), np.float64)
     length = np.empty(total + rows, np.float64)
     kind = np.empty(total, np.int64)
     unit = np.empty(total, np.int64)
     ref = np.empty(total, np.int64)
-    p = np.empty(n, np.float64)
-    sl = np.empty(n, np.float64)
     for r in range(rows):
-        e = ptr[r]
-        q = e + 2 * r
-        for i in range(n):
-            p[i] = p0[i]
-            sl[i] = slope0[r, i]
-            p_out[q, i] = p[i]
-        i1, end1 = ptr1[r], ptr1[r + 1]
-        i2, end2 = ptr2[r], ptr2[r + 1]
-        prev = 0.0
-        while i1 < end1 or i2 < end2:
-            if i2 >= end2 or (i1 < end1 and ev_alpha[i1] <= cr_alpha[cr_order[i2]]):
-                al = ev_alpha[i1]
-                length[e + r] = al - prev
-                for i in range(n):
-                    p[i] += sl[i] * (al - prev)
-                    sl[i] += ev_dr[i1, i]
-                kind[e] = chan[ev_unit[i1]]
-                unit[e] = ev_unit[i1]
-                ref[e] = i1
-                i1 += 1
-            else:
-                x = cr_order[i2]
-                al = cr_alpha[x]
-                j = cr_unit[x]
-                tot = 0.0
-                for c in range(cr_sc.shape[1]):
-                    tot += cr_sc[x, c]
-                length[e + r] = al - prev
-                for i in range(n):
-                    p[i] += sl[i] * (al - prev)
-                    sl[i] += cr_sign[x] * w3[j, i] * tot
-                kind[e] = -x - 1
-                unit[e] = j
-                ref[e] = x
-                i2 += 1
-            prev = al
-            e += 1
-            for i in range(n):
-                p_out[e + 2 * r, i] = p[i]
-        length[e + r] = 1.0 - prev
-        for i in range(n):
-            p_out[e + 2 * r + 1, i] = p[i] + sl[i] * (1.0 - prev)
+        ru = np.uint64(r)
+        for g_ in range(0, m8, 8):
+            g = np.uint64(g_)
+            v0 = p0[g]
+            v1 = p0[g + one]
+            v2 = p0[g + two]
+            v3 = p0[g + three]
+            v4 = p0[g + four]
+            v5 = p0[g + five]
+            v6 = p0[g + six]
+            v7 = p0[g + seven]
+            s0 = slope0[ru, g]
+            s1 = slope0[ru, g + one]
+            s2 = slope0[ru, g + two]
+            s3 = slope0[ru, g + three]
+            s4 = slope0[ru, g + four]
+            s5 = slope0[ru, g + five]
+            s6 = slope0[ru, g + six]
+            s7 = slope0[ru, g + seven]
+            e = ptr[r]
+            q = np.uint64(e + 2 * r)
+            p_out[q, g] = v0
+            p_out[q, g + one] = v1
+            p_out[q, g + two] = v2
+            p_out[q, g + three] = v3
+            p_out[q, g + four] = v4
+            p_out[q, g + five] = v5
+            p_out[q, g + six] = v6
+            p_out[q, g + seven] = v7
+            i1, end1 = ptr1[r], ptr1[r + 1]
+            i2, end2 = ptr2[r], ptr2[r + 1]
+            prev = 0.0
+            while i1 < end1 or i2 < end2:
+                if i2 >= end2 or (i1 < end1 and ev_alpha[i1] <= cr_alpha[cr_order[i2]]):
+                    al = ev_alpha[i1]
+                    dx = al - prev
+                    k = np.uint64(i1)
+                    v0 += s0 * dx
+                    v1 += s1 * dx
+                    v2 += s2 * dx
+                    v3 += s3 * dx
+                    v4 += s4 * dx
+                    v5 += s5 * dx
+                    v6 += s6 * dx
+                    v7 += s7 * dx
+                    s0 += ev_dr[k, g]
+                    s1 += ev_dr[k, g + one]
+                    s2 += ev_dr[k, g + two]
+                    s3 += ev_dr[k, g + three]
+                    s4 += ev_dr[k, g + four]
+                    s5 += ev_dr[k, g + five]
+                    s6 += ev_dr[k, g + six]
+                    s7 += ev_dr[k, g + seven]
+                    kind[e] = chan[ev_unit[i1]]
+                    unit[e] = ev_unit[i1]
+                    ref[e] = i1
+                    i1 += 1
+                else:
+                    x = cr_order[i2]
+                    al = cr_alpha[x]
+                    j = np.uint64(cr_unit[x])
+                    tot = 0.0
+                    for c in range(n_ch):
+                        tot += cr_sc[x, c]
+                    f = cr_sign[x] * tot
+                    dx = al - prev
+                    v0 += s0 * dx
+                    v1 += s1 * dx
+                    v2 += s2 * dx
+                    v3 += s3 * dx
+                    v4 += s4 * dx
+                    v5 += s5 * dx
+                    v6 += s6 * dx
+                    v7 += s7 * dx
+                    s0 += f * w3[j, g]
+                    s1 += f * w3[j, g + one]
+                    s2 += f * w3[j, g + two]
+                    s3 += f * w3[j, g + three]
+                    s4 += f * w3[j, g + four]
+                    s5 += f * w3[j, g + five]
+                    s6 += f * w3[j, g + six]
+                    s7 += f * w3[j, g + seven]
+                    kind[e] = -x - 1
+                    unit[e] = cr_unit[x]
+                    ref[e] = x
+                    i2 += 1
+                length[e + r] = dx
+                prev = al
+                e += 1
+                q = np.uint64(e + 2 * r)
+                p_out[q, g] = v0
+                p_out[q, g + one] = v1
+                p_out[q, g + two] = v2
+                p_out[q, g + three] = v3
+                p_out[q, g + four] = v4
+                p_out[q, g + five] = v5
+                p_out[q, g + six] = v6
+                p_out[q, g + seven] = v7
+            dx = 1.0 - prev
+            length[e + r] = dx
+            q = np.uint64(e + 2 * r + 1)
+            p_out[q, g] = v0 + s0 * dx
+            p_out[q, g + one] = v1 + s1 * dx
+            p_out[q, g + two] = v2 + s2 * dx
+            p_out[q, g + three] = v3 + s3 * dx
+            p_out[q, g + four] = v4 + s4 * dx
+            p_out[q, g + five] = v5 + s5 * dx
+            p_out[q, g + six] = v6 + s6 * dx
+            p_out[q, g + seven] = v7 + s7 * dx
     return ptr, p_out, length, kind, unit, ref
 
 
 def accumulate(ptr, kind, ref, ev_dr, cr_sign, cr_sc, unit, w3, w, r0):  # type: ignore[no-untyped-def]  # pragma: no cover
     """Channel attributions ``A = R(0) G(1) + sum_events dR (G(1) - G(alpha_event))``.
 
-    Each row is walked from alpha = 1 back to 0, so ``G(1) - G(alpha_event)`` is a running sum.
+    Each row is walked from alpha = 1 back to 0, so ``G(1) - G(alpha_event)`` is a running sum, held
+    in registers for eight cells at a time (written out for the superword vectoriser).
 
     Parameters
     ----------
@@ -672,43 +742,98 @@ def accumulate(ptr, kind, ref, ev_dr, cr_sign, cr_sc, unit, w3, w, r0):  # type:
         From :func:`pieces`.
     ev_dr, cr_sign, cr_sc
         From :func:`sweep`.
-    w3 : (N2, n)
-        As for :func:`sweep`.
-    w : (E + rows, n)
+    w3 : (N2, m8)
+        As for :func:`pieces`.
+    w : (E + rows, m8)
         Integral of g'(p) over each piece (laid out as :func:`pieces`' ``length``).
-    r0 : (rows, n, C)
+    r0 : (rows, C, m8)
         R just after alpha = 0.
 
     Returns
     -------
-    (rows, n, C)
+    (rows, C, m8)
     """
+    one, two, three, four = np.uint64(1), np.uint64(2), np.uint64(3), np.uint64(4)
+    five, six, seven = np.uint64(5), np.uint64(6), np.uint64(7)
     rows = ptr.shape[0] - 1
-    n, n_ch = r0.shape[1], r0.shape[2]
-    out = np.zeros((rows, n, n_ch), np.float64)
-    rest = np.empty(n, np.float64)
+    n_ch, m8 = r0.shape[1], r0.shape[2]
+    out = np.zeros((rows, n_ch, m8), np.float64)
     for r in range(rows):
-        for i in range(n):
-            rest[i] = 0.0
-        for e in range(ptr[r + 1] - 1, ptr[r] - 1, -1):
-            for i in range(n):
-                rest[i] += w[e + r + 1, i]  # now G(1) - G(alpha_e)
-            kd = kind[e]
-            if kd >= 0:
-                k = ref[e]
-                for i in range(n):
-                    out[r, i, kd] += ev_dr[k, i] * rest[i]
-            else:
-                x = ref[e]
-                j = unit[e]
-                for i in range(n):
-                    f = cr_sign[x] * w3[j, i] * rest[i]
-                    for c in range(n_ch):
-                        out[r, i, c] += f * cr_sc[x, c]
-        for i in range(n):
-            rest[i] += w[ptr[r] + r, i]  # G(1)
-            for c in range(n_ch):
-                out[r, i, c] += r0[r, i, c] * rest[i]
+        ru = np.uint64(r)
+        for g_ in range(0, m8, 8):
+            g = np.uint64(g_)
+            t0 = 0.0
+            t1 = 0.0
+            t2 = 0.0
+            t3 = 0.0
+            t4 = 0.0
+            t5 = 0.0
+            t6 = 0.0
+            t7 = 0.0
+            for e in range(ptr[r + 1] - 1, ptr[r] - 1, -1):
+                q = np.uint64(e + r + 1)
+                t0 += w[q, g]
+                t1 += w[q, g + one]
+                t2 += w[q, g + two]
+                t3 += w[q, g + three]
+                t4 += w[q, g + four]
+                t5 += w[q, g + five]
+                t6 += w[q, g + six]
+                t7 += w[q, g + seven]
+                kd = kind[e]
+                if kd >= 0:
+                    k = np.uint64(ref[e])
+                    c = np.uint64(kd)
+                    out[ru, c, g] += ev_dr[k, g] * t0
+                    out[ru, c, g + one] += ev_dr[k, g + one] * t1
+                    out[ru, c, g + two] += ev_dr[k, g + two] * t2
+                    out[ru, c, g + three] += ev_dr[k, g + three] * t3
+                    out[ru, c, g + four] += ev_dr[k, g + four] * t4
+                    out[ru, c, g + five] += ev_dr[k, g + five] * t5
+                    out[ru, c, g + six] += ev_dr[k, g + six] * t6
+                    out[ru, c, g + seven] += ev_dr[k, g + seven] * t7
+                else:
+                    x = ref[e]
+                    j = np.uint64(unit[e])
+                    sg = cr_sign[x]
+                    f0 = sg * w3[j, g] * t0
+                    f1 = sg * w3[j, g + one] * t1
+                    f2 = sg * w3[j, g + two] * t2
+                    f3 = sg * w3[j, g + three] * t3
+                    f4 = sg * w3[j, g + four] * t4
+                    f5 = sg * w3[j, g + five] * t5
+                    f6 = sg * w3[j, g + six] * t6
+                    f7 = sg * w3[j, g + seven] * t7
+                    for c_ in range(n_ch):
+                        c = np.uint64(c_)
+                        sc = cr_sc[x, c_]
+                        out[ru, c, g] += f0 * sc
+                        out[ru, c, g + one] += f1 * sc
+                        out[ru, c, g + two] += f2 * sc
+                        out[ru, c, g + three] += f3 * sc
+                        out[ru, c, g + four] += f4 * sc
+                        out[ru, c, g + five] += f5 * sc
+                        out[ru, c, g + six] += f6 * sc
+                        out[ru, c, g + seven] += f7 * sc
+            q = np.uint64(ptr[r] + r)
+            t0 += w[q, g]
+            t1 += w[q, g + one]
+            t2 += w[q, g + two]
+            t3 += w[q, g + three]
+            t4 += w[q, g + four]
+            t5 += w[q, g + five]
+            t6 += w[q, g + six]
+            t7 += w[q, g + seven]
+            for c_ in range(n_ch):
+                c = np.uint64(c_)
+                out[ru, c, g] += r0[ru, c, g] * t0
+                out[ru, c, g + one] += r0[ru, c, g + one] * t1
+                out[ru, c, g + two] += r0[ru, c, g + two] * t2
+                out[ru, c, g + three] += r0[ru, c, g + three] * t3
+                out[ru, c, g + four] += r0[ru, c, g + four] * t4
+                out[ru, c, g + five] += r0[ru, c, g + five] * t5
+                out[ru, c, g + six] += r0[ru, c, g + six] * t6
+                out[ru, c, g + seven] += r0[ru, c, g + seven] * t7
     return out
 
 
