@@ -162,7 +162,8 @@ def switch_order(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
     switch : ndarray
         (rows, N1) the switch points, ``inf`` where a unit does not switch inside the path.
     order : ndarray of int64
-        (rows, N1) each row's units by switch point (NumPy's vectorised sort).
+        (rows, N1) each row's switching units by switch point, first (NumPy's vectorised sort of just
+        those: about half the units on white noise); the rest of the row is unspecified.
     n_switch : ndarray of int64
         (rows,) how many switch inside the path: the first ``n_switch[r]`` of ``order[r]``.
     """
@@ -170,7 +171,11 @@ def switch_order(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
         switch = -a / b
     inside = (switch > 0.0) & (switch < 1.0)
     switch = np.where(inside, switch, np.inf)
-    return switch, np.argsort(switch, axis=1), inside.sum(1)
+    order = np.empty(b.shape, np.int64)
+    for r in range(b.shape[0]):
+        units = np.flatnonzero(inside[r])
+        order[r, : units.size] = units[np.argsort(switch[r, units])]
+    return switch, order, inside.sum(1)
 
 
 def crossing_order(ptr2: np.ndarray, cr_alpha: np.ndarray) -> np.ndarray:
