@@ -290,3 +290,20 @@ def test_crossing_order_sorts_each_row_within_its_own_range():
     ptr2 = np.array([0, 3, 3, 6])  # rows of 3, 0 and 3 crossings
     order = crossing_order(ptr2, cr_alpha)
     assert order.tolist() == [1, 0, 2, 3, 5, 4]
+
+
+def test_superword_kernels_leave_numba_config_as_they_found_it():
+    """The sweep's kernels raise numba's SLP-vectoriser flag only around their calls, even a failing one."""
+    from mechlens_captum.sweep_kernels import _SUPERWORD, compiled
+    from numba.core import config
+    from numba.core.errors import TypingError
+
+    before = config.SLP_VECTORIZE
+    model = _conv_model(nn.Conv2d(3, 4, 3), final=nn.Softplus())
+    ExactIntegratedGradients(algorithm="sweep").attribute(model, stimulus_for(model, n_times=4, seed=2))
+    assert config.SLP_VECTORIZE == before
+    for name in _SUPERWORD:
+        assert compiled(name).dispatcher.signatures, name  # compiled (or loaded) by the run above
+    with pytest.raises(TypingError):
+        compiled("accumulate")(*(["not an array"] * 10))
+    assert config.SLP_VECTORIZE == before
