@@ -47,15 +47,17 @@ _OPTIONS: dict[str, dict[str, Any]] = {
 #: loop 0.84x the time of its loop-vectorised version, pieces 0.72x, accumulate 0.66x.
 _SUPERWORD = frozenset({"sweep", "pieces", "accumulate"})
 _SUPERWORD_LOCK = threading.Lock()
-_superword_calls = 0
+#: calls of superword kernels in progress (over all threads), and numba's flag as the first found it
+_superword = {"calls": 0, "saved": 0}
 
 
 class _Superword:
     """A numba dispatcher whose compilations (the first call per argument types) run with the SLP vectoriser on.
 
     numba reads ``numba.config.SLP_VECTORIZE`` when it builds a compilation's pass manager, so the flag is
-    raised around every call (counted, for calls from several threads) and restored after the last:
-    loading a cached compilation or running a compiled one does not look at it.
+    raised around every call of any superword kernel (counted over threads, whose calls may end in any
+    order) and restored after the last: loading a cached compilation or running a compiled one does not
+    look at it.
     """
 
     def __init__(self, dispatcher: Any) -> None:
@@ -64,19 +66,18 @@ class _Superword:
     def __call__(self, *args: Any) -> Any:
         from numba.core import config
 
-        global _superword_calls
         with _SUPERWORD_LOCK:
-            if _superword_calls == 0:
-                self._saved = config.SLP_VECTORIZE
-            _superword_calls += 1
+            if _superword["calls"] == 0:
+                _superword["saved"] = config.SLP_VECTORIZE
+            _superword["calls"] += 1
             config.SLP_VECTORIZE = 1
         try:
             return self.dispatcher(*args)
         finally:
             with _SUPERWORD_LOCK:
-                _superword_calls -= 1
-                if _superword_calls == 0:
-                    config.SLP_VECTORIZE = self._saved
+                _superword["calls"] -= 1
+                if _superword["calls"] == 0:
+                    config.SLP_VECTORIZE = _superword["saved"]
 
 
 def compiled(name: str) -> Any:

@@ -307,3 +307,41 @@ def test_superword_kernels_leave_numba_config_as_they_found_it():
     with pytest.raises(TypingError):
         compiled("accumulate")(*(["not an array"] * 10))
     assert config.SLP_VECTORIZE == before
+
+
+def test_superword_calls_from_threads_may_end_in_any_order():
+    """Thread A enters a superword kernel, B enters another, A leaves first: B's exit restores the flag."""
+    import threading
+
+    from mechlens_captum.sweep_kernels import _Superword
+    from numba.core import config
+
+    before = config.SLP_VECTORIZE
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen: list[int] = []
+
+    def kernel_a() -> None:
+        a_in.set()
+        b_in.wait(5)
+        seen.append(config.SLP_VECTORIZE)
+
+    def kernel_b() -> None:
+        b_in.set()
+        a_out.wait(5)
+        seen.append(config.SLP_VECTORIZE)
+
+    def run_a() -> None:
+        _Superword(kernel_a)()
+        a_out.set()
+
+    def run_b() -> None:
+        a_in.wait(5)
+        _Superword(kernel_b)()
+
+    threads = [threading.Thread(target=run_a), threading.Thread(target=run_b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert seen == [1, 1]  # raised inside both calls
+    assert config.SLP_VECTORIZE == before
