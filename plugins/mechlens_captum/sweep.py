@@ -349,8 +349,11 @@ class Sweep:
         the slopes at alpha = 0+ for a few groups.
         """
         n2, n = self.w3.shape
+        m8 = self.w3_8.shape[1]
         events = self.n1 + self.crossings_per_row
-        total = self.n1 * 5 + 2 * self.n_channels * n2 + events * (3 * n + self.n_channels + 6)
+        # per event: dR, p, the two Softplus terms and the integrals (cells padded to m8), the slopes per
+        # channel at a crossing, and six numbers (alpha, units, lengths, kinds, references)
+        total = self.n1 * 5 + 2 * self.n_channels * n2 + events * (5 * m8 + self.n_channels + 6)
         return 8.0 * (total + (2 * n * self.n1 if per_unit else 0))
 
     def attribute(self, dz: torch.Tensor, per_unit: bool = False) -> torch.Tensor:
