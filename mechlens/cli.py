@@ -70,8 +70,10 @@ def _add_run(sub: Any) -> None:
 
 
 def _add_info(sub: Any) -> None:
-    p = sub.add_parser("info", help="summarise a netCDF file written by mechlens")
-    p.add_argument("file", type=Path)
+    p = sub.add_parser(
+        "info", help="summarise a netCDF file written by mechlens, a model checkpoint (.pt), or a model's checkpoint"
+    )
+    p.add_argument("file", type=Path, help="a .nc result, a checkpoint MODEL.pt (with MODEL.json), or a model name")
     p.set_defaults(func=cmd_info)
 
 
@@ -269,9 +271,50 @@ def summarise(path: Path) -> str:
     return "\n".join(lines)
 
 
+def summarise_checkpoint(path: Path) -> str | None:
+    """Summary of a model checkpoint (``MODEL.pt`` + ``MODEL.json``), or None if ``path`` is not one.
+
+    The JSON metadata names the model; its plugin class formats the summary when it has a
+    ``describe_checkpoint(path, metadata)`` (the core imports no plugin), else the keys are listed.
+    """
+    import json
+
+    from mechlens import registry
+
+    if path.suffix not in (".pt", ".json"):
+        return None
+    meta_path = path.with_suffix(".json")
+    if not meta_path.is_file():
+        if path.suffix == ".pt" and path.is_file():
+            raise UsageError(f"{path} is a checkpoint without its metadata {meta_path.name}; it lies beside the .pt")
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UsageError(f"checkpoint metadata {meta_path} is not valid JSON: {err}") from None
+    if not isinstance(meta, dict) or "model" not in meta:
+        raise UsageError(f"{meta_path} is not checkpoint metadata (it names no 'model')")
+    weights = path.with_suffix(".pt")
+    if meta["model"] in registry.default().names("model"):
+        describe = getattr(registry.get("model", meta["model"]), "describe_checkpoint", None)
+        if describe is not None:
+            return str(describe(weights, meta))
+    return "\n".join([f"{weights}", f"  model {meta['model']}"] + [f"  {k}" for k in sorted(meta) if k != "model"])
+
+
 def cmd_info(args: argparse.Namespace) -> int:
-    """``mechlens info FILE.nc``."""
-    print(summarise(args.file))
+    """``mechlens info FILE.nc``, ``mechlens info MODEL.pt`` or ``mechlens info MODEL-NAME`` (its own checkpoint)."""
+    from mechlens import registry
+
+    path = args.file
+    if not path.exists() and str(path) in registry.default().names("model"):
+        default = getattr(registry.get("model", str(path)), "default_checkpoint", None)
+        found = default() if default is not None else None
+        if found is None:
+            raise UsageError(f"model {str(path)!r} has no checkpoint of its own to summarise; give a file")
+        path = Path(found)
+    text = summarise_checkpoint(path)
+    print(text if text is not None else summarise(path))
     return 0
 
 

@@ -61,13 +61,18 @@ def state_dict_bytes(state: Mapping[str, torch.Tensor]) -> bytes:
     return buffer.getvalue()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file beside it and ``os.replace``."""
     # write beside the target and rename, so an interrupted save never leaves half a checkpoint
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        # mkstemp made the file private (0600); give it the permissions a plain open() would
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -99,8 +104,8 @@ def save_checkpoint(
     digest = hashlib.sha256(data).hexdigest()
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **dict(metadata), "weights_sha256": digest}
     text = json.dumps(meta, indent=2, sort_keys=True, allow_nan=True) + "\n"
-    _atomic_write(path, data)
-    _atomic_write(meta_path, text.encode())
+    atomic_write(path, data)
+    atomic_write(meta_path, text.encode())
     return digest
 
 
@@ -200,3 +205,74 @@ def check_state_dict(
     problems += [f"unexpected tensor {name!r}" for name in found if name not in expected]
     if problems:
         raise FileFormatError(f"checkpoint {source} does not fit the architecture: " + "; ".join(problems) + hint)
+
+
+def describe(path: str | os.PathLike[str], metadata: Mapping[str, Any]) -> str:
+    """A readable summary of a checkpoint's metadata, for ``mechlens info MODEL.pt``.
+
+    Parameters
+    ----------
+    path : path
+        The weights file (only named in the first line).
+    metadata : mapping
+        Its parsed ``.json`` metadata.
+
+    Returns
+    -------
+    str
+        Model, architecture, cells, training data and recipe, the headline metrics and, when the
+        checkpoint stores one, the ``probe_agreement`` gate as a table.
+    """
+    meta = dict(metadata)
+    lines = [f"{path}", f"  model       {meta.get('model', '?')} (mechlens {meta.get('mechlens_version', '?')})"]
+    arch = meta.get("architecture") or {}
+    if arch:
+        lines.append("  architecture " + ", ".join(f"{k}={v}" for k, v in arch.items()))
+    cells = meta.get("cells") or []
+    lines.append(f"  cells       {len(cells)}: {' '.join(map(str, cells))}")
+    if "frame_period_s" in meta:
+        lines.append(f"  units       frame period {meta['frame_period_s']} s, pixel {meta.get('pixel_um', '?')} um")
+    training = meta.get("training") or {}
+    if training:
+        sha = str(training.get("data_sha256", ""))[:12]
+        lines.append(f"  trained on  {training.get('data', '?')} (sha256 {sha}...) on {training.get('created', '?')}")
+    recipe = meta.get("recipe")
+    if recipe:
+        lines.append(f"  recipe      {json.dumps(recipe, sort_keys=True)}")
+    if meta.get("build_seconds"):
+        lines.append("  build       " + ", ".join(f"{k} {v} s" for k, v in meta["build_seconds"].items()))
+    metrics = meta.get("metrics") or {}
+    if metrics:
+        ev = metrics.get("evaluation") or {}
+        cc = ev.get("cc_mean")
+        lines.append(
+            f"  training    best epoch {metrics.get('best_epoch', '?')} of {metrics.get('epochs_run', '?')}"
+            f" ({metrics.get('stopped', '?')}), validation loss {metrics.get('val_loss', float('nan')):.4f}"
+            + (f", {metrics.get('evaluated_on', '?')} cc mean {cc:.3f}" if isinstance(cc, (int, float)) else "")
+        )
+    gate = meta.get("probe_agreement")
+    if gate is None:
+        lines.append("  probe agreement: not stored (rebuild with python -m mechlens_retina.bundle)")
+    else:
+        lines.append("  probe agreement:")
+        lines += ["    " + line for line in _format_agreement(gate).splitlines()]
+    lines.append(f"  weights     sha256 {meta.get('weights_sha256', '?')}")
+    return "\n".join(lines)
+
+
+def _format_agreement(gate: Mapping[str, Any]) -> str:
+    try:
+        from mechlens_retina.agreement import format_agreement
+    except ImportError:
+        format_agreement = None
+    if format_agreement is not None:
+        return str(format_agreement(dict(gate)))
+    # the same table, for a mechlens without the agreement module
+    rows = [f"{'stimulus':<24}{'r median':>10}{'r min':>10}{'peak err ms':>13}  passed"]
+    for name, s in (gate.get("stimuli") or {}).items():
+        rows.append(
+            f"{name:<24}{s.get('r_median', float('nan')):>10.3f}{s.get('r_min', float('nan')):>10.3f}"
+            f"{s.get('peak_error_ms', float('nan')):>13.1f}  {'yes' if s.get('passed') else 'no'}"
+        )
+    rows.append(f"gate {'passed' if gate.get('passed') else 'not passed'}")
+    return "\n".join(rows)

@@ -350,6 +350,16 @@ class RetinaCNN(Model):
         self._sha256 = ckpt.save_checkpoint(path, self.module.state_dict(), meta)
         self.metadata = {**meta, "weights_sha256": self._sha256}
 
+    @staticmethod
+    def describe_checkpoint(path: str | Path, metadata: dict[str, Any]) -> str:
+        """Summary of a checkpoint's metadata for ``mechlens info`` (see :func:`checkpoint.describe`)."""
+        return ckpt.describe(path, metadata)
+
+    @staticmethod
+    def default_checkpoint() -> Path | None:
+        """The bundled checkpoint, which ``mechlens info retina-cnn`` summarises (None until it is built)."""
+        return BUNDLED if BUNDLED.is_file() else None
+
     def checkpoint_sha256(self) -> str:
         """sha256 of the weights file this model was loaded from or last saved to (``""`` for fresh random weights)."""
         return self._sha256

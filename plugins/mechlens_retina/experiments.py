@@ -440,8 +440,9 @@ class MotionReversal(RetinaExperiment):
             long_name=f"response around the reversal (mean over {len(self.reversals)} positions)"
         )
         result.attrs["population_ratio"] = float(m.attrs["population_ratio"])
-        result.attrs["reversal_target"] = m.attrs["target"]
-        result.attrs["reversal_passed"] = int(m.attrs["passed"])
+        # the published figure averaged cells: the verdict is the population's, as in phenomena.verdict
+        result.attrs["reversal_target"] = m.attrs["population_target"]
+        result.attrs["reversal_passed"] = int(m.attrs["population_passed"])
         return result
 
     def phenomenon(self, result: xr.Dataset) -> xr.Dataset:

@@ -188,6 +188,7 @@ def simulate(
     chunk_s: float = 60.0,
     stimulus_params: Mapping[str, Any] | None = None,
     progress: bool = True,
+    compression: str | None = "gzip",
 ) -> Path:
     """Record a model's responses to a long stimulus into the published HDF5 layout (see module doc).
 
@@ -215,6 +216,11 @@ def simulate(
         Other stimulus parameters.
     progress : bool
         Show a progress bar over chunks (on a terminal).
+    compression : {"gzip", None}
+        HDF5 compression of the datasets. ``"gzip"`` (level 1, byte shuffle) makes the file smaller;
+        None (or ``"none"``) writes it raw, several times faster to write and read (about 0.8 s
+        instead of 0.01 s per simulated minute of 50x50 frames on one CPU core), for a file of
+        about 60 MB per minute.
 
     Returns
     -------
@@ -229,6 +235,10 @@ def simulate(
         raise UsageError(f"--minutes must be > 0, got {minutes}")
     if test_minutes < 0 or repeats < 1 or chunk_s <= 0:
         raise UsageError("--test-minutes must be >= 0, --repeats >= 1 and --chunk-s > 0")
+    if compression == "none":
+        compression = None
+    if compression not in ("gzip", None):
+        raise UsageError(f"--compression must be 'gzip' or 'none', got {compression!r}")
     dt = float(model.frame_period_s)
     h = int(model.history)
     ny, nx = model.input_shape
@@ -264,6 +274,7 @@ def simulate(
                     dt,
                     cells,
                     steps,
+                    compression,
                 )
         # mkstemp made the file private (0600); give it the permissions a plain open() would
         umask = os.umask(0)
@@ -326,17 +337,20 @@ def _simulate_part(
     dt: float,
     cells: list[str],
     steps: Any,
+    compression: str | None = "gzip",
 ) -> None:
     n, n_cells = part.n_frames, len(cells)
+    # the movie at gzip level 1 (it dominates the file and the write time), the rates at gzip's default
+    gz: dict[str, Any] = {"compression": compression}
+    gz_movie = dict(gz, compression_opts=1) if compression == "gzip" else gz
     g = f.create_group(part.name)
     stim = g.create_dataset(
         "stimulus",
         (n, *shape),
         dtype="f4",
         chunks=(min(n, 100), *shape),
-        compression="gzip",
-        compression_opts=1,
-        shuffle=True,
+        shuffle=compression is not None,
+        **gz_movie,
     )
     stim.attrs["units"] = "1"
     stim.attrs["long_name"] = "z-scored contrast"
@@ -344,21 +358,19 @@ def _simulate_part(
     t.attrs["units"] = "s"
     resp = g.create_group("response")
     rate_chunks = (n_cells, min(n, 6000))
-    fr = resp.create_dataset("firing_rate_10ms", (n_cells, n), dtype="f4", chunks=rate_chunks, compression="gzip")
+    fr = resp.create_dataset("firing_rate_10ms", (n_cells, n), dtype="f4", chunks=rate_chunks, **gz)
     fr.attrs["units"] = "Hz"
     binned = true_rate = None
     if poisson:
-        binned = resp.create_dataset("binned", (n_cells, n), dtype="i4", chunks=rate_chunks, compression="gzip")
+        binned = resp.create_dataset("binned", (n_cells, n), dtype="i4", chunks=rate_chunks, **gz)
         binned.attrs["units"] = "spikes per bin"
-        true_rate = resp.create_dataset("model_rate", (n_cells, n), dtype="f4", chunks=rate_chunks, compression="gzip")
+        true_rate = resp.create_dataset("model_rate", (n_cells, n), dtype="f4", chunks=rate_chunks, **gz)
         true_rate.attrs["units"] = "Hz"
     reps = []
     if part.name == "test":
         rg = g.create_group("repeats")
         for i in range(n_cells):
-            d = rg.create_dataset(
-                f"cell{i:02d}", (repeats, n), dtype="f4", chunks=(repeats, min(n, 6000)), compression="gzip"
-            )
+            d = rg.create_dataset(f"cell{i:02d}", (repeats, n), dtype="f4", chunks=(repeats, min(n, 6000)), **gz)
             d.attrs["units"] = "Hz"
             d.attrs["cell"] = cells[i]
             reps.append(d)
@@ -404,6 +416,12 @@ class SimulateCommand(Command):
         )
         parser.add_argument("--chunk-s", type=float, default=60.0, help="seconds simulated per chunk (default 60)")
         parser.add_argument(
+            "--compression",
+            choices=("gzip", "none"),
+            default="gzip",
+            help="HDF5 compression (default gzip; none writes and reads several times faster)",
+        )
+        parser.add_argument(
             "--set",
             dest="overrides",
             action="append",
@@ -438,6 +456,7 @@ class SimulateCommand(Command):
             poisson=args.poisson,
             chunk_s=args.chunk_s,
             stimulus_params=params["stimulus"],
+            compression=args.compression,
         )
         log.info("wrote %s", path)
         return 0

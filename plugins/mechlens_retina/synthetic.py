@@ -20,8 +20,13 @@ is a fixed, differentiable circuit:
    each ganglion cell and subtracted from its drive (crossover: ON types inhibit OFF cells and
    OFF types ON cells).
 5. **Ganglion cells** of kinds OFF, ON and ON-OFF pool gain-controlled subunits with a Gaussian
-   weighting, minus amacrine input, through a softplus to a rate in Hz, softly capped (tanh) at
-   250 Hz by refractoriness.
+   weighting, divide the pooled excitation by their own gain signal (the delayed copies pooled
+   the same way: a response is cut shortly after it starts wherever in the receptive field it
+   starts), subtract amacrine input, and pass through a softplus to a rate in Hz, softly capped
+   (tanh) at 250 Hz by refractoriness.
+
+``SyntheticRetina(silence=[...])`` silences bipolar types (ablation); which types generate each
+phenomenon, checked that way, is :mod:`mechlens_retina.ground_truth`.
 
 Every constant and its source is in ``docs/synthetic-retina.md``.
 """
@@ -37,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
-from mechlens.errors import UsageError
+from mechlens.errors import ParameterError, UsageError
 from mechlens.interfaces import Model
 from mechlens.parameters import param
 
@@ -136,6 +141,11 @@ class GanglionCell:
         Scale of the output softplus, Hz per unit of drive.
     max_rate_hz : float
         Ceiling of the rate (refractoriness): ``max * tanh(rate_hz * softplus(drive) / max)``.
+    gain : float
+        Strength of the cell's own divisive gain control: its excitation is divided by
+        ``1 + gain * G``, ``G`` the rectified delayed copies pooled with the excitatory weights
+        (0: none). Pooled over the whole receptive field, it cuts a response shortly after it
+        starts wherever in the field it starts (Berry et al. 1999).
     """
 
     kind: str
@@ -148,6 +158,7 @@ class GanglionCell:
     offset: float = -2.0
     rate_hz: float = 20.0
     max_rate_hz: float = 250.0
+    gain: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -165,31 +176,71 @@ def default_spec() -> CircuitSpec:
     # name, polarity, kinetics, t_peak (s), t_rebound (s), biphasic, order, centre (um), surround (um),
     # surround weight, threshold, gain k, delay (s), tau (s), gain power p
     types = (
-        BipolarType("OFF-fast", -1, "fast", 0.068, 0.204, 0.92, 3.0, 55.0, 165.0, 0.5, 0.37, 2.3, 0.019, 0.058, 4.0),
-        BipolarType("OFF-slow", -1, "slow", 0.119, 0.336, 0.05, 3.0, 55.0, 165.0, 0.5, 0.30, 2.2, 0.048, 0.118, 1.0),
-        BipolarType("ON-fast", +1, "fast", 0.064, 0.235, 1.0, 3.0, 55.0, 165.0, 0.5, 0.38, 1.8, 0.015, 0.02, 2.5),
-        BipolarType("ON-slow", +1, "slow", 0.094, 0.241, 0.32, 3.0, 55.0, 165.0, 0.5, 0.2, 2.1, 0.004, 0.062, 1.1),
+        BipolarType("OFF-fast", -1, "fast", 0.08, 0.264, 0.424, 3.0, 55.0, 165.0, 0.5, 0.22, 2.75, 0.016, 0.058, 4.85),
+        BipolarType("OFF-slow", -1, "slow", 0.13, 0.368, 0.196, 3.0, 55.0, 165.0, 0.5, 0.277, 2.61, 0.048, 0.15, 1.12),
+        BipolarType("ON-fast", +1, "fast", 0.0682, 0.109, 0.3, 3.0, 55.0, 165.0, 0.5, 0.042, 2.81, 0.01, 0.12, 1.68),
+        BipolarType(
+            "ON-slow", +1, "slow", 0.0984, 0.153, 1.18, 2.19, 55.0, 165.0, 0.5, 0.425, 1.44, 0.031, 0.011, 2.77
+        ),
     )
-    # excitatory weights (w), amacrine weights (a) and softplus offset (o) per ganglion-cell kind
-    off = {"w": {"OFF-fast": 7.6, "OFF-slow": 0.07}, "a": {"ON-fast": 1.15, "ON-slow": 1.45}, "o": -1.15}
-    on = {"w": {"ON-fast": 4.0, "ON-slow": 0.5}, "a": {"OFF-fast": 1.15, "OFF-slow": 1.45}, "o": -1.15}
-    onoff = {"w": {"OFF-fast": 1.5, "ON-fast": 6.0, "ON-slow": 3.0}, "a": {}, "o": -2.1}
+    # excitatory weights (w), amacrine weights (a), softplus offset (o), pooling sigma (um) and the
+    # cell's own gain control per ganglion-cell kind
+    off = {
+        "kind": "OFF",
+        "w": {"OFF-fast": 10.0, "OFF-slow": 0.07},
+        "a": {"ON-slow": 1.15, "ON-fast": 1.45},
+        "o": -0.654,
+        "sigma": 139.0,
+        "gain": 0.186,
+    }
+    on = {
+        "kind": "ON",
+        "w": {"ON-slow": 4.0, "ON-fast": 0.5},
+        "a": {"OFF-fast": 1.15, "OFF-slow": 1.45},
+        "o": -1.15,
+        "sigma": 110.0,
+        "gain": 0.0,
+    }
+    onoff = {
+        "kind": "ON-OFF",
+        "w": {"OFF-fast": 6.13, "ON-slow": 23.1, "ON-fast": 3.86},
+        "a": {"OFF-fast": 0.145},
+        "o": -3.0,
+        "sigma": 93.5,
+        "gain": 0.0,
+    }
     layout = [
         (off, -110.0, -220.0),
         (off, 110.0, 0.0),
         (off, 0.0, 220.0),
         (on, -110.0, 110.0),
         (on, 110.0, -110.0),
-        (onoff, 0.0, 0.0),
-        (onoff, -165.0, -55.0),
-        (onoff, 165.0, 110.0),
+        (onoff, 0.0, -325.0),
+        (onoff, -165.0, -70.3),
+        (onoff, 165.0, 50.8),
     ]
-    kinds = ["OFF"] * 3 + ["ON"] * 2 + ["ON-OFF"] * 3
     cells = tuple(
-        GanglionCell(kind, y, x, dict(c["w"]), dict(c["a"]), offset=c["o"], rate_hz=RATE_HZ)
-        for kind, (c, y, x) in zip(kinds, layout)
+        GanglionCell(
+            c["kind"],
+            y,
+            x,
+            dict(c["w"]),
+            dict(c["a"]),
+            sigma_um=c["sigma"],
+            offset=c["o"],
+            rate_hz=c.get("rate", RATE_HZ),
+            gain=c["gain"],
+        )
+        for c, y, x in layout
     )
     return CircuitSpec(types=types, cells=cells, gain_pool_um=45.0)
+
+
+def torch_no_grad() -> Any:
+    """``torch.no_grad()``, imported lazily (torch must not load when plugins are discovered)."""
+    import torch
+
+    return torch.no_grad()
 
 
 # -- filters -------------------------------------------------------------------------------------
@@ -267,7 +318,7 @@ def _dog_maps(frames: torch.Tensor, bt: BipolarType) -> torch.Tensor:
     import torch
 
     def sep(sigma: float) -> torch.Tensor:
-        g = torch.as_tensor(_gauss1d(sigma), dtype=torch.float32)
+        g = torch.as_tensor(_gauss1d(sigma), dtype=torch.float32, device=frames.device)
         rows = torch.nn.functional.conv2d(frames, g.view(1, 1, -1, 1))
         return torch.nn.functional.conv2d(rows, g.view(1, 1, 1, -1))[:, 0]
 
@@ -342,8 +393,10 @@ def _circuit_class() -> type:
             self.register_buffer("offset", buf([c.offset for c in spec.cells]))
             self.register_buffer("rate_hz", buf([c.rate_hz for c in spec.cells]))
             self.register_buffer("max_rate_hz", buf([c.max_rate_hz for c in spec.cells]))
+            self.register_buffer("cell_gain", buf([gain_scale * c.gain for c in spec.cells]))
             # local pooling of the gain signal: a small normalised Gaussian, applied per channel
-            radius = 3
+            # the kernel reaches 2.5 sigma (at least 3 pixels, as the first circuit had)
+            radius = max(3, int(np.ceil(2.5 * spec.gain_pool_um / PIXEL_UM)))
             r = np.arange(-radius, radius + 1) * PIXEL_UM
             if spec.gain_pool_um > 0:
                 k = np.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * spec.gain_pool_um**2))
@@ -372,6 +425,9 @@ def _circuit_class() -> type:
             # saturates (at 1/k) instead of collapsing, so the contrast-response stays monotonic
             output = subunit / (1.0 + (self.gain * gain_signal) ** self.gain_power) ** (1.0 / self.gain_power)
             excitation = output.flatten(1) @ self.pool.flatten(1).T
+            # the cell's own gain control: the delayed copies pooled like its excitation
+            cell_gain_signal = fed.flatten(1) @ self.pool.flatten(1).T
+            excitation = excitation / (1.0 + self.cell_gain * cell_gain_signal)
             inhibition = fed.flatten(1) @ self.amacrine.flatten(1).T
             drive = excitation - inhibition + self.offset
             # softplus to a rate, then a soft ceiling (refractoriness) that leaves rates << max unchanged
@@ -426,15 +482,33 @@ class SyntheticRetina(Model):
             min=0.0,
             max=100.0,
         )
+        silence: list[str] = param(
+            [],
+            "bipolar types to silence (ablation): their direct and delayed channels are zeroed, e.g. "
+            "['ON-fast', 'OFF-slow']",
+        )
+        device: str = param("cpu", "torch device the circuit runs on (cpu, cuda, cuda:N)")
 
     def __init__(self, spec: CircuitSpec | None = None, **params: Any) -> None:
         from torch import nn
 
         super().__init__(**params)
         self.spec = spec if spec is not None else default_spec()
+        names = [bt.name for bt in self.spec.types]
+        unknown = sorted(set(self.params.silence) - set(names))
+        if unknown:
+            raise ParameterError("silence", f"unknown bipolar types {unknown}; the circuit's types are {names}")
         self.conv, self.above = _build_modules(self.spec, self.params.gain_control, self.params.amacrine)
+        if self.params.silence:
+            # a silenced type's channel is 0 everywhere: its rectified subunits, gain signal and
+            # amacrine input are then exactly 0 (thresholds are >= 0), as if the cells were removed
+            with torch_no_grad():
+                for name in self.params.silence:
+                    c = names.index(name)
+                    self.conv.weight[c] = 0.0
+                    self.conv.weight[len(names) + c] = 0.0
         self.below = nn.Sequential(self.conv)
-        self.module = nn.Sequential(self.below, self.above).eval()
+        self.module = nn.Sequential(self.below, self.above).to(self.params.device).eval()
         self._cells = [f"gc{i:02d}" for i in range(len(self.spec.cells))]
         self.cell_kind = [c.kind for c in self.spec.cells]
         self.cell_position_um = np.array([[c.y_um, c.x_um] for c in self.spec.cells], dtype=float)
@@ -522,7 +596,8 @@ class SyntheticRetina(Model):
         n, t_len = arr.shape[:2]
         h = self.history
         n_t = len(self.spec.types)
-        frames = torch.from_numpy(arr).reshape(n * t_len, 1, *arr.shape[2:])
+        device = torch.device(self.params.device)
+        frames = torch.from_numpy(arr).to(device).reshape(n * t_len, 1, *arr.shape[2:])
         with torch.no_grad():
             maps: dict[tuple[float, float, float], torch.Tensor] = {}
             for bt in self.spec.types:
@@ -536,7 +611,12 @@ class SyntheticRetina(Model):
             # time filtering as a 2-D convolution over (time, position) with a (history, 1) kernel
             seq = space.reshape(n, t_len, n_t, s * s).permute(0, 2, 1, 3)  # (n, n_t, T, s*s)
             temporal = np.stack([f for bt in self.spec.types for f in (temporal_filter(bt), delayed_filter(bt))])
-            weight = torch.as_tensor(temporal, dtype=torch.float32).view(2 * n_t, 1, h, 1)
+            weight = torch.as_tensor(temporal, dtype=torch.float32, device=device).view(2 * n_t, 1, h, 1)
+            if self.params.silence:
+                names = [bt.name for bt in self.spec.types]
+                for name in self.params.silence:
+                    c = names.index(name)
+                    weight[2 * c : 2 * c + 2] = 0.0  # (direct, delayed) of the silenced type
             out = torch.nn.functional.conv2d(seq, weight, groups=n_t)  # (n, 2 n_t, T', s*s), per type (direct, delayed)
             order = [2 * c for c in range(n_t)] + [2 * c + 1 for c in range(n_t)]
             out = out[:, order].permute(0, 2, 1, 3).reshape(n, t_len - h + 1, 2 * n_t, s, s).contiguous()
@@ -571,7 +651,8 @@ class SyntheticRetina(Model):
             for start in range(0, n_out, step):
                 stop = min(n_out, start + step)
                 z = self.bipolar_movie(movies[:, start : stop + h - 1])
-                out[:, start:stop] = self.above(z.flatten(0, 1)).reshape(movies.shape[0], stop - start, -1).numpy()
+                rate = self.above(z.flatten(0, 1)).reshape(movies.shape[0], stop - start, -1)
+                out[:, start:stop] = rate.cpu().numpy()
         return out if batched else out[0]
 
     def predict(self, stimulus: xr.Dataset) -> xr.Dataset:

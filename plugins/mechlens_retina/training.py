@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import io
 import itertools
+import json
 import logging
 import math
 import os
@@ -90,6 +92,15 @@ class TrainParameters:
     buffer_blocks: int = param(4, "blocks held in memory and shuffled together", min=1)
     eval_batch_size: int = param(512, "windows per forward pass when evaluating", min=1)
     max_steps: int = param(0, "stop after this many optimisation steps (0: no limit)", min=0)
+    max_seconds: float = param(
+        0.0,
+        "wall-clock budget of one train() call, s: the first step past it ends the epoch, which is then "
+        "validated and checkpointed, and training stops with the best weights (0: no limit)",
+        min=0,
+    )
+    deterministic: bool = param(
+        True, "on a GPU, use deterministic cuDNN / torch kernels (bitwise repeatable, possibly slower)"
+    )
     threads: int = param(0, "torch CPU threads (0: torch's default, one per core)", min=0)
 
     def __post_init__(self) -> None:
@@ -376,6 +387,8 @@ def train(
     response: str = "firing_rate_10ms",
     pixel_um: float = 55.0,
     progress: bool | None = None,
+    workdir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
 ) -> tuple[RetinaCNN, dict[str, Any]]:
     """Fit a :class:`~mechlens_retina.cnn.RetinaCNN` to a recording.
 
@@ -399,6 +412,15 @@ def train(
         Micrometres per pixel of an HDF5 recording.
     progress : bool, optional
         Show a progress bar (None: only on a terminal).
+    workdir : path, optional
+        Directory for the resumable training state: after every epoch the whole state (weights,
+        optimiser, schedule, epoch, best weights, history, random states) is written atomically to
+        ``workdir/train_state.pt`` (see :data:`STATE_FILE`). None: no state is written.
+    resume : bool
+        Continue from ``workdir/train_state.pt`` if it exists (it must come from the same data,
+        training parameters and architecture; ``epochs``, ``max_steps``, ``max_seconds``, ``threads``
+        and ``eval_batch_size`` may differ). A run resumed at an epoch boundary ends with the same
+        weights as an uninterrupted one.
 
     Returns
     -------
@@ -406,7 +428,8 @@ def train(
         The model at its best validation loss, in eval mode, with the training record in
         ``model.metadata`` (save it with ``model.save(path)``).
     metrics : dict
-        Training history, validation losses (the model's and a mean-rate predictor's), throughput
+        Training history, validation losses (the model's and a mean-rate predictor's), throughput,
+        ``stopped`` (why training ended: ``patience``, ``epochs``, ``max_steps`` or ``max_seconds``)
         and the per-cell evaluation of :func:`mechlens_retina.metrics.evaluate` on the test split
         (or on the validation samples when the recording has no test split).
     """
@@ -414,22 +437,148 @@ def train(
         params = TrainParameters()
     elif isinstance(params, Mapping):
         params = build(TrainParameters, params, where="train")
+    if resume and workdir is None:
+        raise UsageError("train(resume=True) needs workdir=, the directory holding train_state.pt")
     rec, owned = _as_recording(data, stimulus_type, response, cells, pixel_um)
     threads_before = torch.get_num_threads()
     try:
         if params.threads:
             torch.set_num_threads(params.threads)
-        with torch.random.fork_rng(devices=[]):
+        mp = _model_parameters(model_params or {}, params, rec)
+        with torch.random.fork_rng(devices=_cuda_devices(mp)), _deterministic(params.deterministic):
             torch.manual_seed(params.seed)
-            return _train(rec, params, _model_parameters(model_params or {}, params, rec), progress)
+            return _train(rec, params, mp, progress, Path(workdir) if workdir is not None else None, resume)
     finally:
         torch.set_num_threads(threads_before)
         if owned:
             rec.close()
 
 
+def _cuda_devices(model_params: Mapping[str, Any]) -> list[int]:
+    # fork the GPU's random state too, so training leaves the caller's noise stream untouched there
+    from mechlens_retina.cnn import resolve_device
+
+    device = torch.device(resolve_device(str(model_params.get("device", "auto"))))
+    if device.type != "cuda":
+        return []
+    return [device.index if device.index is not None else torch.cuda.current_device()]
+
+
+class _deterministic:
+    """Deterministic cuDNN and torch kernels for the duration of a ``with`` (restored afterwards).
+
+    On the CPU training is deterministic anyway. On a GPU cuDNN picks convolution algorithms by
+    timing and some backward kernels accumulate with atomics; this asks for repeatable ones. cuBLAS
+    also needs ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` in the environment before CUDA starts
+    (``scripts/device_train.sh`` sets it); ``warn_only`` keeps an op without a deterministic
+    version running (with a warning) rather than failing a long job.
+    """
+
+    def __init__(self, on: bool) -> None:
+        self.on = on
+
+    def __enter__(self) -> None:
+        self.saved = (
+            torch.backends.cudnn.deterministic,
+            torch.backends.cudnn.benchmark,
+            torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled(),
+        )
+        if self.on:
+            torch.backends.cudnn.deterministic = True
+            torch.backends.cudnn.benchmark = False
+            torch.use_deterministic_algorithms(True, warn_only=True)
+
+    def __exit__(self, *exc: object) -> None:
+        cudnn_det, bench, algos, warn_only = self.saved
+        torch.backends.cudnn.deterministic = cudnn_det
+        torch.backends.cudnn.benchmark = bench
+        torch.use_deterministic_algorithms(algos, warn_only=warn_only)
+
+
+#: file name of the resumable training state inside ``workdir``
+STATE_FILE = "train_state.pt"
+#: version of the training-state layout; a state of another version is refused
+STATE_VERSION = 1
+#: training parameters that may change between a run and its resumption
+RESUMABLE_CHANGES = ("epochs", "max_steps", "max_seconds", "threads", "eval_batch_size")
+
+
+def _state_identity(params: TrainParameters, model_params: Mapping[str, Any], fingerprint: str) -> dict[str, Any]:
+    """What a saved training state must agree on to be resumed (plain JSON)."""
+    kept = {k: v for k, v in dataclasses.asdict(params).items() if k not in RESUMABLE_CHANGES}
+    arch = {k: v for k, v in model_params.items() if k != "device"}
+    return json.loads(json.dumps({"data_sha256": fingerprint, "train": kept, "model": arch}, default=str))
+
+
+def save_state(path: str | os.PathLike[str], state: Mapping[str, Any]) -> None:
+    """Write a training state atomically (temporary file beside it, then ``os.replace``).
+
+    Parameters
+    ----------
+    path : path
+        The state file (``workdir/train_state.pt``).
+    state : mapping
+        Tensors, state dicts of tensors and plain values (nothing that needs pickled code), as
+        built by the training loop; it is read back by :func:`load_state`.
+    """
+    from mechlens_retina.checkpoint import atomic_write
+
+    buffer = io.BytesIO()
+    torch.save(_to_cpu(state), buffer)
+    atomic_write(Path(path), buffer.getvalue())
+
+
+def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a training state written by :func:`save_state` (``torch.load(weights_only=True)``, on the CPU).
+
+    Raises
+    ------
+    UsageError
+        The file cannot be read as a weights-only state, or it has another layout version.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many types for a bad or unsafe file
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise UsageError(
+            f"training state {path} could not be read ({type(err).__name__}: {first}); "
+            "delete it to start afresh, or resume from an intact copy"
+        ) from None
+    if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+        raise UsageError(
+            f"training state {path} is not a version-{STATE_VERSION} mechlens training state; delete it to start afresh"
+        )
+    return state
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _to_cpu(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, Mapping):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_cpu(v) for v in value)
+    return value
+
+
 def _train(
-    rec: Recording, params: TrainParameters, model_params: dict[str, Any], progress: bool | None
+    rec: Recording,
+    params: TrainParameters,
+    model_params: dict[str, Any],
+    progress: bool | None,
+    workdir: Path | None,
+    resume: bool,
 ) -> tuple[RetinaCNN, dict[str, Any]]:
     started = time.perf_counter()
     model = RetinaCNN(**model_params)
@@ -445,6 +594,22 @@ def _train(
             f"{n_time} frames (history {h}, nskip {params.nskip}, {params.n_blocks} blocks, val_fraction "
             f"{params.val_fraction}); use more data or lower nskip / history"
         )
+    fingerprint = rec.fingerprint()
+    identity = _state_identity(params, model_params, fingerprint)
+    state_path = workdir / STATE_FILE if workdir is not None else None
+    saved: dict[str, Any] | None = None
+    if resume and state_path is not None and state_path.is_file():
+        saved = load_state(state_path)
+        stored = json.loads(saved["identity"])
+        if stored != identity:
+            flat_new, flat_old = _flatten(identity), _flatten(stored)
+            diff = sorted(k for k in flat_new.keys() | flat_old.keys() if flat_new.get(k) != flat_old.get(k))
+            raise UsageError(
+                f"cannot resume from {state_path}: it was written for other data or parameters (differing: "
+                f"{', '.join(diff) or 'layout'}); rerun with the same ones, or without resume to start afresh"
+            )
+    elif resume:
+        log.info("no training state in %s; starting from the beginning", workdir)
     log.info("computing the training stimulus statistics over %d frames", val_start)
     mean, std = stimulus_stats(rec.train["stimulus"].transpose("time", "y", "x"), val_start, params.block_frames)
     train_split = _Split(rec.train, mean, std)
@@ -487,22 +652,61 @@ def _train(
         max(1, round(n / params.batch_size)) for n in _group_sizes(pieces, capacity, h, params.buffer_blocks)
     )
 
-    best = {"loss": math.inf, "epoch": 0, "state": None}
+    best: dict[str, Any] = {"loss": math.inf, "epoch": 0, "state": None}
     history: list[dict[str, Any]] = []
     step = 0
     train_seconds, train_samples, loop_seconds = 0.0, 0, 0.0
     stale = 0
+    start_epoch = 1
+    stopped = "epochs"
+    if saved is not None:
+        module.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(saved["scheduler"])
+        best = {
+            "loss": float(saved["best_loss"]),
+            "epoch": int(saved["best_epoch"]),
+            "state": {k: v.to(device) for k, v in saved["best_state"].items()} if saved["best_state"] else None,
+        }
+        history = json.loads(saved["history"])
+        step, stale = int(saved["step"]), int(saved["stale"])
+        train_seconds, train_samples, loop_seconds = json.loads(saved["counters"])
+        rng.bit_generator.state = json.loads(saved["numpy_rng"])
+        torch.set_rng_state(saved["torch_rng"])
+        if device.type == "cuda" and saved.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(saved["cuda_rng"], device)
+        start_epoch = int(saved["epoch"]) + 1
+        stopped = str(saved["stopped"])
+        log.info("resuming from %s after epoch %d (step %d)", state_path, start_epoch - 1, step)
+    # a state that ended by patience (or by a step limit still in force) has nothing left to do
+    done = saved is not None and (
+        stale >= params.patience or (stopped == "max_steps" and params.max_steps and step >= params.max_steps)
+    )
+    if done and stale >= params.patience:
+        stopped = "patience"
+
     show = None if progress is None else not progress
-    for epoch in range(1, params.epochs + 1):
+    # when the buffer holds every training run at once (a GPU with the whole movie in memory), the
+    # frames are read and transformed once, not once per epoch: which runs sit where in the buffer
+    resident: dict[tuple[int, int], int] = {}
+    for epoch in range(start_epoch, params.epochs + 1):
+        if done:
+            break
+        epoch_start = time.perf_counter()
         module.train()
         order = rng.permutation(len(pieces))
-        total, count = 0.0, 0
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        count = 0
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{params.epochs}", disable=show, leave=False)
-        stop = False
+        stop = ""
         loop_start = time.perf_counter()
         for group in _groups([pieces[i] for i in order], capacity, h, params.buffer_blocks):
-            offsets = buffer.fill(train_split.frames(a - h + 1, b) for a, b in group)
-            starts = np.concatenate([off + np.arange(b - a) for off, (a, b) in zip(offsets, group)])
+            if set(group) != set(resident):
+                fill_order = sorted(group)
+                offsets = buffer.fill(train_split.frames(a - h + 1, b) for a, b in fill_order)
+                resident = dict(zip(fill_order, offsets))
+            starts = np.concatenate([resident[(a, b)] + np.arange(b - a) for a, b in group])
             frames = np.concatenate([np.arange(a, b) for a, b in group])
             perm = rng.permutation(starts.size)
             n_batches = max(1, round(starts.size / params.batch_size))
@@ -521,18 +725,23 @@ def _train(
                 optimizer.zero_grad(set_to_none=True)
                 objective.backward()
                 optimizer.step()
+                # accumulated on the device: a float() per step would wait for the GPU every step
+                total += loss.detach().double() * chosen.size
                 train_seconds += time.perf_counter() - t0
                 train_samples += int(chosen.size)
-                total += float(loss.detach()) * chosen.size
                 count += int(chosen.size)
                 step += 1
                 bar.update(1)
-                bar.set_postfix(loss=f"{total / count:.4f}")
                 if params.max_steps and step >= params.max_steps:
-                    stop = True
+                    stop = "max_steps"
+                elif params.max_seconds and time.perf_counter() - started >= params.max_seconds:
+                    stop = "max_seconds"
+                if stop:
                     break
             if stop:
                 break
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         loop_seconds += time.perf_counter() - loop_start
         bar.close()
         val_pred = predict_frames(
@@ -540,14 +749,15 @@ def _train(
         )
         val_loss = _poisson(val_pred, val_target)
         lr = optimizer.param_groups[0]["lr"]
-        history.append({"epoch": epoch, "train_loss": total / max(count, 1), "val_loss": val_loss, "lr": lr})
-        log.info(
-            "epoch %d: train loss %.4f, validation loss %.4f (mean-rate predictor %.4f), lr %.2g",
-            epoch,
-            total / max(count, 1),
-            val_loss,
-            val_loss_mean_rate,
-            lr,
+        train_loss = float(total) / max(count, 1)
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                "lr": lr,
+                "seconds": round(time.perf_counter() - epoch_start, 3),
+            }
         )
         if val_loss < best["loss"]:
             best = {"loss": val_loss, "epoch": epoch, "state": _copy_state(module)}
@@ -558,7 +768,45 @@ def _train(
             scheduler.step(val_loss)
         elif scheduler is not None:
             scheduler.step()
-        if stop or stale >= params.patience:
+        if not stop and stale >= params.patience:
+            stop = "patience"
+        stopped = stop or "epochs"
+        log.info(
+            "epoch %d/%d: train loss %.4f, validation loss %.4f (mean-rate predictor %.4f), lr %.3g, %.1f s elapsed%s",
+            epoch,
+            params.epochs,
+            train_loss,
+            val_loss,
+            val_loss_mean_rate,
+            lr,
+            time.perf_counter() - started,
+            f"; stopping ({stop})" if stop else "",
+        )
+        if state_path is not None:
+            save_state(
+                state_path,
+                {
+                    "version": STATE_VERSION,
+                    "identity": json.dumps(identity),
+                    "epoch": epoch,
+                    "step": step,
+                    "stale": stale,
+                    "stopped": stopped,
+                    "partial_epoch": stop in ("max_steps", "max_seconds"),
+                    "model": module.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else {},
+                    "best_loss": best["loss"],
+                    "best_epoch": best["epoch"],
+                    "best_state": best["state"] or {},
+                    "history": json.dumps(history),
+                    "counters": json.dumps([train_seconds, train_samples, loop_seconds]),
+                    "numpy_rng": json.dumps(rng.bit_generator.state),
+                    "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                },
+            )
+        if stop:
             break
 
     if best["state"] is not None:
@@ -568,6 +816,7 @@ def _train(
         "best_epoch": best["epoch"],
         "epochs_run": len(history),
         "steps": step,
+        "stopped": stopped,
         "val_loss": best["loss"],
         "val_loss_mean_rate": val_loss_mean_rate,
         # optimisation steps only, and including reading, z-scoring and transforming the frames
@@ -575,6 +824,8 @@ def _train(
         "samples_per_s_with_io": train_samples / loop_seconds if loop_seconds else None,
         "n_train_samples": int(train_frames.size),
         "n_val_samples": int(val_frames.size),
+        "device": str(device),
+        "resumed": saved is not None,
         "seconds": time.perf_counter() - started,
         "history": history,
     }
@@ -587,7 +838,7 @@ def _train(
         training={
             "data": rec.source,
             "data_format": rec.format,
-            "data_sha256": rec.fingerprint(),
+            "data_sha256": fingerprint,
             "stimulus_type": rec.train.attrs.get("stimulus_type", ""),
             "response_key": rec.train.attrs.get("response_key", ""),
             "cell_index": [int(i) for i in cell_index] if cell_index is not None else None,
@@ -699,4 +950,14 @@ def save_path(path: str | os.PathLike[str]) -> Path:
     return path
 
 
-__all__ = ["TrainParameters", "WindowBuffer", "describe", "predict_frames", "sample_frames", "train"]
+__all__ = [
+    "STATE_FILE",
+    "TrainParameters",
+    "WindowBuffer",
+    "describe",
+    "load_state",
+    "predict_frames",
+    "sample_frames",
+    "save_state",
+    "train",
+]

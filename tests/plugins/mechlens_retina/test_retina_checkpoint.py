@@ -120,3 +120,47 @@ def test_missing_or_foreign_files_are_explained(tmp_path):
 def test_save_is_atomic_and_leaves_no_temporary_files(tmp_path):
     _trained_looking().save(tmp_path / "sub" / "m.pt")
     assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["m.json", "m.pt"]
+
+
+GATE = {
+    "passed": False,
+    "stimuli": {
+        "flash": {"r_median": 0.91, "r_min": 0.52, "peak_error_ms": 12.5, "passed": True, "cells": {}},
+        "osr": {"r_median": 0.40, "r_min": 0.10, "peak_error_ms": 80.0, "passed": False, "cells": {}},
+    },
+}
+
+
+def test_mechlens_info_prints_a_checkpoint_with_its_probe_agreement(tmp_path, capsys, monkeypatch):
+    import sys
+    import types
+
+    from mechlens.cli import main
+
+    model = RetinaCNN(**SMALL)
+    model.annotate(model.cells, probe_agreement=GATE)
+    path = tmp_path / "model.pt"
+    model.save(path)
+    # without the agreement module, a built-in table
+    monkeypatch.setitem(sys.modules, "mechlens_retina.agreement", None)
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "retina-cnn" in out and "probe agreement" in out and "not passed" in out
+    flash = next(line for line in out.splitlines() if "flash" in line)
+    assert "0.910" in flash and "0.520" in flash and "12.5" in flash and "yes" in flash
+    # with it, its format_agreement renders the table
+    fake = types.ModuleType("mechlens_retina.agreement")
+    fake.format_agreement = lambda d: f"TABLE {sorted(d['stimuli'])}"
+    monkeypatch.setitem(sys.modules, "mechlens_retina.agreement", fake)
+    assert main(["info", str(path.with_suffix(".json"))]) == 0
+    assert "TABLE ['flash', 'osr']" in capsys.readouterr().out
+    # a checkpoint without the gate says so; a model name summarises its own checkpoint
+    RetinaCNN(**SMALL).save(tmp_path / "plain.pt")
+    assert main(["info", str(tmp_path / "plain.pt")]) == 0
+    assert "not stored" in capsys.readouterr().out
+    monkeypatch.setattr(RetinaCNN, "default_checkpoint", staticmethod(lambda: path))
+    assert main(["info", "retina-cnn"]) == 0
+    assert "TABLE" in capsys.readouterr().out
+    (tmp_path / "lonely.pt").write_bytes(b"x")
+    assert main(["info", str(tmp_path / "lonely.pt")]) == 2
+    assert "without its metadata" in capsys.readouterr().err

@@ -145,6 +145,61 @@ def test_max_steps_and_schedules(recording):
     assert m["steps"] == 5 and m["epochs_run"] == 1
 
 
+def _states_equal(a: RetinaCNN, b: RetinaCNN) -> bool:
+    sa, sb = a.torch_module().state_dict(), b.torch_module().state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_resumed_training_ends_identical_to_an_uninterrupted_run(recording, tmp_path):
+    # patience and epochs large enough that neither stops the runs early; a plateau decay happens
+    params = {**FAST, "epochs": 3, "patience": 10, "lr_patience": 0, "block_frames": 1000, "buffer_blocks": 2}
+    whole, m_whole = train(recording, params, ARCH, progress=False, workdir=tmp_path / "whole")
+    first, m_first = train(recording, {**params, "epochs": 1}, ARCH, progress=False, workdir=tmp_path / "split")
+    assert m_first["epochs_run"] == 1 and not m_first["resumed"]
+    # the state file is plain tensors and JSON: it loads with weights_only=True
+    state = torch.load(tmp_path / "split" / training.STATE_FILE, weights_only=True)
+    assert state["epoch"] == 1 and state["stopped"] == "epochs" and not state["partial_epoch"]
+    assert not list((tmp_path / "split").glob("*.tmp"))  # written atomically, nothing left behind
+    resumed, m_resumed = train(recording, params, ARCH, progress=False, workdir=tmp_path / "split", resume=True)
+    assert m_resumed["resumed"] and m_resumed["epochs_run"] == 3 and m_resumed["steps"] == m_whole["steps"]
+    assert _states_equal(resumed, whole)
+    assert [e["val_loss"] for e in m_resumed["history"]] == [e["val_loss"] for e in m_whole["history"]]
+    assert m_resumed["best_epoch"] == m_whole["best_epoch"]
+    assert not _states_equal(first, whole)
+    # resuming a finished run does no more epochs and gives the same model
+    again, m_again = train(recording, params, ARCH, progress=False, workdir=tmp_path / "split", resume=True)
+    assert m_again["epochs_run"] == 3 and _states_equal(again, whole)
+
+
+def test_resume_refuses_a_state_from_other_parameters(recording, tmp_path):
+    quick = {**FAST, "epochs": 1, "max_steps": 2}
+    train(recording, quick, ARCH, progress=False, workdir=tmp_path)
+    with pytest.raises(UsageError, match=r"cannot resume .*train\.lr"):
+        train(recording, {**quick, "lr": 0.5}, ARCH, progress=False, workdir=tmp_path, resume=True)
+    with pytest.raises(UsageError, match="needs workdir"):
+        train(recording, quick, ARCH, progress=False, resume=True)
+    (tmp_path / training.STATE_FILE).write_bytes(b"not a torch file")
+    with pytest.raises(UsageError, match="could not be read"):
+        train(recording, quick, ARCH, progress=False, workdir=tmp_path, resume=True)
+    # no state yet: resume starts from the beginning
+    _, m = train(recording, quick, ARCH, progress=False, workdir=tmp_path / "empty", resume=True)
+    assert not m["resumed"] and m["steps"] == 2
+
+
+def test_wall_clock_budget_stops_after_the_step_past_it_and_keeps_the_best(recording, tmp_path, caplog):
+    params = {**FAST, "epochs": 5, "patience": 10, "max_seconds": 1e-6}
+    with caplog.at_level("INFO", logger="mechlens.retina.training"):
+        _, m = train(recording, params, ARCH, progress=False, workdir=tmp_path)
+    assert m["stopped"] == "max_seconds" and m["steps"] == 1 and m["epochs_run"] == 1 and m["best_epoch"] == 1
+    assert torch.load(tmp_path / training.STATE_FILE, weights_only=True)["partial_epoch"]
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch 1/5"))
+    assert "train loss" in line and "validation loss" in line and "lr" in line and "s elapsed" in line
+    assert "stopping (max_seconds)" in line
+    # without a budget the same call runs on
+    _, m2 = train(recording, {**params, "max_seconds": 0, "epochs": 2}, ARCH, progress=False)
+    assert m2["stopped"] == "epochs" and m2["epochs_run"] == 2
+
+
 def test_training_streams_an_hdf5_file_in_blocks(tmp_path, monkeypatch):
     train_ds, test_ds = ln_split(3000, 3), ln_split(400, 4, n_rep=4)
     path = write_h5(tmp_path / "naturalscene.h5", train_ds, test_ds)

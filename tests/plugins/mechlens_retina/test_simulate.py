@@ -115,6 +115,19 @@ def test_noiseless_and_reproducible(model: SyntheticRetina, tmp_path: Path) -> N
         assert fa["train/response/firing_rate_10ms"][:].min() >= 0
 
 
+def test_uncompressed_file_holds_the_same_data(model: SyntheticRetina, tmp_path: Path) -> None:
+    kw = dict(minutes=0.005, test_minutes=0.003, repeats=2, seed=2, chunk_s=0.2, progress=False)
+    gz = simulate(model, ToyNoise, tmp_path / "gz.h5", stimulus_params={"size": 50}, **kw)
+    raw = simulate(model, ToyNoise, tmp_path / "raw.h5", stimulus_params={"size": 50}, compression="none", **kw)
+    with h5py.File(gz) as fg, h5py.File(raw) as fr:
+        assert fg["train/stimulus"].compression == "gzip" and fr["train/stimulus"].compression is None
+        assert fr["test/repeats/cell00"].compression is None
+        for key in ("train/stimulus", "train/response/firing_rate_10ms", "test/stimulus", "test/repeats/cell00"):
+            np.testing.assert_array_equal(fg[key][:], fr[key][:])
+    with pytest.raises(UsageError, match="compression"):
+        simulate(model, ToyNoise, tmp_path / "x.h5", compression="lzf", **kw)
+
+
 def test_errors_are_clear_and_leave_no_file(model: SyntheticRetina, tmp_path: Path) -> None:
     out = tmp_path / "x.h5"
     with pytest.raises(UsageError, match="minutes"):

@@ -1,0 +1,201 @@
+"""Agreement gate: does a model respond to the four phenomenon probes like the circuit it imitates?
+
+A model (e.g. the retina CNN) and a ground truth (e.g. the synthetic retina it was trained on) are
+shown the probe stimuli of :data:`mechlens_retina.phenomena.STIMULI` (full-field flashes of six
+intensities, the omitted-flash trains, the moving bar at the slowest anticipation speed in both
+directions, a third of the motion-reversal sweep), generated from the stimulus registry. Per probe stimulus:
+
+- **responding cells**: cells present in both models whose truth response varies by >= 2 Hz
+  (``RESPONDING_MIN_HZ``; max - min over time, t >= 0) in at least one condition. A phenomenon can
+  only be compared where the truth has a response to compare with;
+- **r**: per responding cell, Pearson r between the model's and the truth's responses over all
+  conditions concatenated (t >= 0); 0 where the model's response is constant;
+- **peak-time error**: per responding cell, the median over the conditions where the truth responds
+  (>= 2 Hz) of |spline-refined peak time of the model - that of the truth|, ms.
+
+A probe passes when the median r over responding cells is >= 0.8 (``R_TARGET``) and the median
+peak-time error is <= 10 ms (``PEAK_ERROR_MS_MAX``, one frame); the model passes when every probe
+does. Numbers from a model that agrees this well are worth comparing phenomenon by phenomenon;
+below it, a phenomenon the model fails may simply be a response it never learned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from mechlens.errors import SchemaError
+from mechlens_retina import phenomena as ph
+
+#: the gate: median Pearson r over responding cells, and median peak-time error, per probe
+R_TARGET = 0.8
+PEAK_ERROR_MS_MAX = 10.0
+#: a cell responds to a probe when its truth response varies by this much (max - min over time), Hz
+RESPONDING_MIN_HZ = 2.0
+
+
+def probe_stimuli() -> dict[str, dict[str, Any]]:
+    """The probe stimuli: name -> ``{"phenomenon": ..., "runs": [(stimulus name, parameters), ...]}``.
+
+    The moving bar runs at the slowest anticipation speed only, both directions, and the motion
+    reversal at every third reversal position of the measure (4 of 12): the rest add time, not
+    information on whether the model learned the response.
+    """
+    reversal = ph.STIMULI["motion_reversal"]["motion-reversal"]
+    return {
+        "flash": {"phenomenon": "latency_coding", "runs": [("flash", ph.STIMULI["latency_coding"]["flash"])]},
+        "osr": {
+            "phenomenon": "omitted_stimulus_response",
+            "runs": [("osr", ph.STIMULI["omitted_stimulus_response"]["osr"])],
+        },
+        "moving-bar": {
+            "phenomenon": "motion_anticipation",
+            "runs": [("moving-bar", p) for p in ph.anticipation_stimuli(ph.ANTICIPATION_SPEEDS_UM_S[:1])],
+        },
+        "motion-reversal": {
+            "phenomenon": "motion_reversal",
+            "runs": [("motion-reversal", {**reversal, "reversal_um": list(reversal["reversal_um"][::3])})],
+        },
+    }  # fmt: skip
+
+
+def _by_condition(ds: xr.Dataset, cells: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(time (n,) s, response (n, cell) Hz) per condition, times t >= 0 only, the given cells."""
+    resp = ph._response(ds).sel(cell=list(cells))
+    t = resp["time"].values
+    keep = t >= -1e-9
+    return [(t[keep], r.values[keep]) for r in ph._conditions(resp)]
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b = a[ok], b[ok]
+    if a.size < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return 0.0  # a flat response explains none of the other's variation
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def _compare(
+    model: list[tuple[np.ndarray, np.ndarray]], truth: list[tuple[np.ndarray, np.ndarray]], cells: Sequence[str]
+) -> dict[str, Any]:
+    """The probe's numbers from per-condition (time, response) pairs of both models."""
+    responds = np.array([np.ptp(r, axis=0) >= RESPONDING_MIN_HZ for _, r in truth])  # (condition, cell)
+    r_cell: dict[str, float] = {}
+    err_cell: dict[str, float] = {}
+    for c, cell in enumerate(cells):
+        if not responds[:, c].any():
+            continue
+        m = np.concatenate([r[:, c] for _, r in model])
+        g = np.concatenate([r[:, c] for _, r in truth])
+        r_cell[str(cell)] = _pearson(m, g)
+        errors = []
+        for k, ((t, rm), (t_g, rg)) in enumerate(zip(model, truth)):
+            if responds[k, c]:
+                ok = np.isfinite(rm[:, c]) & np.isfinite(rg[:, c])
+                tm = ph.peak_time(t[ok], rm[ok, c])[0] if ok.sum() > 0 else np.nan
+                tg = ph.peak_time(t_g[ok], rg[ok, c])[0] if ok.sum() > 0 else np.nan
+                errors.append(abs(tm - tg))
+        err_cell[str(cell)] = 1e3 * float(np.median(errors))
+    rs, errs = list(r_cell.values()), list(err_cell.values())
+    r_median = float(np.median(rs)) if rs else None
+    error = float(np.median(errs)) if errs and np.all(np.isfinite(errs)) else None
+    passed = r_median is not None and error is not None and r_median >= R_TARGET and error <= PEAK_ERROR_MS_MAX
+    return {
+        "r_median": r_median,
+        "r_min": float(np.min(rs)) if rs else None,
+        "peak_error_ms": error,
+        "cells": list(r_cell),
+        "r": r_cell,
+        "peak_error_ms_by_cell": err_cell,
+        "passed": bool(passed),
+    }
+
+
+def probe_agreement(
+    model: Any,
+    truth: Any,
+    registry: Any = None,
+    *,
+    probes: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Compare a model's responses to the phenomenon probes with a ground truth's.
+
+    Parameters
+    ----------
+    model, truth : mechlens.interfaces.Model
+        Anything with ``predict(stimulus Dataset) -> Dataset`` whose ``response`` is (time, cell) or
+        (condition, time, cell) in Hz, on the stimulus's grid; cells are matched by name.
+    registry : mechlens.registry.Registry, optional
+        Where the stimuli are looked up (default: the process-wide registry).
+    probes : mapping, optional
+        Probe name -> ``{"phenomenon": str, "runs": [(stimulus name, parameters), ...]}`` (default:
+        :func:`probe_stimuli`).
+
+    Returns
+    -------
+    dict
+        JSON-serialisable: ``{"stimuli": {probe: {"phenomenon", "r_median", "r_min",
+        "peak_error_ms", "cells", "r" (cell -> r), "peak_error_ms_by_cell", "passed"}},
+        "r_min_target": 0.8, "peak_error_ms_max": 10.0, "responding_min_hz": 2.0, "passed": bool,
+        "model": str, "truth": str}``. Numbers that cannot be computed (no responding cell) are
+        None, and that probe fails.
+
+    Raises
+    ------
+    SchemaError
+        If the two models have no cell name in common.
+    """
+    from mechlens import registry as _registry
+
+    reg = registry or _registry.default()
+    out: dict[str, Any] = {}
+    for name, probe in (probes if probes is not None else probe_stimuli()).items():
+        model_parts: list[tuple[np.ndarray, np.ndarray]] = []
+        truth_parts: list[tuple[np.ndarray, np.ndarray]] = []
+        cells: list[str] = []
+        for stim_name, params in probe["runs"]:
+            stim = reg.get("stimulus", stim_name)(**params).generate(0)
+            m, g = model.predict(stim), truth.predict(stim)
+            g_cells = [str(c) for c in g["cell"].values]
+            cells = [c for c in g_cells if c in {str(x) for x in m["cell"].values}]
+            if not cells:
+                raise SchemaError(
+                    f"probe_agreement: the model's cells {list(map(str, m['cell'].values))} and the truth's "
+                    f"{g_cells} share no name; compare a model trained on the truth's cells (same cell ids)"
+                )
+            model_parts += _by_condition(m, cells)
+            truth_parts += _by_condition(g, cells)
+        out[name] = {"phenomenon": probe.get("phenomenon", name), **_compare(model_parts, truth_parts, cells)}
+    return {
+        "stimuli": out,
+        "r_min_target": R_TARGET,
+        "peak_error_ms_max": PEAK_ERROR_MS_MAX,
+        "responding_min_hz": RESPONDING_MIN_HZ,
+        "passed": bool(out) and all(v["passed"] for v in out.values()),
+        "model": str(getattr(model, "name", type(model).__name__)),
+        "truth": str(getattr(truth, "name", type(truth).__name__)),
+    }
+
+
+def _num(x: float | None, fmt: str) -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def format_agreement(d: Mapping[str, Any]) -> str:
+    """A :func:`probe_agreement` result as a markdown table, one row per probe stimulus."""
+    lines = [
+        f"{d.get('model', 'model')} vs {d.get('truth', 'truth')}: median r >= {d['r_min_target']:g} and peak-time "
+        f"error <= {d['peak_error_ms_max']:g} ms per probe: {'PASS' if d['passed'] else 'FAIL'}",
+        "",
+        "| probe | responding cells | r median | r min | peak error (ms) | pass |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, s in d["stimuli"].items():
+        lines.append(
+            f"| {name} | {len(s['cells'])} | {_num(s['r_median'], '.2f')} | {_num(s['r_min'], '.2f')} | "
+            f"{_num(s['peak_error_ms'], '.1f')} | {'pass' if s['passed'] else 'FAIL'} |"
+        )
+    return "\n".join(lines)
