@@ -1,82 +1,219 @@
-"""Mechanism recovery on the synthetic retina: one score per phenomenon.
+"""Mechanism recovery on the synthetic retina, with controls: one table, phenomenon x test.
 
-The bundled retina-cnn was trained on the synthetic retina's responses to natural scenes. For each
-phenomenon, both models are attributed (integrated gradients, the CNN at ``conv1``, the synthetic
-retina at ``bipolar``) on the same stimulus; CNN channels are matched to the synthetic retina's
-bipolar types by activation correlation under white noise, the CNN's attributions are pooled per
-matched type, and the (time x type) attribution of each cell is correlated with the ground truth's.
-The score is the median over cells of that Pearson r (1 = the same mechanism, 0 = unrelated).
+For each phenomenon the probe stimulus of the agreement gate (``mechlens_retina.agreement``: every
+condition of its sweep) is attributed on the circuit (``synthetic-retina``, layer ``bipolar``,
+sampled integrated gradients) and on each CNN (layer ``conv1``, exact integrated gradients). The
+CNN's attributions are pooled per matched bipolar type and correlated with the circuit's, per
+responding cell (>= 2 Hz in the circuit), over (condition x time x type); a score is the median
+over those cells (``mechlens_retina.recovery``).
 
-Also printed: a control score for a randomly initialised CNN of the same architecture, which says how
-much of the agreement comes from the stimulus alone.
+* **test A** -- ``bench/data/recovery-fixed.pt``: ``conv1`` fixed to the circuit's filters, so CNN
+  channel c is circuit channel c (``python bench/recovery.py --rebuild`` retrains both test-A
+  checkpoints with :data:`RECIPE`, deterministic on the CPU with 2 threads: 15 simulated minutes and
+  6 epochs each, 10-15 minutes each on the 2-core machine);
+* **test B** -- the bundled CNN (free ``conv1``), channels matched by kernel cosine + Hungarian
+  assignment (|cos| >= 0.5, else unmatched);
+* **controls**, scored like test A: a random CNN with the circuit's ``conv1`` (random above it); the
+  trivial attribution putting the whole response change into one type (mean over the four types);
+  the ground truth with its types shuffled (mean over the 9 derangements); a CNN trained the same
+  way as test A on a *different* circuit (``silence=["OFF-fast"]``, ``bench/data/recovery-other.pt``).
 
-Usage: python bench/recovery.py [--checkpoint PATH] [--steps N]
+A test's score is printed only where that CNN passes the agreement gate on that stimulus
+("gate fails: not scored" otherwise). The kept types are the cell-types reduction (90 % explained) of
+test A's attributions on the cells that show the phenomenon in the circuit, against the ablation
+table (``mechlens_retina.ground_truth.MECHANISMS``).
+
+Usage: python bench/recovery.py [--steps N] [--show-ungated] [--rebuild]
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 import time
+from pathlib import Path
+from typing import Any
 
 import numpy as np
-from mechlens_retina.phenomena import STIMULI
-from mechlens_retina.recovery import compare, match_by_labels, match_types, recovery_score, type_groups
+import xarray as xr
+from mechlens_retina import recovery as R
+from mechlens_retina.agreement import probe_agreement, probe_stimuli
+from mechlens_retina.ground_truth import MECHANISMS
+from mechlens_retina.phenomena import measure_all
 
 from mechlens import registry
 
-#: one stimulus per phenomenon (the first condition of a sweep is scored)
-PHENOMENA = {
-    "latency coding": ("flash", {**STIMULI["latency_coding"]["flash"], "intensity": -2.0}),
-    "omitted stimulus response": ("osr", {**STIMULI["omitted_stimulus_response"]["osr"], "period": 0.1}),
-    "motion anticipation": ("moving-bar", STIMULI["motion_anticipation"]["moving-bar"]),
-    "motion reversal": ("motion-reversal", {**STIMULI["motion_reversal"]["motion-reversal"], "reversal_um": 0.0}),
-}
+DATA = Path(__file__).resolve().parent / "data"
+FIXED = DATA / "recovery-fixed.pt"
+OTHER = DATA / "recovery-other.pt"
+#: the circuit the control CNN is trained on: OFF-fast silenced (the type of three of the four mechanisms)
+OTHER_CIRCUIT = '{silence=["OFF-fast"]}'
+#: the small CPU recipe of the test-A checkpoints (deterministic on the CPU for a given thread count)
+RECIPE = [
+    "--device", "cpu", "--recipe", "cpu", "--minutes", "15", "--test-minutes", "0.5", "--epochs", "6",
+    "--set", "simulate.stimulus_params={image_s=0.15}", "--set", 'simulate.compression="none"',
+    "--set", "simulate.repeats=2", "--set", 'model.first_layer="synthetic-retina"', "--set", "train.threads=2",
+]  # fmt: skip
+CONTROL_MAX, MARGIN = 0.3, 0.4
+
+
+def rebuild(which: str) -> None:
+    """Retrain a test-A checkpoint with :data:`RECIPE` (``which``: ``fixed`` or ``other``)."""
+    out, extra = (FIXED, []) if which == "fixed" else (OTHER, ["--set", f"simulate.model_params={OTHER_CIRCUIT}"])
+    cmd = [sys.executable, "-m", "mechlens_retina.bundle", *RECIPE, *extra, "--workdir", f"build/recovery-{which}"]
+    subprocess.run([*cmd, "-o", str(out)], check=True)
+
+
+def attribute_probe(model: Any, runs: list[tuple[str, dict]], attributor: Any, layer: str) -> xr.Dataset:
+    """Attribute every run of a probe and join them along ``condition`` (renumbered 0..n-1)."""
+    parts = []
+    for name, params in runs:
+        ds = attributor.attribute(model, registry.get("stimulus", name)(**params).generate(0), layer)
+        if "condition" not in ds["attribution"].dims:
+            ds = ds.expand_dims(condition=1)
+        parts.append(ds[["attribution", "response", "baseline_response"]])
+    ds = xr.concat(parts, dim="condition") if len(parts) > 1 else parts[0]
+    return ds.assign_coords(condition=np.arange(ds.sizes["condition"]))
+
+
+def shown_cells(truth: Any) -> dict[str, list[str]]:
+    """Per phenomenon, the cells that show it in the circuit (the population: every cell)."""
+    out = {}
+    for name, ds in measure_all(truth).items():
+        cells = [str(c) for c, p in zip(ds["cell"].values, ds["passed"].values) if p]
+        out[name] = [str(c) for c in ds["cell"].values] if ds.attrs.get("population_passed") or not cells else cells
+    return out
+
+
+def kept_types(attr: xr.Dataset, match: R.TypeMatch, names: list[str], cells: list[str]) -> list[str]:
+    """The cell-types reduction (90 % of the response deviation) of a CNN attribution, as type names."""
+    # an unmatched channel is its own group, so the reduction may keep it (and the table shows it did)
+    labels = [names[k] if k >= 0 else f"unmatched {c}" for c, k in enumerate(match.assignment)]
+    ds = attr.sel(cell=cells).assign_coords(unit_group=("unit_channel", labels))
+    red = registry.get("reducer", "cell-types")(explained=0.9, characterise=False).reduce(ds)
+    kept = [str(x) for x in red["component_label"].values] if "component_label" in red else []
+    return sorted(kept, key=names.index) if all(k in names for k in kept) else kept
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", default="bundled", help="retina-cnn checkpoint (default: bundled)")
-    parser.add_argument("--steps", type=int, default=64, help="Gauss-Legendre nodes per time point")
+    parser.add_argument("--steps", type=int, default=8, help="integrated-gradients nodes per time point (circuit)")
+    parser.add_argument("--show-ungated", action="store_true", help="also print scores the gate does not allow")
+    parser.add_argument("--rebuild", action="store_true", help="retrain both test-A checkpoints first")
+    parser.add_argument("--probes", nargs="*", help="only these probes (flash, osr, moving-bar, motion-reversal)")
     args = parser.parse_args()
+    t_start = time.perf_counter()
+    if args.rebuild:
+        rebuild("fixed")
+        rebuild("other")
 
+    for path in (FIXED, OTHER):
+        if not path.is_file():
+            raise SystemExit(f"{path} is missing: make it with `python bench/recovery.py --rebuild` (CPU minutes)")
     truth = registry.get("model", "synthetic-retina")()
     cnn_cls = registry.get("model", "retina-cnn")
-    cnn = cnn_cls(checkpoint=args.checkpoint)
-    control = cnn_cls(checkpoint="random", n_cells=len(cnn.cells), seed=1)
-    attributor = registry.get("attributor", "integrated-gradients")(n_steps=args.steps)
-    _, names = type_groups(truth)
+    models = {
+        "A": cnn_cls(checkpoint=str(FIXED), device="cpu"),
+        "B": cnn_cls(checkpoint="bundled", device="cpu"),
+        "random": cnn_cls(checkpoint="random", first_layer="synthetic-retina", n_cells=8, seed=1, device="cpu"),
+        "other": cnn_cls(checkpoint=str(OTHER), device="cpu"),
+    }
+    groups, names = R.type_groups(truth)
+    n_types = len(names)
+    circuit_w = truth.conv.weight.detach().numpy()
+    matches = {k: R.identity_match(groups) for k in ("A", "random", "other")}
+    matches["B"] = R.match_kernels(models["B"].module.conv1.weight.detach().numpy(), circuit_w, groups)
+    channel_names = [t["name"] for t in truth.ground_truth_types()]
 
-    probe = registry.get("stimulus", "natural-scenes")(duration=30.0).generate(1)
-    match = match_types(cnn, "conv1", truth, "bipolar", probe=probe)
-    control_match = match_types(control, "conv1", truth, "bipolar", probe=probe)
-    print("matching: activation correlation under 30 s of natural scenes (seed 1, not the training movie):")
-    print("  the truth's centre unit against the best CNN unit within 6 px of the centre")
-    labels = match_by_labels(cnn, "conv1", truth)
-    control_labels = match_by_labels(control, "conv1", truth)
-    groups, _ = type_groups(truth)
-    for c, (k, r, lab) in enumerate(zip(match.assignment, match.strength(), labels.assignment)):
-        by_label = names[lab] if lab >= 0 else "(no such type)"
-        print(f"  conv1 channel {c} -> {names[k]:<9} r = {r:.2f}   by STA label: {by_label}")
+    print("test B matching (bundled CNN conv1 -> circuit filter; |cos| >= 0.5 to match):")
+    for c, (ch, cos) in enumerate(zip(matches["B"].channel, matches["B"].strength())):
+        best = np.abs(matches["B"].correlation[c]).max()
+        to = f"{channel_names[ch]:<17} cos {cos:+.2f}" if ch >= 0 else f"unmatched          (largest |cos| {best:.2f})"
+        print(f"  conv1 channel {c} -> {to}")
+    fixed_dev = float(np.abs(models["A"].module.conv1.weight.detach().numpy() - circuit_w).max())
+    print(f"test A: conv1 equals the circuit's filters to {fixed_dev:.1e} (frozen in training)")
+
+    t0 = time.perf_counter()
+    gates = {k: probe_agreement(models[k], truth)["stimuli"] for k in ("A", "B")}
+    shown = shown_cells(truth)
+    print(f"agreement gate and the circuit's measures: {time.perf_counter() - t0:.0f} s")
+
+    exact = registry.get("attributor", "exact-integrated-gradients")()
+    ig = registry.get("attributor", "integrated-gradients")(n_steps=args.steps)
+    rows, ungated = [], []
+    for probe, spec in probe_stimuli().items():
+        if args.probes and probe not in args.probes:
+            continue
+        t0 = time.perf_counter()
+        phen = spec["phenomenon"]
+        truth_ds = attribute_probe(truth, spec["runs"], ig, "bipolar")
+        cells = R.responding_cells(truth_ds)
+        truth_pooled = R.pooled_attribution(truth_ds["attribution"], R.TypeMatch(groups, np.zeros(0)), n_types)
+        scores: dict[str, float] = {}
+        attrs = {}
+        for key, model in models.items():
+            attrs[key] = attribute_probe(model, spec["runs"], exact, "conv1")
+            s = R.recovery_score(attrs[key]["attribution"], truth_ds["attribution"], matches[key], groups, cells)
+            scores[key] = float(np.nanmedian(s.values))
+        trivial = [
+            R.score_pooled(R.trivial_attribution(truth_ds, n_types, k), truth_pooled, cells) for k in range(n_types)
+        ]
+        scores["trivial"] = float(np.mean([np.nanmedian(t.values) for t in trivial]))
+        trivial_each = [float(np.nanmedian(t.values)) for t in trivial]
+        shuffled = [
+            float(np.nanmedian(R.score_pooled(R.shuffled_types(truth_pooled, p), truth_pooled, cells).values))
+            for p in R.derangements(n_types)
+        ]
+        scores["shuffled"] = float(np.mean(shuffled))
+        kept = kept_types(attrs["A"], matches["A"], names, shown[phen])
+        rows.append(
+            {
+                "probe": probe, "phenomenon": phen, "scores": scores, "gate": {k: gates[k][probe] for k in gates},
+                "kept": kept, "truth": list(MECHANISMS[phen].types), "cells": len(cells),
+                "trivial_each": trivial_each, "shuffled_max": max(shuffled), "seconds": time.perf_counter() - t0,
+            }
+        )  # fmt: skip
+        ungated.append((phen, scores["A"], scores["B"]))
+
+    def cell(row: dict, key: str) -> str:
+        g = row["gate"][key]
+        return f"{row['scores'][key]:.2f}" if g["passed"] else "gate fails: not scored"
+
+    def agree(row: dict, key: str) -> str:
+        g = row["gate"][key]
+        return f"r {g['r_median']:.2f}, {g['peak_error_ms']:.0f} ms {'pass' if g['passed'] else 'FAIL'}"
 
     print(
-        f"\n{'phenomenon':<28}{'by corr':>8}{'control':>9}{'by label':>9}{'control':>9}{'seconds':>9}"
-        "   (median Pearson r over cells)"
+        "\n| phenomenon (probe, responding cells) | test A (fixed conv1) | test A agreement | test B (bundled) "
+        "| test B agreement | random CNN | trivial one type | shuffled types | other circuit | controls "
+        "| kept types (test A) | ablation table | s |"
     )
-    for name, (stim_name, params) in PHENOMENA.items():
-        t0 = time.perf_counter()
-        stim = registry.get("stimulus", stim_name)(**params).generate(0)
-        score, cnn_ds, truth_ds = compare(cnn, truth, stim, attributor, match)
-        ctrl, ctrl_ds, _ = compare(control, truth, stim, attributor, control_match)
-        a, b, a0 = cnn_ds["attribution"], truth_ds["attribution"], ctrl_ds["attribution"]
-        if "condition" in a.dims:
-            a, b, a0 = a.isel(condition=0), b.isel(condition=0), a0.isel(condition=0)
-        lab = recovery_score(a, b, labels, groups)
-        lab0 = recovery_score(a0, b, control_labels, groups)
-        medians = [np.nanmedian(x.values) for x in (score, ctrl, lab, lab0)]
-        cols = "".join(f"{m:{w}.2f}" for m, w in zip(medians, (8, 9, 9, 9)))
-        print(f"{name:<28}{cols}{time.perf_counter() - t0:9.1f}")
-        per_cell = " ".join(f"{c}={v:.2f}" for c, v in zip(lab["cell"].values, lab.values))
-        print(f"    by label, per cell: {per_cell}")
+    print("|" + " --- |" * 13)
+    for row in rows:
+        s = row["scores"]
+        ctrl = [s["random"], s["trivial"], s["shuffled"], s["other"]]
+        worst = max(ctrl)
+        verdict = "low" if worst <= CONTROL_MAX and (s["A"] - worst) >= MARGIN else "HIGH: test fails"
+        print(
+            f"| {row['phenomenon'].replace('_', ' ')} ({row['probe']}, {row['cells']}) | {cell(row, 'A')} | "
+            f"{agree(row, 'A')} | {cell(row, 'B')} | {agree(row, 'B')} | "
+            + " | ".join(f"{v:.2f}" for v in ctrl)
+            + f" | {verdict} | {', '.join(row['kept']) or '-'} | {', '.join(row['truth'])} | {row['seconds']:.0f} |"
+        )
+    print(
+        "\ncontrols must be <= 0.3 and at least 0.4 below test A; 'trivial one type' is the mean over the four "
+        "types (per type, "
+        + "; ".join(f"{r['probe']}: " + " ".join(f"{v:.2f}" for v in r["trivial_each"]) for r in rows)
+        + f", in the order {', '.join(names)}); shuffled types: mean over derangements (max "
+        + ", ".join(f"{r['shuffled_max']:.2f}" for r in rows)
+        + ")"
+    )
+    if args.show_ungated:
+        print("\nungated scores (diagnosis only; the gate fails where marked above):")
+        for phen, a, b in ungated:
+            print(f"  {phen:<28} test A {a:.2f}   test B {b:.2f}")
+    print(f"\ntotal {time.perf_counter() - t_start:.0f} s (circuit IG {args.steps} nodes per time point)")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from the names of DESIGN.md (see :func:`summary`):
   ``experiment_parameters``, ``experiment_title``, ``experiment_reference``, ``window_doc``,
   ``analysed_cells`` (JSON list), ``experiment_wall_s``;
 - attrs ``completeness_error_rel``, ``explained_fraction_mean``, ``reduced_r_mean``,
-  ``reduced_peak_shift_s`` (NaN when the stage that defines them did not run);
+  ``reduced_peak_shift_s``, ``complement_r_mean`` (NaN when the stage that defines them did not run);
 - attr ``mechanism``: the experiment's sentence, or a generic one built from the numbers.
 """
 
@@ -89,7 +89,8 @@ def summary(ds: xr.Dataset) -> dict[str, float]:
         ``reduced_response`` and ``response`` per cell (window samples of every condition pooled),
         averaged over cells; ``reduced_peak_shift_s``: the largest |difference| in the time of the
         largest |r - baseline_response| between the reduced and the full response, over conditions
-        and cells, s.
+        and cells, s; ``complement_r_mean``: the same r for ``complement_response`` (the model with the
+        kept units clamped to baseline), which a mechanism keeps low.
     """
     nan = float("nan")
     out = {
@@ -97,6 +98,7 @@ def summary(ds: xr.Dataset) -> dict[str, float]:
         "explained_fraction_mean": nan,
         "reduced_r_mean": nan,
         "reduced_peak_shift_s": nan,
+        "complement_r_mean": nan,
     }
     if "response" not in ds:
         return out
@@ -118,16 +120,19 @@ def summary(ds: xr.Dataset) -> dict[str, float]:
         den = np.sqrt(np.nansum(dr**2, axis=0))
         if (den > 0).any():
             out["explained_fraction_mean"] = float(np.mean(1.0 - num[den > 0] / den[den > 0]))
-    if "reduced_response" in ds:
-        red = ds["reduced_response"]
-        rr = _in_window(red, mask)
+    for name, key in (("reduced_response", "reduced_r_mean"), ("complement_response", "complement_r_mean")):
+        if name not in ds:
+            continue
+        rr = _in_window(ds[name], mask)
         rs = []
         for c in range(r.shape[1]):
             ok = np.isfinite(r[:, c]) & np.isfinite(rr[:, c])
             if ok.sum() > 2 and np.std(r[ok, c]) > 0 and np.std(rr[ok, c]) > 0:
                 rs.append(np.corrcoef(r[ok, c], rr[ok, c])[0, 1])
         if rs:
-            out["reduced_r_mean"] = float(np.mean(rs))
+            out[key] = float(np.mean(rs))
+    if "reduced_response" in ds:
+        red = ds["reduced_response"]
 
         def peak(x: xr.DataArray) -> np.ndarray:
             dev = np.abs(x - base).where(mask & x.notnull(), -1.0)
@@ -137,34 +142,28 @@ def summary(ds: xr.Dataset) -> dict[str, float]:
     return out
 
 
+def focus_cell(ds: xr.Dataset) -> str:
+    """The cell the headline is about: the ``focus_cell`` attr when it names an analysed cell, else the first."""
+    cells = [str(c) for c in ds["weights"]["cell"].values]
+    focus = str(ds.attrs.get("focus_cell", ""))
+    return focus if focus in cells else cells[0]
+
+
 def generic_mechanism(ds: xr.Dataset) -> str:
-    """A mechanism sentence from the reduction alone, for experiments that do not write one.
+    """The focus cell's mechanism sentence (:func:`mechlens.mechanism.mechanism_sentence`); ``""`` without a reduction.
 
-    Names each kept component by its ``component_label`` coord (or the ``unit_type`` / channel of
-    its largest loading) and its sign (net excitatory or inhibitory over the window), then gives
-    the fraction explained and the reduced model's fit.
+    Also writes the ``mechanism_per_cell`` attr (every analysed cell's sentence, one per line) and the
+    ``mechanism_details`` attr (every kept component of every cell with its sign, net contribution and
+    timing, and the reduced-model check), which the report folds away.
     """
-    from mechlens.figures import component_labels
+    from mechlens.mechanism import mechanism_details, mechanism_sentence
 
-    if "weights" not in ds:
+    if "weights" not in ds or "components" not in ds:
         return ""
-    nums = summary(ds)
-    labels = component_labels(ds)
-    mask = _window(ds)
-    kept = ds["weights"].where(mask).sum([d for d in ds["weights"].dims if d != "component"])
-    parts = []
-    for k, label in enumerate(labels):
-        sign = "excitatory" if float(kept.isel(component=k)) >= 0 else "inhibitory"
-        parts.append(f"{label} ({sign})")
-    names = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-    what = ds.attrs.get("window_doc") or "the window of interest"
-    text = f"{names} explain {100 * nums['explained_fraction_mean']:.0f} % of the response change in {what}"
-    if np.isfinite(nums["reduced_r_mean"]):
-        text += f"; the reduced model with only these reproduces it (r = {nums['reduced_r_mean']:.2f}"
-        if np.isfinite(nums["reduced_peak_shift_s"]):
-            text += f", peak within {1000 * nums['reduced_peak_shift_s']:.0f} ms"
-        text += ")"
-    return text + "."
+    cells = [str(c) for c in ds["weights"]["cell"].values]
+    ds.attrs["mechanism_per_cell"] = mechanism_sentence(ds)
+    ds.attrs["mechanism_details"] = "\n".join(mechanism_details(ds, c) for c in cells)
+    return mechanism_sentence(ds, focus_cell(ds))
 
 
 # -- running ---------------------------------------------------------------------------------------

@@ -142,6 +142,44 @@ def _per_cell(ds: xr.Dataset) -> str:
     return f"<details><summary>Every analysed cell</summary><ul>{items}</ul></details>"
 
 
+#: the reducer's ``reduction_check`` verdicts in words
+CHECKS = {
+    "pass": "the kept types reproduce the response and the others do not",
+    "all kept": "every type is kept: no reduction, not a mechanism",
+    "kept insufficient": "the kept types alone do not reproduce the response",
+    "complement sufficient": "the other types reproduce the response too: the kept types are not necessary",
+}
+
+
+def _check_text(ds: xr.Dataset, nums: dict[str, float]) -> str:
+    """The reduced-model check: complement r, the reducer's verdict, the phenomenon with and without the kept types."""
+    out = ""
+    if math.isfinite(nums.get("complement_r_mean", float("nan"))):
+        out += f"; with the kept types clamped to baseline r = {_fmt(nums['complement_r_mean'], 3)}"
+    check = str(ds.attrs.get("reduction_check", ""))
+    if check:
+        out += f"; check: {html.escape(CHECKS.get(check, check))}"
+    verdicts = []
+    for kind, text in (("reduced", "kept types only"), ("complement", "kept types clamped")):
+        if f"measure_pass_{kind}" in ds.attrs:
+            ok = "pass" if int(ds.attrs[f"measure_pass_{kind}"]) else "fail"
+            verdicts.append(f"{text}: {_fmt(ds.attrs.get(f'measure_value_{kind}'))} ({ok})")
+    if verdicts:
+        out += "; the measure with " + ", with ".join(verdicts)
+    return out
+
+
+def _details(ds: xr.Dataset) -> str:
+    """The ``mechanism_details`` attr (every kept type of every cell) as a collapsed list."""
+    lines = [ln for ln in str(ds.attrs.get("mechanism_details", "")).splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    items = "".join(f"<li>{html.escape(ln)}</li>" for ln in lines)
+    return (
+        f"<details><summary>Every kept type, and the reduced-model check, per cell</summary><ul>{items}</ul></details>"
+    )
+
+
 def _figures(ds: xr.Dataset, name: str, outdir: Path) -> list[Path]:
     from mechlens import figures
 
@@ -194,7 +232,7 @@ def section(ds: xr.Dataset, source: Path, outdir: Path) -> tuple[str, str]:
         f"kept components explain {_pct(nums['explained_fraction_mean'])} of the response change; "
         f"reduced model r = {_fmt(nums['reduced_r_mean'], 3)}, peak shift "
         f"{_fmt(nums['reduced_peak_shift_s'] * 1000 if math.isfinite(nums['reduced_peak_shift_s']) else None, 3)} ms "
-        f"(all over {html.escape(str(ds.attrs.get('window_doc') or 'the window of interest'))})"
+        f"(all over {html.escape(str(ds.attrs.get('window_doc') or 'the window of interest'))})" + _check_text(ds, nums)
     )
     body = (
         f"<h2 id='{anchor}'>{html.escape(str(title))} <span class='meta'>({html.escape(name)})</span></h2>"
@@ -203,6 +241,7 @@ def section(ds: xr.Dataset, source: Path, outdir: Path) -> tuple[str, str]:
         f"&mdash; {_verdict(ds)}.<br>{numbers}.</p>"
         + "".join(figs)
         + _per_cell(ds)
+        + _details(ds)
         + f"<details><summary>Provenance</summary>{_provenance(ds, source)}</details>"
     )
     return row, body

@@ -39,7 +39,11 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
             "seed": 0,
             "compression": "gzip",
             "stimulus_params": {},
+            # parameters of the simulated circuit (e.g. {gain_control=0} or {silence=["OFF-fast"]})
+            "model_params": {},
         },
+        # retina-cnn parameters (e.g. {first_layer="synthetic-retina"}); the device is set by --device
+        "model": {},
         "train": {
             "epochs": 3,
             "batch_size": 256,
@@ -69,7 +73,9 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
             # images held 150 ms: their changes are full-field steps at the time scale of the flash
             # probes (measured: 1 s images gave flash agreement r 0.19, 0.25 s 0.55, 0.15 s 0.69)
             "stimulus_params": {"image_s": 0.15},
+            "model_params": {},
         },
+        "model": {},
         "train": {
             "epochs": 60,
             "batch_size": 4096,
@@ -125,7 +131,8 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="train.NAME=VALUE",
-        help="any other recipe value: train.lr=0.005, simulate.seed=1 (TOML values; repeatable)",
+        help="any other recipe value: train.lr=0.005, simulate.seed=1, simulate.model_params={gain_control=0}, "
+        "model.first_layer='synthetic-retina' (TOML values; repeatable)",
     )
     parser.add_argument("--workdir", type=Path, default=Path("build/bundle"), help="recording and training state")
     parser.add_argument("--reuse", action="store_true", help="reuse a recording already in --workdir")
@@ -172,12 +179,20 @@ def recipe_for(device: str, args: argparse.Namespace | None = None) -> dict[str,
     ):
         if getattr(args, key) is not None:
             recipe[part][name] = getattr(args, key)
+    from mechlens_retina.cnn import RetinaCNN
+    from mechlens_retina.training import DERIVED
+
     train_names = {s.name for s in specs(TrainParameters)}
+    model_names = {s.name for s in specs(RetinaCNN.Parameters)} - set(DERIVED) - {"device"}
     for item in args.overrides:
         key, eq, raw = item.partition("=")
         part, dot, name = key.strip().partition(".")
         if not eq or not dot or part not in recipe:
-            raise UsageError(f"--set {item!r}: expected train.NAME=VALUE or simulate.NAME=VALUE")
+            raise UsageError(f"--set {item!r}: expected train.NAME=VALUE, simulate.NAME=VALUE or model.NAME=VALUE")
+        if part == "model" and name not in model_names:
+            raise UsageError(
+                f"--set {item!r}: {name!r} is not a retina-cnn parameter ({', '.join(sorted(model_names))})"
+            )
         if part == "train" and name not in train_names:
             raise UsageError(f"--set {item!r}: {name!r} is not a training parameter ({', '.join(sorted(train_names))})")
         if part == "simulate" and name not in recipe["simulate"]:
@@ -235,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         print(f"reusing the recording {data} (simulation is deterministic under its seed)", flush=True)
     else:
-        truth = registry.get("model", sim["model"])(device=device)
+        truth = registry.get("model", sim["model"])(**sim.get("model_params", {}), device=device)
         simulate(
             truth,
             registry.get("stimulus", sim["stimulus"]),
@@ -253,9 +268,10 @@ def main(argv: list[str] | None = None) -> int:
     recipe_file.write_text(json.dumps({"simulate": sim, "train": params}, indent=2) + "\n")
     t_sim = time.perf_counter() - t0
     print(f"simulated {sim['minutes']} min on {device} in {t_sim:.0f} s", flush=True)
-    model, metrics = train(data, params, {"device": device}, workdir=args.workdir, resume=args.resume)
+    model_params = {**recipe.get("model", {}), "device": device}
+    model, metrics = train(data, params, model_params, workdir=args.workdir, resume=args.resume)
     t_train = time.perf_counter() - t0 - t_sim
-    model.metadata["recipe"] = {"simulate": sim, "train": params, "device": device}
+    model.metadata["recipe"] = {"simulate": sim, "train": params, "model": recipe.get("model", {}), "device": device}
     model.metadata["build_seconds"] = {"simulate": round(t_sim, 1), "train": round(t_train, 1)}
     output.parent.mkdir(parents=True, exist_ok=True)
     model.save(output)

@@ -55,7 +55,9 @@ BN_EPS = 1e-3
 ARCHITECTURE = ("history", "image_size", "channels1", "kernel1", "channels2", "kernel2", "n_cells")
 UNITS = ("frame_period_s", "pixel_um")
 #: training-time behaviour stored with a checkpoint but free to change when loading it
-BEHAVIOUR = ("noise", "bn_momentum")
+BEHAVIOUR = ("noise", "bn_momentum", "first_layer")
+#: first-layer options: learned from the data, or fixed to a circuit's filters (mechanism-recovery test A)
+FIRST_LAYERS = ("learned", "synthetic-retina")
 #: layer name -> index in the Sequential where ``above`` starts
 _SPLIT_AT = {"conv1": 1, "conv2": 7}
 
@@ -125,6 +127,36 @@ def build_module(
     )
 
 
+def fix_first_layer(module: torch.nn.Sequential) -> None:
+    """Set ``conv1`` to the synthetic retina's bipolar filters (bias 0) and freeze it.
+
+    Channel ``c`` of the CNN's ``conv1`` is then the circuit's ``bipolar`` channel ``c`` (0-3 the
+    types' direct paths, 4-7 their delayed copies; ``SyntheticRetina().ground_truth_types()``). The
+    per-unit batch norm after ``conv1`` scales and shifts each unit separately (it never mixes
+    channels), so the identity survives training; attribution at ``conv1`` is taken before it.
+
+    Parameters
+    ----------
+    module : torch.nn.Sequential
+        A :func:`build_module` network with ``history=40, channels1=8, kernel1=15``.
+    """
+    import torch
+
+    from mechlens_retina.synthetic import SyntheticRetina
+
+    weight = SyntheticRetina().conv.weight.detach()
+    if tuple(module.conv1.weight.shape) != tuple(weight.shape):
+        raise ParameterError(
+            "first_layer",
+            f"conv1 weight {tuple(module.conv1.weight.shape)} cannot hold the circuit's {tuple(weight.shape)}; "
+            "use history=40, channels1=8, kernel1=15",
+        )
+    with torch.no_grad():
+        module.conv1.weight.copy_(weight)
+        module.conv1.bias.zero_()
+    module.conv1.requires_grad_(False)
+
+
 def resolve_device(device: str) -> str:
     """``"auto"`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"``; ``"cuda"`` without one is an error."""
     import torch
@@ -175,6 +207,12 @@ class RetinaCNN(Model):
         frame_period_s: float = param(0.01, "seconds per stimulus frame", units="s", gt=0)
         pixel_um: float = param(55.0, "micrometres per stimulus pixel on the retina", units="um", gt=0)
         seed: int = param(0, "weight seed (checkpoint='random')", min=0)
+        first_layer: str = param(
+            "learned",
+            "conv1: 'learned', or 'synthetic-retina' (fixed to the synthetic retina's bipolar filters, bias 0, "
+            "frozen in training; channel c is the circuit's channel c)",
+            choices=FIRST_LAYERS,
+        )
         device: str = param(
             "auto", "torch device: auto (cuda if available), cpu or cuda", choices=("auto", "cpu", "cuda")
         )
@@ -184,6 +222,12 @@ class RetinaCNN(Model):
             if s1 < 1:
                 raise ParameterError(
                     "kernel1", f"{self.kernel1} px is larger than the {self.image_size} px image; use <= image_size"
+                )
+            if self.first_layer == "synthetic-retina" and (self.history, self.channels1, self.kernel1) != (40, 8, 15):
+                raise ParameterError(
+                    "first_layer",
+                    f"'synthetic-retina' copies the circuit's Conv2d(40 -> 8, 15); this model has history "
+                    f"{self.history}, channels1 {self.channels1}, kernel1 {self.kernel1}: use the defaults",
                 )
             if s2 < 1:
                 raise ParameterError(
@@ -234,6 +278,11 @@ class RetinaCNN(Model):
             )
             ckpt.check_state_dict(module.state_dict(), state, source, hint)
             module.load_state_dict(state)
+        elif p.first_layer == "synthetic-retina":
+            fix_first_layer(module)
+        if p.first_layer == "synthetic-retina":
+            # frozen even when loaded, so further training keeps channel c = circuit channel c
+            module.conv1.requires_grad_(False)
         self.module = module.to(resolve_device(p.device)).eval()
 
     @staticmethod
@@ -339,7 +388,12 @@ class RetinaCNN(Model):
         meta.update(
             {
                 "model": self.name,
-                "architecture": {**self.architecture(), "noise": float(p.noise), "bn_momentum": float(p.bn_momentum)},
+                "architecture": {
+                    **self.architecture(),
+                    "noise": float(p.noise),
+                    "bn_momentum": float(p.bn_momentum),
+                    "first_layer": str(p.first_layer),
+                },
                 "cells": list(self.cells),
                 "frame_period_s": float(p.frame_period_s),
                 "pixel_um": float(p.pixel_um),

@@ -626,9 +626,11 @@ def _train(
         module.bn3.weight.copy_(torch.as_tensor(0.5 * np.maximum(train_rates.std(axis=0), 1e-3), dtype=torch.float32))
     del train_rates
 
-    decay = [module.conv1.weight, module.conv2.weight, module.dense.weight]
+    # a frozen layer (first_layer="synthetic-retina": conv1 is the circuit's) stays out of the optimiser,
+    # so neither a gradient step nor weight decay can move it
+    decay = [t for t in (module.conv1.weight, module.conv2.weight, module.dense.weight) if t.requires_grad]
     decay_ids = {id(t) for t in decay}
-    others = [t for t in module.parameters() if id(t) not in decay_ids]
+    others = [t for t in module.parameters() if id(t) not in decay_ids and t.requires_grad]
     optimizer = torch.optim.Adam(
         [{"params": decay, "weight_decay": params.l2}, {"params": others, "weight_decay": 0.0}], lr=params.lr
     )

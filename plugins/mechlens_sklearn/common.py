@@ -39,6 +39,7 @@ def finish(
     seed: int,
     window_text: str = "",
     score: xr.DataArray | None = None,
+    check: float = 0.5,
 ) -> xr.Dataset:
     """Add what every reducer reports, then the reduced model and the type labels when a model is given.
 
@@ -46,7 +47,8 @@ def finish(
     ``additive_response``, ``explained_fraction`` and, with a model, ``reduced_response``,
     ``reduced_r``, ``peak_time_error`` and the ``unit_type`` coord. ``score`` (cell, unit_channel)
     replaces the default ``contribution`` (|attribution summed over space|, summed over the window)
-    when a reducer ranks by another measure.
+    when a reducer ranks by another measure; ``check`` is the reduced-model check's fraction
+    (:func:`mechlens_sklearn.reduced.evaluate`).
     """
     types = P.per_type(prep.attribution)
     out["kept"] = mask.astype(np.int8)
@@ -60,7 +62,7 @@ def finish(
     out["net_contribution"].attrs.update(units="Hz", long_name="signed sum over the window, conditions and space")
     out["sign"] = P.sign_of(total)
     out["sign"].attrs.update(units="1", long_name="+1 net excitatory, -1 net inhibitory")
-    out = evaluate(out, prep, mask, window, model)
+    out = evaluate(out, prep, mask, window, model, check)
     out["reduction_window"] = window.astype(np.int8)
     out["reduction_window"].attrs.update(units="1", long_name="1 = time point inside the window of interest")
     layer = prep.layer

@@ -20,6 +20,21 @@ Fidelity
   largest |r_full - r_0| in the window (signed: negative = the reduced model peaks early).
 - ``additive_response`` ([condition,] time, cell): ``baseline_response + sum of the kept units'
   attributions``; the linear prediction of the same reduction (it needs no model).
+
+The complement (a check that can fail)
+--------------------------------------
+The complement clamps the *kept* units to baseline and leaves the others active. A reduction names a
+mechanism when the kept units reproduce the response and the others do not:
+
+- ``reduced_model_explained`` / ``complement_model_explained`` (cell), with a model:
+  ``1 - ||r_x - r|| / ||r - r_0||`` over the window (conditions pooled), ``r_x`` the reduced or the
+  complement response; without a model the additive ``explained_fraction`` and
+  ``complement_explained_fraction`` (``1 - ||dr - sum of the other units' A|| / ||dr||``) stand in.
+- ``complement_r`` (cell): Pearson r of the complement with the full response.
+- attr ``reduction_check`` (pooled over cells): ``"pass"`` when the kept units reproduce at least
+  ``check`` of the deviation and the complement less; ``"all kept"`` when every unit is kept (no
+  reduction, not a mechanism: the check would pass trivially); ``"kept insufficient"`` or
+  ``"complement sufficient"`` otherwise. ``all_kept`` is 1 for a reduction that keeps every unit.
 """
 
 from __future__ import annotations
@@ -118,7 +133,10 @@ def _rows(model: Model, movie: xr.DataArray, times: np.ndarray) -> np.ndarray:
 
 
 def run_reduced(model: Model, prep: Prepared, mask: xr.DataArray) -> dict[str, xr.DataArray]:
-    """Rerun the model with only the units in ``mask`` active, the others clamped to baseline.
+    """Rerun the model with only the units in ``mask`` active, and with only those not in it (the complement).
+
+    In the reduced model the units outside ``mask`` are clamped to baseline; in the complement the
+    units in ``mask`` are.
 
     Parameters
     ----------
@@ -132,8 +150,8 @@ def run_reduced(model: Model, prep: Prepared, mask: xr.DataArray) -> dict[str, x
     Returns
     -------
     dict of str to xarray.DataArray
-        ``reduced`` and ``full`` ([condition,] time, cell) in Hz, and ``baseline`` ([condition,] cell),
-        the model's response to the baseline window.
+        ``reduced``, ``complement`` and ``full`` ([condition,] time, cell) in Hz, and ``baseline``
+        ([condition,] cell), the model's response to the baseline window.
 
     Raises
     ------
@@ -161,7 +179,7 @@ def run_reduced(model: Model, prep: Prepared, mask: xr.DataArray) -> dict[str, x
     times = prep.times.values
     has_cond = "condition" in prep.attribution.dims
     n_cond = prep.attribution.sizes["condition"] if has_cond else 1
-    reduced, full, base = [], [], []
+    reduced, comp, full, base = [], [], [], []
     try:
         device = next(model.torch_module().parameters()).device
     except StopIteration:
@@ -174,15 +192,19 @@ def run_reduced(model: Model, prep: Prepared, mask: xr.DataArray) -> dict[str, x
         with torch.no_grad():
             z0 = below(torch.from_numpy(baseline_window(prep, model, ci if has_cond else None)).to(device))
             r0 = above(z0)[:, col]
-            red_c, full_c = [], []
+            red_c, comp_c, full_c = [], [], []
             for s in range(0, len(rows), BATCH):
                 x = windows[rows[s : s + BATCH]].to(device=device, dtype=torch.float32).contiguous()
                 z = below(x)
                 z_red = torch.where(keep, z, z0)
-                both = above(torch.cat([z, z_red]))[:, col]
-                full_c.append(both[: len(x)].cpu())
-                red_c.append(both[len(x) :].cpu())
+                z_comp = torch.where(keep, z0, z)
+                n = len(x)
+                three = above(torch.cat([z, z_red, z_comp]))[:, col].cpu()
+                full_c.append(three[:n])
+                red_c.append(three[n : 2 * n])
+                comp_c.append(three[2 * n :])
         reduced.append(torch.cat(red_c).numpy())
+        comp.append(torch.cat(comp_c).numpy())
         full.append(torch.cat(full_c).numpy())
         base.append(r0[0].cpu().numpy())
     lead = ("condition", "time", "cell") if has_cond else ("time", "cell")
@@ -197,6 +219,7 @@ def run_reduced(model: Model, prep: Prepared, mask: xr.DataArray) -> dict[str, x
 
     return {
         "reduced": arr(reduced, lead),
+        "complement": arr(comp, lead),
         "full": arr(full, lead),
         "baseline": arr(base, ("condition", "cell") if has_cond else ("cell",)),
     }
@@ -238,10 +261,63 @@ def additive_response(prep: Prepared, mask: xr.DataArray) -> xr.DataArray:
     return (prep.baseline + s).transpose(*prep.lead_dims)
 
 
+def model_explained(
+    approx: xr.DataArray,
+    full: xr.DataArray,
+    baseline: xr.DataArray,
+    window: xr.DataArray,
+    over: tuple[str, ...] = ("cell",),
+) -> xr.DataArray:
+    """``1 - ||approx - full|| / ||full - baseline||`` over the window (conditions pooled), per ``over`` dims.
+
+    Parameters
+    ----------
+    approx, full : xarray.DataArray
+        ([condition,] time, cell) responses, Hz.
+    baseline : xarray.DataArray
+        ([condition,] cell) the response to the baseline window, Hz.
+    window : xarray.DataArray
+        Boolean ([condition,] time).
+
+    Returns
+    -------
+    xarray.DataArray
+        1 = ``approx`` reproduces the full response's deviation, 0 = no better than the baseline; NaN
+        where the full response does not deviate.
+    """
+    return explained_fraction(full - baseline, approx - baseline, window, over=over)
+
+
+def check_verdict(kept: float, complement: float, all_kept: bool, check: float) -> str:
+    """The reduced-model check in words: "pass", "all kept", "kept insufficient" or "complement sufficient".
+
+    Parameters
+    ----------
+    kept, complement : float
+        Fractions of the response deviation reproduced by the kept units and by the others.
+    all_kept : bool
+        Every unit is kept (no reduction: the check cannot fail, so it is not called a pass).
+    check : float
+        The fraction the kept units must reach and the others must stay below.
+    """
+    if all_kept:
+        return "all kept"
+    if not kept >= check:
+        return "kept insufficient"
+    if complement >= check:
+        return "complement sufficient"
+    return "pass"
+
+
 def evaluate(
-    out: xr.Dataset, prep: Prepared, mask: xr.DataArray, window: xr.DataArray, model: Model | None
+    out: xr.Dataset,
+    prep: Prepared,
+    mask: xr.DataArray,
+    window: xr.DataArray,
+    model: Model | None,
+    check: float = 0.5,
 ) -> xr.Dataset:
-    """Add the additive check and, with a model, the reduced model and its fidelity to a reduction Dataset.
+    """Add the additive check, the complement and, with a model, the reduced models and their fidelity.
 
     Parameters
     ----------
@@ -254,13 +330,18 @@ def evaluate(
     window : xarray.DataArray
         Boolean ([condition,] time), the window the fidelity is measured over.
     model : Model or None
-        When given, ``reduced_response``, ``reduced_r`` and ``peak_time_error`` are added.
+        When given, ``reduced_response``, ``reduced_r``, ``peak_time_error``, ``complement_response``,
+        ``complement_r``, ``reduced_model_explained`` and ``complement_model_explained`` are added.
+    check : float
+        Fraction of the response deviation the kept units must reproduce and the others must not
+        (see the module docstring).
 
     Returns
     -------
     xarray.Dataset
-        ``out`` with ``additive_response`` and ``explained_fraction`` (cell) of the kept units, and
-        with a model ``reduced_response``, ``reduced_r``, ``peak_time_error``.
+        ``out`` with ``additive_response``, ``explained_fraction`` and ``complement_explained_fraction``
+        (cell), the model outputs above, and attrs ``all_kept``, ``reduction_check``,
+        ``check_fraction``, ``check_kept``, ``check_complement`` (pooled fractions the verdict used).
     """
     add = additive_response(prep, mask)
     out["additive_response"] = add.astype(np.float32)
@@ -272,19 +353,46 @@ def evaluate(
     out["explained_fraction"].attrs.update(
         units="1", long_name="1 - ||dr - sum of kept attributions|| / ||dr|| over the window, dr = response - baseline"
     )
-    if model is None:
-        return out
-    res = run_reduced(model, prep, mask)
-    out["reduced_response"] = res["reduced"].astype(np.float32)
-    out["reduced_response"].attrs.update(
-        units="Hz", long_name="model response with only the kept units active, the others clamped to baseline"
+    others = additive_response(prep, ~mask.astype(bool)) - prep.baseline
+    out["complement_explained_fraction"] = explained_fraction(prep.deviation, others, window)
+    out["complement_explained_fraction"].attrs.update(
+        units="1", long_name="1 - ||dr - sum of the other units' attributions|| / ||dr|| over the window"
     )
-    out["reduced_r"] = pearson(res["reduced"], res["full"], window)
-    out["reduced_r"].attrs.update(units="1", long_name="Pearson r of reduced vs full response over the window")
-    out["peak_time_error"] = peak_time_error(res["reduced"], res["full"], res["baseline"], window)
-    out["peak_time_error"].attrs.update(
-        units="s", long_name="peak time (max |r - r0|) of the reduced minus the full response, within the window"
+    all_kept = bool(mask.astype(bool).all())
+    kept_pooled = float(explained_fraction(prep.deviation, add - prep.baseline, window, over=()))
+    comp_pooled = float(explained_fraction(prep.deviation, others, window, over=()))
+    if model is not None:
+        res = run_reduced(model, prep, mask)
+        out["reduced_response"] = res["reduced"].astype(np.float32)
+        out["reduced_response"].attrs.update(
+            units="Hz", long_name="model response with only the kept units active, the others clamped to baseline"
+        )
+        out["reduced_r"] = pearson(res["reduced"], res["full"], window)
+        out["reduced_r"].attrs.update(units="1", long_name="Pearson r of reduced vs full response over the window")
+        out["peak_time_error"] = peak_time_error(res["reduced"], res["full"], res["baseline"], window)
+        out["peak_time_error"].attrs.update(
+            units="s", long_name="peak time (max |r - r0|) of the reduced minus the full response, within the window"
+        )
+        out["reduced_baseline_response"] = res["baseline"].astype(np.float32)
+        out["reduced_baseline_response"].attrs.update(units="Hz", long_name="model response to the baseline window")
+        out["complement_response"] = res["complement"].astype(np.float32)
+        out["complement_response"].attrs.update(
+            units="Hz", long_name="model response with the kept units clamped to baseline, the others active"
+        )
+        out["complement_r"] = pearson(res["complement"], res["full"], window)
+        out["complement_r"].attrs.update(
+            units="1", long_name="Pearson r of complement vs full response over the window"
+        )
+        for name, key in (("reduced_model_explained", "reduced"), ("complement_model_explained", "complement")):
+            out[name] = model_explained(res[key], res["full"], res["baseline"], window)
+            out[name].attrs.update(units="1", long_name=f"1 - ||{key} - full|| / ||full - baseline|| over the window")
+        kept_pooled = float(model_explained(res["reduced"], res["full"], res["baseline"], window, over=()))
+        comp_pooled = float(model_explained(res["complement"], res["full"], res["baseline"], window, over=()))
+    out.attrs.update(
+        all_kept=int(all_kept),
+        reduction_check=check_verdict(kept_pooled, comp_pooled, all_kept, check),
+        check_fraction=float(check),
+        check_kept=kept_pooled,
+        check_complement=comp_pooled,
     )
-    out["reduced_baseline_response"] = res["baseline"].astype(np.float32)
-    out["reduced_baseline_response"].attrs.update(units="Hz", long_name="model response to the baseline window")
     return out

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -68,7 +69,9 @@ def test_generic_numbers_and_mechanism_are_computed_from_the_data():
     assert experiments.summary(full)["explained_fraction_mean"] == pytest.approx(1.0, abs=1e-5)
     assert -1 <= nums["reduced_r_mean"] <= 1
     text = ds.attrs["mechanism"]
-    assert "the 150 ms after the flash" in text and f"{100 * nums['explained_fraction_mean']:.0f} %" in text
+    focus = str(ds.attrs.get("focus_cell") or ds["weights"]["cell"].values[0])
+    assert text.startswith(f"{focus}: ") and "the 150 ms after the flash" in text
+    assert re.search(r"generates? \d+% of the response deviation", text)
     assert ds.attrs["measure_name"] == "peak slope"
     assert ds["measure_peak"].dims == ("condition", "cell")
 

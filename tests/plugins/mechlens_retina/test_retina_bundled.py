@@ -92,6 +92,13 @@ def test_recipes_by_device_take_command_line_overrides():
         bundle.recipe_for("cpu", parser.parse_args(["--set", "train.lrr=1"]))
     with pytest.raises(UsageError, match=r"train\.NAME=VALUE"):
         bundle.recipe_for("cpu", parser.parse_args(["--set", "lr=1"]))
+    # the circuit's and the CNN's parameters (mechanism recovery: a fixed first layer, another circuit)
+    args = ["--set", 'model.first_layer="synthetic-retina"', "--set", 'simulate.model_params={silence=["OFF-fast"]}']
+    r = bundle.recipe_for("cpu", parser.parse_args(args))
+    assert r["model"] == {"first_layer": "synthetic-retina"}
+    assert r["simulate"]["model_params"] == {"silence": ["OFF-fast"]}
+    with pytest.raises(UsageError, match="not a retina-cnn parameter"):
+        bundle.recipe_for("cpu", parser.parse_args(["--set", "model.seed=3"]))
 
 
 @pytest.mark.slow

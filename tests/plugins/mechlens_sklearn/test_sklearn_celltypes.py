@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import xarray as xr
 from mechlens_sklearn.celltypes import CellTypes
+from mechlens_sklearn.sentence import mechanism_sentence
 from sklearn_reduction_helpers import exact_attribution, synthetic_attribution
 
 from mechlens.errors import ParameterError
@@ -142,3 +143,78 @@ def test_bad_parameters_are_refused_with_the_allowed_range() -> None:
         CellTypes(window_event="reversal_time").reduce(ds)
     with pytest.raises(ParameterError, match="contains no attributed time point"):
         CellTypes(window_start=5.0, window_stop=6.0).reduce(ds)
+
+
+# -- whole types, the few that matter, the check that can fail ----------------------------------------
+def cancelling(n_t: int = 120, n_cell: int = 2, seed: int = 3) -> np.ndarray:
+    """Channel 1 excites, channel 4 inhibits; channels 0 and 3 are large but cancel each other exactly."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n_t) * 0.01
+    a = rng.standard_normal((n_t, n_cell, 6)) * 0.01
+    a[:, :, 1] += 2.0 * bump(t, 0.3, 0.05)[:, None]
+    a[:, :, 4] -= 1.5 * bump(t, 0.6, 0.05)[:, None]
+    big = 6.0 * bump(t, 0.45, 0.2)[:, None]
+    a[:, :, 0] += big
+    a[:, :, 3] -= big
+    return a
+
+
+def test_a_planted_two_type_mechanism_is_recovered_with_its_types_and_signs() -> None:
+    out = CellTypes().reduce(synthetic_attribution(cancelling()))
+    assert list(np.flatnonzero(out["kept"].values)) == [1, 4]
+    assert out.attrs["n_kept_types"] == 2 and out.attrs["all_kept"] == 0
+    assert list(out["component_channel"].values) == [1, 4]  # the larger first
+    assert (out["component_sign"].sel(component=0).values == 1).all()
+    assert (out["component_sign"].sel(component=1).values == -1).all()
+    assert out.attrs["reduction_check"] == "pass"
+    # ranked by |A| the two large cancelling channels come first and explain nothing together
+    by_size = CellTypes(ranking="magnitude").reduce(synthetic_attribution(cancelling()))
+    assert by_size.attrs["n_kept_types"] > 2
+
+
+def test_a_type_whose_direct_and_delayed_channels_cancel_is_dropped_whole() -> None:
+    t = np.arange(150) * 0.01
+    a = np.random.default_rng(4).standard_normal((150, 2, 6)) * 0.01
+    a[:, :, 0] += 3.0 * bump(t, 0.5, 0.1)[:, None]  # type A direct ...
+    a[:, :, 3] -= 3.0 * bump(t, 0.5, 0.1)[:, None]  # ... and its delayed copy: A is net zero
+    a[:, :, 1] += 2.0 * bump(t, 0.4, 0.08)[:, None]  # type B direct ...
+    a[:, :, 4] -= 0.8 * bump(t, 0.7, 0.08)[:, None]  # ... and delayed: B is kept whole, both channels
+    a[:, :, 2] += 0.05 * bump(t, 0.9, 0.05)[:, None]  # type C: weak
+    ds = synthetic_attribution(a)
+    out = CellTypes(groups="A,B,C,A,B,C").reduce(ds)
+    assert list(np.flatnonzero(out["kept"].values)) == [1, 4]
+    assert list(out["component_label"].values) == ["B"]
+    np.testing.assert_array_equal(out["components"].values, [[0, 1, 0, 0, 1, 0]])
+    np.testing.assert_allclose(out["weights"].sel(component=0).values, a[:, :, 1] + a[:, :, 4], rtol=1e-5, atol=1e-5)
+    assert list(out["rank"].values[[1, 4]]) == [0, 0]
+    # the same grouping given as a coord on unit_channel
+    coord = CellTypes().reduce(ds.assign_coords(unit_group=("unit_channel", list("ABCABC"))))
+    np.testing.assert_array_equal(coord["kept"].values, out["kept"].values)
+    with pytest.raises(ParameterError, match="one non-empty type label per channel"):
+        CellTypes(groups="A,B").reduce(ds)
+
+
+def test_a_reduction_that_keeps_every_type_is_flagged_not_called_a_mechanism() -> None:
+    a, _ = planted()
+    out = CellTypes(explained=1.0).reduce(synthetic_attribution(a))
+    assert out.attrs["all_kept"] == 1
+    assert out.attrs["reduction_check"] == "all kept"
+    assert "no reduction, not a mechanism" in mechanism_sentence(out, "gc00")
+
+
+def test_the_complement_check_fails_when_the_other_types_reproduce_the_response() -> None:
+    t = np.arange(100) * 0.01
+    a = np.random.default_rng(5).standard_normal((100, 1, 3)) * 0.001
+    # two redundant types, each carrying half of the response: either one "explains" half
+    a[:, :, 0] += bump(t, 0.5, 0.1)[:, None]
+    a[:, :, 1] += bump(t, 0.5, 0.1)[:, None]
+    out = CellTypes(explained=0.45, check=0.45).reduce(synthetic_attribution(a))
+    assert out.attrs["n_kept_types"] == 1
+    assert out.attrs["reduction_check"] == "complement sufficient"
+    assert float(out["complement_explained_fraction"].squeeze()) > 0.45
+    # one type carrying the response: the complement explains nothing and the check passes
+    b = a.copy()
+    b[:, :, 1] -= bump(t, 0.5, 0.1)[:, None]
+    ok = CellTypes(explained=0.45, check=0.45).reduce(synthetic_attribution(b))
+    assert ok.attrs["reduction_check"] == "pass"
+    assert float(ok["complement_explained_fraction"].squeeze()) < 0.05

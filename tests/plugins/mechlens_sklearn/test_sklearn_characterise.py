@@ -10,7 +10,7 @@ import torch
 import xarray as xr
 from mechlens_sklearn.celltypes import CellTypes
 from mechlens_sklearn.characterise import characterise, filter_properties
-from mechlens_sklearn.sentence import mechanism_sentence
+from mechlens_sklearn.sentence import mechanism_details, mechanism_sentence
 from sklearn_reduction_helpers import exact_attribution
 from torch import nn
 
@@ -145,5 +145,5 @@ def test_reductions_name_the_types_in_the_sentence() -> None:
         assert label in text
     assert "channel" not in text
     # the OFF type is read out positively: a dark flash excites through it
-    assert "OFF-fast (excitatory)" in text
-    assert f"r = {float(out['reduced_r'].sel(cell='gc00')):.2f}" in text
+    assert "OFF-fast (excitatory, " in text
+    assert f"reduced model r = {float(out['reduced_r'].sel(cell='gc00')):.2f}" in mechanism_details(out, "gc00")

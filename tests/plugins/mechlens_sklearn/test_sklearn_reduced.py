@@ -91,6 +91,16 @@ def test_fidelity_of_the_cell_types_reduction_on_a_linear_model() -> None:
     assert int(partial["kept"].sum()) < 4
     np.testing.assert_allclose(partial["reduced_response"].values, partial["additive_response"].values, atol=1e-4)
     assert (partial["reduced_r"].values < 1.0).all()
+    # the complement (kept types clamped to baseline) of a linear model is baseline + the other types' attributions
+    others = ds["attribution"].dropna("time", how="all").where(partial["kept"] == 0, 0.0)
+    expected = ds["baseline_response"] + others.sum([d for d in others.dims if d.startswith("unit_")])
+    np.testing.assert_allclose(
+        partial["complement_response"].values, expected.transpose("time", "cell").values, atol=1e-4
+    )
+    np.testing.assert_allclose(
+        partial["complement_model_explained"].values, partial["complement_explained_fraction"].values, atol=1e-3
+    )
+    assert out.attrs["all_kept"] == 1 and out.attrs["reduction_check"] == "all kept"
 
 
 def test_reduced_model_over_conditions_and_a_cell_subset(toy: tuple[ToyCNN, xr.Dataset]) -> None:
