@@ -49,7 +49,7 @@ class PluginError(MechlensError):
 
 
 class SchemaError(MechlensError):
-    """A Dataset does not follow the names and dims of DESIGN.md."""
+    """A Dataset does not follow the names and dims of docs/contract.md, 'Datasets'."""
 
 
 class FileFormatError(MechlensError):

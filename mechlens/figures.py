@@ -1,6 +1,6 @@
 """Standard figures of a result Dataset, drawn from its variables alone (matplotlib, Agg, no pyplot state).
 
-Every function reads only the names of DESIGN.md plus the experiment conventions of
+Every function reads only the names of docs/contract.md plus the experiment conventions of
 docs/experiments.md, so ``mechlens report`` can redraw them from saved netCDF files without any
 model or plugin:
 
@@ -49,7 +49,6 @@ RESPONSE_COLOR = "black"
 MAX_LINES = 6
 REDUCED_COLOR = "#e6550d"
 WINDOW_COLOR = "#ebebeb"
-UNIT_DIMS = ("unit_channel", "unit_y", "unit_x")
 DPI = 110
 
 

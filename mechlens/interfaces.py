@@ -2,7 +2,7 @@
 
 A plugin subclasses one of these, declares ``name`` and a ``Parameters`` dataclass (see
 :mod:`mechlens.parameters`), and is returned by a hook of :mod:`mechlens.hookspecs`. Every stage
-exchanges labeled ``xarray.Dataset`` objects whose names are fixed by DESIGN.md and checked by
+exchanges labeled ``xarray.Dataset`` objects whose names are fixed by docs/contract.md and checked by
 :mod:`mechlens.schema`.
 
 Time convention

@@ -31,9 +31,7 @@ import numpy as np
 import xarray as xr
 
 from mechlens.errors import UsageError
-
-#: unit dims of an attribution
-UNIT_DIMS = ("unit_channel", "unit_y", "unit_x")
+from mechlens.schema import UNIT_DIMS
 
 #: the sentence's fixed text; ``{...}`` fields are filled from the Dataset
 TEMPLATE = {

@@ -2,7 +2,7 @@
 
 ``mechlens report RESULTS... -o DIR`` and the end of ``mechlens run`` both call :func:`build`. The
 page is self-contained (inline CSS, figures linked by relative paths under ``DIR/figures/``); every
-number in it is read or computed from the files (:func:`mechlens.experiments.summary`), so no
+number in it is read or computed from the files (:func:`mechlens.results.summary`), so no
 model is needed. When the experiment that wrote a file is installed, its extra figures
 (:meth:`mechlens.interfaces.Experiment.figures`) are drawn too.
 """
@@ -22,6 +22,7 @@ from typing import Any
 import xarray as xr
 
 from mechlens import io
+from mechlens.results import summary
 
 log = logging.getLogger("mechlens")
 
@@ -203,7 +204,6 @@ def _figures(ds: xr.Dataset, name: str, outdir: Path) -> list[Path]:
 
 def section(ds: xr.Dataset, source: Path, outdir: Path) -> tuple[str, str]:
     """The summary-table row and the report section of one result Dataset (figures drawn into ``outdir``)."""
-    from mechlens.experiments import summary
 
     name = str(ds.attrs.get("experiment") or source.stem)
     anchor = html.escape(name)

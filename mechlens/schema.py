@@ -1,4 +1,4 @@
-"""Validators for the Dataset each pipeline stage produces (names, dims, coords and units of DESIGN.md).
+"""Validators for the Dataset each pipeline stage produces (docs/contract.md, 'Stage outputs').
 
 Every per-time variable may carry a leading ``condition`` dim (a swept stimulus parameter).
 The pipeline calls :func:`validate` at every stage boundary with ``source`` naming the plugin, so a
@@ -13,6 +13,9 @@ import numpy as np
 import xarray as xr
 
 from mechlens.errors import SchemaError
+
+#: the unit dims of an attribution or a reduction, channel first (docs/contract.md, "Datasets")
+UNIT_DIMS = ("unit_channel", "unit_y", "unit_x")
 
 
 @dataclass(frozen=True)
@@ -149,7 +152,7 @@ def validate(ds: xr.Dataset, stage: str, source: str = "") -> xr.Dataset:
     if found:
         who = f"{source} returned" if source else "got"
         raise SchemaError(
-            f"{who} a malformed {stage} Dataset:\n  - " + "\n  - ".join(found) + "\n(see DESIGN.md, 'Names')"
+            f"{who} a malformed {stage} Dataset:\n  - " + "\n  - ".join(found) + "\n(see docs/contract.md, 'Datasets')"
         )
     return ds
 

@@ -73,44 +73,6 @@ def run_stages(
     return run_with_tangents(plan.stages, value, tangent, record_kinks=True)
 
 
-def final_integral(
-    final: torch.nn.Module | None, p_a: torch.Tensor, p_b: torch.Tensor, length: torch.Tensor
-) -> torch.Tensor:
-    """Exact ``integral_a^b g'(p(alpha)) dalpha`` for ``p`` affine from ``p_a`` to ``p_b`` over ``length``.
-
-    Parameters
-    ----------
-    final : Module or None
-        The elementwise nonlinearity ``g`` (None: the identity, whose integral is ``length``).
-    p_a, p_b : Tensor
-        (segments, cells) ``p`` at the segment ends, float64.
-    length : Tensor
-        (segments, 1) segment lengths ``b - a``, float64.
-
-    Returns
-    -------
-    Tensor
-        (segments, cells) float64.
-    """
-    import torch
-
-    if final is None:
-        return length.expand_as(p_a).clone()
-    dp = p_b - p_a
-    small = dp.abs() < 1e-6
-    with torch.no_grad():
-        out = (final(p_b) - final(p_a)) / torch.where(small, torch.ones_like(dp), dp) * length
-    if bool(small.any()):
-        # where p barely moves the difference quotient cancels badly: use the midpoint rule, whose error
-        # |g'''| dp^2 / 24 is far below float64 resolution there
-        rows, cols = torch.nonzero(small, as_tuple=True)
-        mid = ((p_a[rows, cols] + p_b[rows, cols]) / 2).detach().requires_grad_(True)
-        with torch.enable_grad():
-            (slope,) = torch.autograd.grad(final(mid).sum(), mid)
-        out[rows, cols] = slope * length[rows, 0]
-    return out
-
-
 class ExactIntegratedGradients(LayerAttributor):
     """Integrated gradients without discretisation error, for layers below a piecewise-linear network part."""
 
@@ -231,7 +193,7 @@ class ExactIntegratedGradients(LayerAttributor):
     def attribute_chunk(self, ctx: LayerContext, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         import torch
 
-        from mechlens_captum.structure import run_with_tangents
+        from mechlens_captum.structure import final_integral, run_with_tangents
 
         if self._sweep is not None:
             out = self._sweep.attribute(z - ctx.z0, per_unit=self.params.keep_space)

@@ -440,7 +440,7 @@ class Sweep:
         import torch
         from torch import nn
 
-        from mechlens_captum.exact import final_integral
+        from mechlens_captum.structure import final_integral
         from mechlens_captum.sweep_kernels import compiled
 
         plan = self.plan

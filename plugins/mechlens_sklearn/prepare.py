@@ -17,9 +17,8 @@ import numpy as np
 import xarray as xr
 
 from mechlens.errors import ParameterError, SchemaError, UsageError
+from mechlens.schema import UNIT_DIMS
 
-#: unit dims of the attributed layer, in the order DESIGN.md fixes
-UNIT_DIMS = ("unit_channel", "unit_y", "unit_x")
 #: the spatial unit dim kept for each ``keep_axis`` choice
 KEEP_AXIS = {"none": (), "x": ("unit_x",), "y": ("unit_y",), "both": ("unit_y", "unit_x")}
 #: tolerance when comparing times in s (coords are rounded to 1e-9 s by mechlens.schema.time_coord)
@@ -95,7 +94,9 @@ def prepare(ds: xr.Dataset) -> Prepared:
     raw = ds["attribution"]
     for dim in ("time", "cell", "unit_channel"):
         if dim not in raw.dims:
-            raise SchemaError(f"'attribution' has dims {raw.dims}; it needs a {dim!r} dim (see DESIGN.md, 'Names')")
+            raise SchemaError(
+                f"'attribution' has dims {raw.dims}; it needs a {dim!r} dim (see docs/contract.md, 'Datasets')"
+            )
     others = [d for d in raw.dims if d != "time"]
     # merged Datasets pad the stimulus's history frames with NaN: keep the attributed rows only
     valid = raw.notnull().any(others).values

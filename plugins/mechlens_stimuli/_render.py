@@ -9,7 +9,7 @@
   its square, so a bar moving by a fraction of a pixel moves its centre of mass by exactly that
   fraction (no staircase motion, no aliasing).
 - Movie builders (:func:`fullfield`, :func:`from_profile`) and the Dataset assembly
-  (:func:`assemble`) with the coords, units and attrs of DESIGN.md.
+  (:func:`assemble`) with the coords, units and attrs of docs/contract.md, 'Datasets'.
 - Seeds derived from ``(seed, chunk index)`` (:func:`chunk_rng`) so long movies can be made piecewise.
 """
 

@@ -1,6 +1,6 @@
 """Toy stimulus, attributor, reducer and experiments for the core tests of experiments, figures and report.
 
-They satisfy the schema of DESIGN.md without any plugin installed; they make no scientific claim.
+They satisfy the schema of docs/contract.md without any plugin installed; they make no scientific claim.
 """
 
 from __future__ import annotations

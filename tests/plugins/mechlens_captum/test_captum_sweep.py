@@ -214,7 +214,7 @@ def test_a_stimulus_equal_to_the_baseline_gets_zero_attribution():
 @pytest.mark.parametrize(("beta", "threshold"), [(1.0, 20.0), (2.5, 3.0)])
 def test_compiled_softplus_integral_matches_torch(beta, threshold):
     """The sweep's closed-form Softplus integrals = the generic torch path (torch's own module)."""
-    from mechlens_captum.exact import final_integral
+    from mechlens_captum.structure import final_integral
     from mechlens_captum.sweep import softplus_terms
     from mechlens_captum.sweep_kernels import compiled
 
