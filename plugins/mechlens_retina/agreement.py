@@ -29,6 +29,7 @@ import xarray as xr
 
 from mechlens.errors import SchemaError
 from mechlens_retina import phenomena as ph
+from mechlens_retina.metrics import pearson_1d
 
 #: the gate: median Pearson r over responding cells, and median peak-time error, per probe
 R_TARGET = 0.8
@@ -70,14 +71,6 @@ def _by_condition(ds: xr.Dataset, cells: Sequence[str]) -> list[tuple[np.ndarray
     return [(t[keep], r.values[keep]) for r in ph._conditions(resp)]
 
 
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    ok = np.isfinite(a) & np.isfinite(b)
-    a, b = a[ok], b[ok]
-    if a.size < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return 0.0  # a flat response explains none of the other's variation
-    return float(np.corrcoef(a, b)[0, 1])
-
-
 def _compare(
     model: list[tuple[np.ndarray, np.ndarray]], truth: list[tuple[np.ndarray, np.ndarray]], cells: Sequence[str]
 ) -> dict[str, Any]:
@@ -90,7 +83,7 @@ def _compare(
             continue
         m = np.concatenate([r[:, c] for _, r in model])
         g = np.concatenate([r[:, c] for _, r in truth])
-        r_cell[str(cell)] = _pearson(m, g)
+        r_cell[str(cell)] = pearson_1d(m, g)
         errors = []
         for k, ((t, rm), (t_g, rg)) in enumerate(zip(model, truth)):
             if responds[k, c]:

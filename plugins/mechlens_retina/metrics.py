@@ -2,6 +2,8 @@
 
 - ``cc``: Pearson correlation between the predicted rate and the recorded (trial-averaged) rate,
   the headline metric of McIntosh et al. 2016 and ``deepretina.metrics.cc``.
+- ``pearson_1d``: one series against a truth (probe agreement, mechanism recovery), 0 for a flat
+  prediction.
 - ``fev``: fraction of variance explained, ``1 - MSE / Var(recorded)`` (``deepretina.metrics.fev``).
 - With single-trial repeats (``repeats`` (repeat, time, cell)), the trial-to-trial reliability:
   ``reliability`` is the split-half correlation of trial means, Spearman-Brown corrected to the
@@ -40,6 +42,25 @@ def pearson(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     if ok.any():
         out[ok] = stats.pearsonr(pred[:, ok], target[:, ok], axis=0).statistic
     return out
+
+
+def pearson_1d(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Pearson r of two series over their finite samples, for scoring a model against a truth.
+
+    Returns
+    -------
+    float
+        NaN when fewer than 3 samples are finite or the truth is constant (nothing to compare
+        with); 0 when the prediction is constant (it explains none of the truth's variation).
+    """
+    pred, truth = np.asarray(pred, dtype=np.float64).ravel(), np.asarray(truth, dtype=np.float64).ravel()
+    ok = np.isfinite(pred) & np.isfinite(truth)
+    pred, truth = pred[ok], truth[ok]
+    if pred.size < 3 or np.ptp(truth) == 0:
+        return float("nan")
+    if np.ptp(pred) == 0:
+        return 0.0
+    return float(np.corrcoef(pred, truth)[0, 1])
 
 
 def fev(pred: np.ndarray, target: np.ndarray) -> np.ndarray:

@@ -34,6 +34,7 @@ import xarray as xr
 from mechlens.errors import SchemaError
 from mechlens.interfaces import Attributor, Model
 from mechlens.testing import noise_stimulus
+from mechlens_retina.metrics import pearson_1d
 
 #: a cell responds to a stimulus when its circuit response varies this much (max - min, t >= 0), Hz;
 #: the agreement gate's threshold (``mechlens_retina.agreement.RESPONDING_MIN_HZ``)
@@ -211,16 +212,6 @@ def responding_cells(truth_ds: xr.Dataset, min_hz: float = RESPONDING_MIN_HZ) ->
     return [str(c) for c, v in zip(ptp["cell"].values, ptp.values) if v >= min_hz]
 
 
-def _pearson(x: np.ndarray, y: np.ndarray) -> float:
-    ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok], y[ok]
-    if x.size < 3 or np.ptp(y) == 0:
-        return float("nan")  # no truth to compare with
-    if np.ptp(x) == 0:
-        return 0.0  # a constant (e.g. all channels unmatched) explains none of the truth
-    return float(np.corrcoef(x, y)[0, 1])
-
-
 def score_pooled(pooled: xr.DataArray, truth_pooled: xr.DataArray, cells: Sequence[str] | None = None) -> xr.DataArray:
     """Per-cell Pearson r of two type-pooled attributions over (condition x time x type), t >= 0.
 
@@ -243,7 +234,7 @@ def score_pooled(pooled: xr.DataArray, truth_pooled: xr.DataArray, cells: Sequen
     for cell in cells:
         x = pooled.sel(cell=cell).transpose(*order).values.ravel()
         y = truth_pooled.sel(cell=cell).transpose(*order).values.ravel()
-        scores.append(_pearson(x, y))
+        scores.append(pearson_1d(x, y))
     return xr.DataArray(np.asarray(scores), dims="cell", coords={"cell": cells})
 
 

@@ -236,13 +236,6 @@ def default_spec() -> CircuitSpec:
     return CircuitSpec(types=types, cells=cells, gain_pool_um=45.0)
 
 
-def torch_no_grad() -> Any:
-    """``torch.no_grad()``, imported lazily (torch must not load when plugins are discovered)."""
-    import torch
-
-    return torch.no_grad()
-
-
 # -- filters -------------------------------------------------------------------------------------
 def _lobe(t: np.ndarray, t_peak: float, order: float) -> np.ndarray:
     x = np.clip(t / t_peak, 0.0, None)
@@ -490,6 +483,7 @@ class SyntheticRetina(Model):
         device: str = param("cpu", "torch device the circuit runs on (cpu, cuda, cuda:N)")
 
     def __init__(self, spec: CircuitSpec | None = None, **params: Any) -> None:
+        import torch
         from torch import nn
 
         super().__init__(**params)
@@ -502,7 +496,7 @@ class SyntheticRetina(Model):
         if self.params.silence:
             # a silenced type's channel is 0 everywhere: its rectified subunits, gain signal and
             # amacrine input are then exactly 0 (thresholds are >= 0), as if the cells were removed
-            with torch_no_grad():
+            with torch.no_grad():
                 for name in self.params.silence:
                     c = names.index(name)
                     self.conv.weight[c] = 0.0
