@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make run            run every experiment on the bundled model -> results/report.html"
 	@echo "make test           run the test suite"
-	@echo "make lint           ruff check + ruff format --check"
+	@echo "make lint           ruff check + ruff format --check + mypy (types)"
 	@echo "make bench          run the benchmarks in bench/"
 	@echo "make train-default  re-train the bundled retina CNN from scratch"
 
@@ -36,6 +36,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python -m mypy
 
 format: $(STAMP)
 	$(BIN)/ruff format .

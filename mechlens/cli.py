@@ -7,10 +7,14 @@ clear message; ``--debug`` shows the traceback.
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
+import os
 import shlex
+import signal
 import sys
 import textwrap
+import threading
 import traceback
 import warnings
 from collections.abc import Sequence
@@ -71,9 +75,14 @@ def _add_run(sub: Any) -> None:
 
 def _add_info(sub: Any) -> None:
     p = sub.add_parser(
-        "info", help="summarise a netCDF file written by mechlens, a model checkpoint (.pt), or a model's checkpoint"
+        "info",
+        help="summarise a netCDF file written by mechlens, a model checkpoint (.safetensors), or a model's checkpoint",
     )
-    p.add_argument("file", type=Path, help="a .nc result, a checkpoint MODEL.pt (with MODEL.json), or a model name")
+    p.add_argument(
+        "file",
+        type=Path,
+        help="a .nc result, a checkpoint MODEL.safetensors (or a legacy MODEL.pt with its MODEL.json), or a model name",
+    )
     p.set_defaults(func=cmd_info)
 
 
@@ -100,18 +109,43 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
 
         builtin = {"list", "run", "info", "report"}
         for entry in registry.entries("command"):
+            who = f"distribution {entry.distribution} {entry.version}".rstrip()
             if entry.name in builtin:
-                log.warning(
-                    "command %r of distribution %r clashes with a built-in command; skipped",
-                    entry.name,
-                    entry.distribution,
+                warnings.warn(
+                    f"command {entry.name!r} of {who} clashes with a built-in command and is skipped; "
+                    "rename it in that distribution",
+                    registry.PluginWarning,
+                    stacklevel=2,
                 )
                 continue
-            command = entry.cls()
-            p = sub.add_parser(entry.name, help=f"{command.help} [{entry.distribution}]")
-            command.add_arguments(p)
-            p.set_defaults(func=lambda args, c=command: c.run(args))
+            _add_plugin_command(sub, entry, who)
     return parser
+
+
+def _add_plugin_command(sub: Any, entry: Any, who: str) -> None:
+    """Add a plugin's subcommand; one whose constructor or ``add_arguments`` fails is skipped with a warning.
+
+    A broken third-party command must not take ``--help``, ``list`` or ``run`` down with it.
+    """
+    from mechlens.registry import PluginWarning
+
+    try:
+        command = entry.cls()
+        p = sub.add_parser(entry.name, help=f"{command.help} [{entry.distribution}]")
+        command.add_arguments(p)
+    except (Exception, SystemExit) as err:  # noqa: BLE001 - a third party's code may do anything
+        # undo a half-added subcommand (argparse has no public removal): its name and its --help line
+        sub.choices.pop(entry.name, None)
+        sub._choices_actions[:] = [a for a in sub._choices_actions if a.dest != entry.name]
+        did = f"called sys.exit({err.code!r})" if isinstance(err, SystemExit) else f"raised {type(err).__name__}"
+        detail = " ".join(str(err).split()) if not isinstance(err, SystemExit) else ""
+        warnings.warn(
+            f"command {entry.name!r} of {who} is skipped: setting it up {did}" + (f": {detail}" if detail else ""),
+            PluginWarning,
+            stacklevel=3,
+        )
+        return
+    p.set_defaults(func=lambda args, c=command: c.run(args))
 
 
 # -- list ------------------------------------------------------------------------------------------
@@ -162,7 +196,7 @@ def _config_from_args(args: argparse.Namespace) -> Any:
     from mechlens import config
 
     cfg = config.load(args.config) if args.config else config.RunConfig()
-    for stage in config.STAGES:
+    for stage in config.SECTIONS:
         name = getattr(args, stage)
         if name:
             cfg.stage(stage).name = name
@@ -191,6 +225,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from mechlens import experiments
 
         outdir = args.output or Path(opts.output or "results")
+        io.check_output(outdir, folder=True)  # before any work: a bad -o must not cost the whole run
         experiments.run_all(
             names=opts.experiment or None,
             outdir=outdir,
@@ -203,6 +238,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     if cfg.model.name is None:
         raise UsageError("name a model: --model NAME or [model] name = ... (see `mechlens list model`)")
+    out = args.output or Path(opts.output or f"results/{cfg.model.name}_{cfg.stimulus.name}.nc")
+    io.check_output(out, folder=False)  # before any work: a bad -o must not cost the whole run
     ds = pipeline.run(
         cfg.model.name,
         cfg.stimulus.name,
@@ -218,7 +255,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         seed=opts.seed,
     )
     ds.attrs["history"] = history
-    out = args.output or Path(opts.output or f"results/{cfg.model.name}_{cfg.stimulus.name}.nc")
     io.save(ds, out)
     print(f"wrote {out}")
     return 0
@@ -250,7 +286,8 @@ def summarise(path: Path) -> str:
     lines.append("  dims        " + ", ".join(f"{k}={v}" for k, v in ds.sizes.items()))
     if "time" in ds.coords:
         t = ds["time"].values
-        lines.append(f"  time        {t[0]:.3f} .. {t[-1]:.3f} s, frame period {ds.attrs.get('frame_period_s', '?')} s")
+        extent = f"{t[0]:.3f} .. {t[-1]:.3f} s" if t.size else "empty (no frame)"
+        lines.append(f"  time        {extent}, frame period {ds.attrs.get('frame_period_s', '?')} s")
     if "condition" in ds.coords:
         vals = ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in ds["condition"].values.tolist())
         lines.append(f"  condition   {ds['condition'].attrs.get('swept', '?')} = {vals}")
@@ -262,7 +299,8 @@ def summarise(path: Path) -> str:
         if vals.dtype.kind == "f" and np.isfinite(vals).any():
             rng = f"  range [{np.nanmin(vals):.4g}, {np.nanmax(vals):.4g}]"
         lines.append(f"    {name:<22} ({', '.join(var.dims)})" + (f" [{units}]" if units else "") + rng)
-    if "completeness_error" in ds and "response" in ds:
+    finite = "completeness_error" in ds and "response" in ds and np.isfinite(ds["completeness_error"].values).any()
+    if finite and np.isfinite(ds["response"].values).any():  # nanmax of nothing finite would fail or warn
         span = float(np.nanmax(ds["response"].values) - np.nanmin(ds["response"].values)) or 1.0
         worst = float(np.nanmax(np.abs(ds["completeness_error"].values)))
         lines.append(f"  completeness error: max {worst:.3g} Hz = {worst / span:.2e} of the response range")
@@ -271,30 +309,73 @@ def summarise(path: Path) -> str:
     return "\n".join(lines)
 
 
-def summarise_checkpoint(path: Path) -> str | None:
-    """Summary of a model checkpoint (``MODEL.pt`` + ``MODEL.json``), or None if ``path`` is not one.
+#: the entry of a ``.safetensors`` checkpoint's header metadata that holds mechlens's JSON metadata
+CHECKPOINT_METADATA_KEY = "mechlens"
 
-    The JSON metadata names the model; its plugin class formats the summary when it has a
-    ``describe_checkpoint(path, metadata)`` (the core imports no plugin), else the keys are listed.
+
+def _safetensors_metadata(path: Path) -> dict[str, Any]:
+    """The JSON metadata in a ``.safetensors`` checkpoint's header (no tensor is read)."""
+    import json
+
+    from safetensors import SafetensorError, safe_open
+
+    if not path.is_file():
+        raise UsageError(f"checkpoint {path} not found")
+    try:
+        # reads and checks only the header (bounded by safetensors and by the file's size)
+        with safe_open(str(path), framework="numpy") as fh:
+            header = fh.metadata() or {}
+    except (OSError, SafetensorError) as err:
+        raise UsageError(
+            f"{path} is not a readable safetensors file ({err}); it is damaged or not a checkpoint"
+        ) from None
+    text = header.get(CHECKPOINT_METADATA_KEY)
+    if text is None:
+        raise UsageError(
+            f"{path} holds no mechlens metadata (no {CHECKPOINT_METADATA_KEY!r} entry in its safetensors header); "
+            "it was not written by a mechlens model"
+        )
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UsageError(f"the mechlens metadata in {path} is not valid JSON: {err}") from None
+    if not isinstance(meta, dict) or "model" not in meta:
+        raise UsageError(f"the mechlens metadata in {path} names no 'model'; it is not checkpoint metadata")
+    return meta
+
+
+def summarise_checkpoint(path: Path) -> str | None:
+    """Summary of a model checkpoint, or None if ``path`` is not one.
+
+    A checkpoint is ``MODEL.safetensors`` whose header metadata holds the model's JSON metadata
+    under the key ``"mechlens"``, or (written by mechlens 0.1, still read) the pair ``MODEL.pt`` +
+    ``MODEL.json``. The metadata names the model; its plugin class formats the summary when it has
+    a ``describe_checkpoint(path, metadata)``, which may refuse metadata it cannot use (the core
+    imports no plugin), else the keys are listed.
     """
     import json
 
     from mechlens import registry
 
-    if path.suffix not in (".pt", ".json"):
+    if path.suffix == ".safetensors":
+        meta, weights = _safetensors_metadata(path), path
+    elif path.suffix in (".pt", ".json"):
+        meta_path = path.with_suffix(".json")
+        if not meta_path.is_file():
+            if path.suffix == ".pt" and path.is_file():
+                raise UsageError(
+                    f"{path} is a legacy checkpoint without its metadata {meta_path.name}; it lies beside the .pt"
+                )
+            return None
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise UsageError(f"checkpoint metadata {meta_path} is not valid JSON: {err}") from None
+        if not isinstance(meta, dict) or "model" not in meta:
+            raise UsageError(f"{meta_path} is not checkpoint metadata (it names no 'model')")
+        weights = path.with_suffix(".pt")
+    else:
         return None
-    meta_path = path.with_suffix(".json")
-    if not meta_path.is_file():
-        if path.suffix == ".pt" and path.is_file():
-            raise UsageError(f"{path} is a checkpoint without its metadata {meta_path.name}; it lies beside the .pt")
-        return None
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UsageError(f"checkpoint metadata {meta_path} is not valid JSON: {err}") from None
-    if not isinstance(meta, dict) or "model" not in meta:
-        raise UsageError(f"{meta_path} is not checkpoint metadata (it names no 'model')")
-    weights = path.with_suffix(".pt")
     if meta["model"] in registry.default().names("model"):
         describe = getattr(registry.get("model", meta["model"]), "describe_checkpoint", None)
         if describe is not None:
@@ -303,7 +384,7 @@ def summarise_checkpoint(path: Path) -> str | None:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    """``mechlens info FILE.nc``, ``mechlens info MODEL.pt`` or ``mechlens info MODEL-NAME`` (its own checkpoint)."""
+    """``mechlens info FILE.nc``, ``mechlens info MODEL.safetensors`` or ``mechlens info MODEL`` (its checkpoint)."""
     from mechlens import registry
 
     path = args.file
@@ -335,14 +416,61 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Terminated(BaseException):
+    """SIGTERM arrived: unwinds like Ctrl-C, so that a file being written is removed on the way out."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise _Terminated
+
+
+def _leave(code: int, own_process: bool) -> int:
+    """Return ``code``; when mechlens is the program, exit at once, after the exit handlers.
+
+    By the time an interrupt reaches :func:`main`, the ``finally`` blocks it went through have removed
+    every file mechlens was writing; what is left is tearing down torch, HDF5 and matplotlib, which
+    takes a second or more on a busy machine, so it is skipped (issue 22: Ctrl-C must act at once).
+    """
+    if not own_process:
+        return code
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    run_exit_handlers = getattr(atexit, "_run_exitfuncs", logging.shutdown)
+    run_exit_handlers()  # logging.shutdown and weakref finalizers: the cleanup that matters
+    os._exit(code)
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at the null device: its reader left, and the flush at exit must not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real file behind sys.stdout (captured, in tests): nothing to do
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``mechlens`` console script; returns the exit status."""
+    """Entry point of the ``mechlens`` console script; returns the exit status.
+
+    Exit status 130 after Ctrl-C, 143 after SIGTERM, 141 when the reader of stdout went away
+    (``mechlens list | head -1``). Called without ``argv`` (as the program), it exits at once after
+    an interrupt instead of returning.
+    """
+    own_process = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     quiet = "-q" in argv or "--quiet" in argv
     level = logging.DEBUG if debug else logging.WARNING if quiet or not sys.stderr.isatty() else logging.INFO
     logging.basicConfig(level=level, format="mechlens: %(message)s", stream=sys.stderr)
     warnings.formatwarning = lambda message, category, *a, **k: f"mechlens: warning: {message}\n"
+    # SIGTERM unwinds like Ctrl-C (temporary files removed) unless someone else handles it already
+    catch_term = threading.current_thread() is threading.main_thread()  # handlers live in the main thread
+    previous_term = signal.getsignal(signal.SIGTERM) if catch_term else None
+    if catch_term and previous_term == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         parser = build_parser(with_plugins=True)
         args = parser.parse_args(argv)
@@ -350,7 +478,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not getattr(args, "func", None):
             parser.print_help()
             return 2
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a reader that left shows here, where it is handled, not at exit
+        return code
     except MechlensError as err:
         if debug:
             traceback.print_exc()
@@ -358,12 +488,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return err.exit_code
     except KeyboardInterrupt:
         print("mechlens: interrupted", file=sys.stderr)
-        return 130
+        return _leave(130, own_process)
+    except _Terminated:
+        print("mechlens: terminated (SIGTERM)", file=sys.stderr)
+        return _leave(143, own_process)
+    except BrokenPipeError:
+        # the reader of stdout left (`mechlens list | head -1`): nothing more can be shown, and that is no error
+        _quiet_stdout()
+        return 141
     except Exception as err:  # noqa: BLE001 - last line of defence: one message, traceback on --debug
         if debug:
             traceback.print_exc()
         print(f"mechlens: error: {type(err).__name__}: {err} (run with --debug for the traceback)", file=sys.stderr)
         return 1
+    finally:
+        if catch_term and previous_term == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,7 +3,7 @@
 A config file is data, never code::
 
     [model]
-    name = "retina-cnn"
+    name = "my-cnn"
 
     [stimulus]
     name = "osr"
@@ -36,13 +36,16 @@ from typing import Any
 from mechlens import parameters as _params
 from mechlens import registry as _registry
 from mechlens.errors import ConfigError, ParameterError, PluginNotFoundError
+from mechlens.interfaces import KINDS
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-STAGES = ("model", "stimulus", "attributor", "reducer")
+#: the plugin kinds a config section may name, in pipeline order (the plugin kinds are owned by
+#: :data:`mechlens.interfaces.KINDS`; experiments are chosen under ``[run]``, commands never)
+SECTIONS = tuple(kind for kind in KINDS if kind not in ("experiment", "command"))
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,7 @@ class RunConfig:
 def from_mapping(data: Mapping[str, Any], source: str = "config") -> RunConfig:
     """Build a RunConfig from parsed TOML, rejecting unknown sections and malformed stages."""
     cfg = RunConfig()
-    known = [*STAGES, "run"]
+    known = [*SECTIONS, "run"]
     for section, body in data.items():
         if section not in known:
             raise ConfigError(f"{source}: [{section}]: unknown section" + _params.suggest(section, known))
@@ -147,13 +150,13 @@ def apply_overrides(cfg: RunConfig, overrides: Iterable[str]) -> RunConfig:
         value = parse_value(raw.strip())
         if stage == "run":
             cfg.run[pname] = value
-        elif stage in STAGES:
+        elif stage in SECTIONS:
             if pname == "name":
                 cfg.stage(stage).name = str(value)
             else:
                 cfg.stage(stage).params[pname] = value
         else:
-            raise ConfigError(f"--set {item!r}: unknown stage {stage!r}" + _params.suggest(stage, [*STAGES, "run"]))
+            raise ConfigError(f"--set {item!r}: unknown stage {stage!r}" + _params.suggest(stage, [*SECTIONS, "run"]))
     return cfg
 
 
@@ -170,7 +173,7 @@ def check(cfg: RunConfig, registry: _registry.Registry | None = None, source: st
         cfg.options()
     except ParameterError as err:
         raise ConfigError(f"{source}: {err}") from None
-    for stage in STAGES:
+    for stage in SECTIONS:
         sc = cfg.stage(stage)
         if sc.name is None:
             if sc.params:

@@ -145,7 +145,9 @@ def run_experiment(
         exp = exp()
     start = time.perf_counter()
     cells = select_cells(exp, model, seed, reg)
-    ds = exp.run(model, seed, cells, reg)
+    from mechlens.pipeline import run_recipe
+
+    ds = run_recipe(exp, model, seed, cells, reg)  # the experiment's run() override, else its declared stages
     mask = exp.window_mask(ds)
     mask = mask.transpose(*[d for d in ("condition", "time") if d in mask.dims])
     ds["in_window"] = mask.astype(np.int8)
@@ -227,6 +229,8 @@ def run_all(
 
     Raises
     ------
+    UsageError
+        Before anything runs, when ``outdir`` cannot be written or names a ``.nc`` file.
     PluginError
         After every experiment has run and the report is written, when any experiment failed
         (the message names each and why); the others' results are saved.
@@ -236,7 +240,7 @@ def run_all(
 
     reg = registry or _registry.default()
     classes = resolve(names, reg)
-    outdir = Path(outdir)
+    outdir = io.check_output(outdir, folder=True)  # before any work: a bad folder must not cost the run
     outdir.mkdir(parents=True, exist_ok=True)
     # one instance per (name, parameters, checkpoint); a model that failed to load is not retried
     models: dict[str, Model | Exception] = {}

@@ -130,6 +130,14 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
+def _int_attr(ds: xr.Dataset, key: str, default: int) -> int:
+    """An integer attr, or ``default`` when it is missing or not a number (a file may say anything)."""
+    try:
+        return int(ds.attrs.get(key, default))
+    except (TypeError, ValueError):
+        return default
+
+
 def _condition_label(ds: xr.Dataset, i: int) -> str:
     if "condition" not in ds.dims:
         return ""
@@ -173,7 +181,7 @@ def focus(ds: xr.Dataset) -> tuple[int, str]:
     if "condition" not in ds.dims:
         return 0, cell
     if "focus_condition" in ds.attrs:
-        idx = int(ds.attrs["focus_condition"])
+        idx = _int_attr(ds, "focus_condition", -1)
         if 0 <= idx < ds.sizes["condition"]:
             return idx, cell
     per_cond = spread.sel(cell=cell).values
@@ -491,10 +499,17 @@ def reduced_figure(ds: xr.Dataset, path: Path) -> Path:
 
 
 def measure_variables(ds: xr.Dataset) -> list[str]:
-    """The ``measure_*`` variables to plot: attr ``measure_plot`` (JSON list) or every one with a non-cell dim."""
+    """The ``measure_*`` variables to plot: attr ``measure_plot`` (JSON list) or every one with a non-cell dim.
+
+    A ``measure_plot`` that is not a JSON list of names is ignored (the default choice is drawn).
+    """
     if ds.attrs.get("measure_plot"):
-        names = json.loads(ds.attrs["measure_plot"])
-        return [n for n in names if n in ds.data_vars]
+        try:
+            names = json.loads(ds.attrs["measure_plot"])
+        except (TypeError, ValueError):
+            names = None
+        if isinstance(names, list):
+            return [n for n in names if isinstance(n, str) and n in ds.data_vars]
     return [
         str(n)
         for n, v in ds.data_vars.items()
@@ -547,7 +562,7 @@ def measure_figure(ds: xr.Dataset, path: Path) -> Path | None:
         ax.set_ylabel(textwrap.fill(ylabel, 40))
         ax.yaxis.label.set_fontsize(8)
         ax.set_title(name.removeprefix("measure_").replace("_", " "), fontsize=9)
-    verdict = {1: "passes", 0: "fails"}.get(int(ds.attrs.get("measure_pass", -1)), "")
+    verdict = {1: "passes", 0: "fails"}.get(_int_attr(ds, "measure_pass", -1), "")
     target = ds.attrs.get("measure_target", "")
     title = _title(ds, "phenomenon") + (f"\n{verdict}: {target}" if verdict else "")
     fig.suptitle(textwrap.fill(title, 30 + 40 * len(names), replace_whitespace=False), fontsize=9)
@@ -592,7 +607,12 @@ STANDARD: dict[str, tuple[Callable[[xr.Dataset, Path], Path | None], tuple[str, 
 }
 
 
-def standard_figures(ds: xr.Dataset, outdir: str | Path, prefix: str = "") -> list[Path]:
+def standard_figures(
+    ds: xr.Dataset,
+    outdir: str | Path,
+    prefix: str = "",
+    on_error: Callable[[str, Exception], None] | None = None,
+) -> list[Path]:
     """Draw every standard figure the Dataset has the variables for.
 
     Parameters
@@ -603,17 +623,32 @@ def standard_figures(ds: xr.Dataset, outdir: str | Path, prefix: str = "") -> li
         Folder for the PNG files (created if missing).
     prefix : str
         File name prefix (``"latency-coding_"``).
+    on_error : callable, optional
+        Called with the figure's name and the exception when a figure cannot be drawn (a file with
+        odd data: all-NaN responses, no time); that figure is skipped and the others are drawn.
+        Without it the exception propagates.
 
     Returns
     -------
     list of Path
         The files written, in the order of :data:`STANDARD`.
     """
+    import warnings
+
     outdir = Path(outdir)
     out = []
     for name, (fn, needs) in STANDARD.items():
         if all(v in ds.data_vars for v in needs):
-            path = fn(ds, outdir / f"{prefix}{name}.png")
+            try:
+                with warnings.catch_warnings():
+                    # all-NaN slices warn in numpy; the figure shows what is there, or fails below
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    path = fn(ds, outdir / f"{prefix}{name}.png")
+            except Exception as err:
+                if on_error is None:
+                    raise
+                on_error(name, err)
+                continue
             if path is not None:
                 out.append(path)
     return out

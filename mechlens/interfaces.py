@@ -19,14 +19,15 @@ from __future__ import annotations
 import abc
 import argparse
 import dataclasses
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import xarray as xr
 
-from mechlens import parameters as _params
+import mechlens.parameters as _params
 from mechlens.errors import ParameterError, SchemaError, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -45,7 +46,7 @@ class Plugin(abc.ABC):  # noqa: B024 - abstract by intent; each kind adds its ow
     Attributes
     ----------
     name : str
-        Registry name, kebab-case (``"retina-cnn"``).
+        Registry name, kebab-case (``"my-cnn"``).
     kind : str
         ``"model"``, ``"stimulus"``, ``"attributor"``, ``"reducer"`` or ``"experiment"``.
     Parameters : type
@@ -444,7 +445,7 @@ class Experiment(Plugin):
         if self.window is None:
             mask = xr.ones_like(t, dtype=bool)
         else:
-            origin = 0.0
+            origin: float | xr.DataArray = 0.0  # an event time may differ per condition
             if self.window_event:
                 if self.window_event not in result.variables:
                     raise SchemaError(
@@ -460,7 +461,17 @@ class Experiment(Plugin):
         return mask
 
     def run(self, model: Model, seed: int = 0, cells: Sequence[str] | None = None, registry: Any = None) -> xr.Dataset:
-        """Run the recipe's pipeline on ``model`` (override to add control runs).
+        """Run the experiment's pipeline on ``model``: override to add control runs.
+
+        :func:`mechlens.pipeline.run_recipe` calls an override, and runs the declared stages
+        (:func:`mechlens.pipeline.run_stages`) for an experiment without one. An override calls
+        ``mechlens.pipeline.run_stages(self, model, seed, cells, registry)`` for the declared stages.
+
+        .. deprecated:: 0.1
+            Calling this default (``super().run(...)`` or ``experiment.run(...)`` on an experiment
+            that does not override it) still runs the declared stages but warns: running a pipeline
+            is the pipeline's job, and the interfaces import none of it. Call
+            :func:`mechlens.pipeline.run_stages` or :func:`mechlens.pipeline.run_recipe` instead.
 
         Parameters
         ----------
@@ -478,21 +489,19 @@ class Experiment(Plugin):
         xarray.Dataset
             The merged pipeline Dataset (see :func:`mechlens.pipeline.run`).
         """
-        from mechlens.pipeline import run
-
-        return run(
-            model,
-            self.stimulus,
-            self.attributor or None,
-            self.reducer or None,
-            stimulus_params=self.stimulus_parameters(model),
-            attributor_params=self.attributor_params,
-            reducer_params=self.reducer_params,
-            layer=self.layer,
-            cells=cells,
-            seed=seed,
-            registry=registry,
+        warnings.warn(
+            f"experiment {self.name!r}: the default Experiment.run is deprecated; call "
+            "mechlens.pipeline.run_stages(experiment, model, seed, cells, registry) for the declared stages, "
+            "or mechlens.pipeline.run_recipe(...) to run an experiment",
+            DeprecationWarning,
+            stacklevel=2,
         )
+        if _stage_runner is None:
+            raise UsageError(
+                f"experiment {self.name!r}: the default Experiment.run needs mechlens.pipeline, which is not "
+                "imported; call mechlens.pipeline.run_stages(experiment, model, seed, cells, registry) instead"
+            )
+        return _stage_runner(self, model, seed, cells, registry)
 
     def measure(self, result: xr.Dataset) -> xr.Dataset:
         """Add the phenomenon's measure to a result Dataset (default: unchanged)."""
@@ -501,6 +510,12 @@ class Experiment(Plugin):
     def figures(self, result: xr.Dataset, outdir: Path) -> list[Path]:
         """Write figures beyond the standard ones into ``outdir``; return their paths (default: none)."""
         return []
+
+
+#: What the deprecated default :meth:`Experiment.run` calls: :func:`mechlens.pipeline.run_stages`,
+#: installed by :mod:`mechlens.pipeline` when it is imported. The dependency points down (the pipeline
+#: hands itself to the interfaces) so that this module imports no pipeline (issue 19).
+_stage_runner: Callable[[Experiment, Model, int, Sequence[str] | None, Any], xr.Dataset] | None = None
 
 
 class Command(abc.ABC):

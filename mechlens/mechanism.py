@@ -27,6 +27,8 @@ time where the attribution is defined.
 
 from __future__ import annotations
 
+from typing import TypedDict, cast
+
 import numpy as np
 import xarray as xr
 
@@ -109,7 +111,21 @@ def _explained(ds: xr.Dataset, contrib: xr.DataArray, window: xr.DataArray, cell
     return 1.0 - float(np.sqrt(np.nansum(res.values**2))) / den if den > 0 else float("nan")
 
 
-def component_table(ds: xr.Dataset, cell: str) -> list[dict[str, float | str]]:
+class ComponentRow(TypedDict):
+    """One kept component of one cell, as listed by :func:`component_table`."""
+
+    label: str
+    #: net contribution, Hz summed over the window
+    net: float
+    #: summed |contribution|, Hz
+    abs: float
+    #: +1 excitatory, -1 inhibitory
+    sign: int
+    onset_ms: float
+    offset_ms: float
+
+
+def component_table(ds: xr.Dataset, cell: str) -> list[ComponentRow]:
     """Every kept component for one cell: label, sign, net contribution (Hz summed over the window), timing (ms).
 
     Ordered by the size of the net contribution, largest first.
@@ -119,8 +135,9 @@ def component_table(ds: xr.Dataset, cell: str) -> list[dict[str, float | str]]:
     w = window.broadcast_like(contrib.isel(component=0, drop=True))
     inside = contrib.where(w, 0.0)
     net = inside.sum([d for d in inside.dims if d != "component"]).values
-    mag = np.abs(inside).sum([d for d in inside.dims if d != "component"]).values
-    rows = []
+    # numpy's stubs type a ufunc of a DataArray as an ndarray; xarray's __array_ufunc__ returns a DataArray
+    mag = cast(xr.DataArray, np.abs(inside)).sum([d for d in inside.dims if d != "component"]).values
+    rows: list[ComponentRow] = []
     for k, label in enumerate(_labels(ds)):
         lo, hi = _timing(contrib.isel(component=k), window)
         rows.append({"label": label, "net": float(net[k]), "abs": float(mag[k]), "sign": 1 if net[k] >= 0 else -1,

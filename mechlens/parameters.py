@@ -119,7 +119,8 @@ def param(
         }
     }
     if isinstance(default, list):
-        return field(default_factory=lambda d=default: list(d), metadata=meta)
+        items: list[Any] = default
+        return field(default_factory=lambda: list(items), metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -136,8 +137,8 @@ def specs(params_cls: type) -> list[ParamSpec]:
         meta = dict(f.metadata.get(_META, {}))
         if f.default is not dataclasses.MISSING:
             default = f.default
-        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-            default = f.default_factory()  # type: ignore[misc]
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
         else:
             default = dataclasses.MISSING
         out.append(
@@ -321,7 +322,11 @@ def to_json(params: Any) -> str:
             return o.tolist()
         return str(o)
 
-    data = dataclasses.asdict(params) if dataclasses.is_dataclass(params) else dict(params)
+    # is_dataclass() is also true of a dataclass *type*, which asdict() rejects (as dict() does)
+    if dataclasses.is_dataclass(params) and not isinstance(params, type):
+        data = dataclasses.asdict(params)
+    else:
+        data = dict(params)
     return json.dumps(data, default=default, sort_keys=True)
 
 

@@ -3,7 +3,7 @@
 Library use::
 
     import mechlens
-    ds = mechlens.run(model="retina-cnn", stimulus="osr", attributor="integrated-gradients",
+    ds = mechlens.run(model="my-cnn", stimulus="osr", attributor="integrated-gradients",
                       reducer="cell-types", stimulus_params={"period": [0.06, 0.1]})
 
 Every stage's output is validated against :mod:`mechlens.schema` with the producing plugin named in
@@ -14,6 +14,7 @@ JSON, checkpoint sha256, seed, mechlens version, creation time).
 from __future__ import annotations
 
 import datetime as _dt
+import importlib.metadata
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,10 +22,14 @@ from typing import Any
 
 import xarray as xr
 
-from mechlens import registry as _registry
-from mechlens import schema
+# ``import mechlens.x as y``, not ``from mechlens import x``: the same modules, but read without the
+# package facade (mechlens/__init__.py imports this module for mechlens.run), which keeps the layering
+# interfaces <- registry <- pipeline visible to the structure checks (tests/test_structure.py).
+import mechlens.interfaces as _interfaces
+import mechlens.registry as _registry
+import mechlens.schema as schema
 from mechlens.errors import MechlensError, PluginError, UsageError
-from mechlens.interfaces import Attributor, Model, Plugin, Reducer, Stimulus
+from mechlens.interfaces import Attributor, Experiment, Model, Plugin, Reducer, Stimulus
 
 log = logging.getLogger("mechlens")
 
@@ -61,17 +66,25 @@ def instantiate(
     return cls(**params)
 
 
+def _registry_name(plugin: Plugin, registry: _registry.Registry | None) -> tuple[str, str, str]:
+    """(name to look the plugin up by, distribution, version); the name is qualified after a name clash."""
+    entry = (registry or _registry.default()).find(type(plugin))
+    if entry is None:
+        return plugin.name, "", ""
+    return entry.name, entry.distribution, entry.version
+
+
 def describe(plugin: Plugin, registry: _registry.Registry | None = None) -> str:
     """``"stimulus plugin 'osr' (distribution mechlens)"``, for messages."""
-    dist, _ = (registry or _registry.default()).provenance(type(plugin))
-    return f"{plugin.kind} plugin {plugin.name!r}" + (f" (distribution {dist})" if dist else "")
+    name, dist, _ = _registry_name(plugin, registry)
+    return f"{plugin.kind} plugin {name!r}" + (f" (distribution {dist})" if dist else "")
 
 
 def provenance(plugin: Plugin, stage: str, registry: _registry.Registry | None = None) -> dict[str, Any]:
-    """Provenance attrs of one stage: name, distribution, version, parameters (JSON)."""
-    dist, version = (registry or _registry.default()).provenance(type(plugin))
+    """Provenance attrs of one stage: name (as the registry knows it), distribution, version, parameters (JSON)."""
+    name, dist, version = _registry_name(plugin, registry)
     return {
-        stage: plugin.name,
+        stage: name,
         f"{stage}_distribution": dist,
         f"{stage}_version": version,
         f"{stage}_parameters": plugin.parameters_json(),
@@ -182,10 +195,8 @@ def run(
             attrs.update(provenance(r, "reducer", registry))
 
     ds = merge(parts)
-    from mechlens import __version__
-
     ds.attrs.update(attrs)
-    ds.attrs["mechlens_version"] = __version__
+    ds.attrs["mechlens_version"] = mechlens_version()
     ds.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     ds.attrs.setdefault("title", f"mechlens: {m.name} on {s.name}")
     return ds
@@ -205,3 +216,83 @@ def merge(parts: Sequence[xr.Dataset]) -> xr.Dataset:
                 for k, v in var.attrs.items():
                     ds[name].attrs.setdefault(k, v)
     return ds
+
+
+def mechlens_version() -> str:
+    """The installed mechlens version, for provenance (``mechlens.__version__`` of an installed copy).
+
+    Read from the distribution's metadata rather than ``mechlens.__version__``: importing the package
+    facade from here would close the circle mechlens -> mechlens.pipeline -> mechlens (issue 19).
+    """
+    try:
+        return importlib.metadata.version("mechlens")
+    except importlib.metadata.PackageNotFoundError:  # a source tree on sys.path, never installed
+        return "0+unknown"
+
+
+# -- experiments -----------------------------------------------------------------------------------
+def run_stages(
+    experiment: Experiment,
+    model: Model,
+    seed: int = 0,
+    cells: Sequence[str] | None = None,
+    registry: _registry.Registry | None = None,
+) -> xr.Dataset:
+    """Run the stages an experiment declares (its stimulus, attributor and reducer) on ``model``.
+
+    What the default ``Experiment.run`` did; an override that adds control runs calls this for the
+    declared stages.
+
+    Parameters
+    ----------
+    experiment : Experiment
+        The recipe.
+    model : Model
+        The model instance.
+    seed : int
+        Stimulus seed.
+    cells : sequence of str, optional
+        The cells to attribute (resolved from ``experiment.cells`` by the caller).
+    registry : Registry, optional
+        Where the stage names are looked up (default: the process-wide registry).
+
+    Returns
+    -------
+    xarray.Dataset
+        The merged pipeline Dataset (see :func:`run`).
+    """
+    return run(
+        model,
+        experiment.stimulus,
+        experiment.attributor or None,
+        experiment.reducer or None,
+        stimulus_params=experiment.stimulus_parameters(model),
+        attributor_params=experiment.attributor_params,
+        reducer_params=experiment.reducer_params,
+        layer=experiment.layer,
+        cells=cells,
+        seed=seed,
+        registry=registry,
+    )
+
+
+def run_recipe(
+    experiment: Experiment,
+    model: Model,
+    seed: int = 0,
+    cells: Sequence[str] | None = None,
+    registry: _registry.Registry | None = None,
+) -> xr.Dataset:
+    """Run an experiment's pipeline: its own ``run`` when it overrides it (control runs), else :func:`run_stages`.
+
+    Parameters are those of :func:`run_stages`. :func:`mechlens.experiments.run_experiment` calls
+    this, then adds the window, the measure and the generic numbers.
+    """
+    if type(experiment).run is not Experiment.run:
+        return experiment.run(model, seed, cells, registry)
+    return run_stages(experiment, model, seed, cells, registry)
+
+
+# The deprecated default Experiment.run reaches the pipeline through this slot, so that
+# mechlens.interfaces imports nothing above it (see mechlens.interfaces._stage_runner).
+_interfaces._stage_runner = run_stages

@@ -5,6 +5,12 @@ page is self-contained (inline CSS, figures linked by relative paths under ``DIR
 number in it is read or computed from the files (:func:`mechlens.results.summary`), so no
 model is needed. When the experiment that wrote a file is installed, its extra figures
 (:meth:`mechlens.interfaces.Experiment.figures`) are drawn too.
+
+Each result file gets its own folder ``DIR/figures/<name>/``, ``<name>`` made from the file's stem
+and experiment by :func:`slug` (one safe path component: a name read from a file never points
+outside ``DIR``) and made unique within the report (:func:`figures_folder`). A file with odd
+contents (attrs that are not valid JSON, an all-NaN response) still gets its section, which says
+what could not be drawn.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ import json
 import logging
 import math
 import os
+import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -59,6 +67,59 @@ CAPTIONS = {
 }
 
 
+#: device names Windows reserves; a folder so named cannot be created there
+_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(10)), *(f"LPT{i}" for i in range(10))}
+
+
+def slug(text: str, default: str = "result", max_length: int = 64) -> str:
+    """``text`` as one safe path component: ASCII letters, digits, ``.``, ``_`` and ``-`` only.
+
+    Names read from result files become folder names; ``../..``, an absolute path or a separator
+    in them must not make a folder anywhere but one level below ``figures/``. Runs of other
+    characters become ``-``; leading and trailing dots, dashes and underscores are dropped (so
+    never ``.``, ``..``, a hidden or an option-like name); an empty result is ``default``.
+
+    Examples
+    --------
+    >>> slug("../../etc"), slug("/tmp/x y"), slug("..")
+    ('etc', 'tmp-x-y', 'result')
+    """
+    out = re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("._-")[:max_length].rstrip("._-")
+    if not out:
+        return default
+    if out.split(".")[0].upper() in _RESERVED:
+        out = f"_{out}"
+    return out
+
+
+def figures_folder(source: Path, ds: xr.Dataset, taken: set[str]) -> str:
+    """The folder name under ``figures/`` (and the section's anchor) of one result file.
+
+    The slug of the file's stem, followed by the experiment's when it differs (``run1-osr``), so that
+    two files of one experiment do not share (and overwrite) one folder; ``-2``, ``-3`` ... when the
+    name is ``taken`` already (compared ignoring case, as macOS and Windows do). The name is added
+    to ``taken``.
+    """
+    stem = slug(source.stem)
+    experiment = slug(str(ds.attrs.get("experiment") or ""), default="")
+    base = stem if experiment in ("", stem) else slug(f"{stem}-{experiment}")
+    name, n = base, 1
+    while name.lower() in taken:
+        n += 1
+        name = f"{base}-{n}"
+    taken.add(name.lower())
+    return name
+
+
+def _json_list(text: Any) -> str:
+    """A JSON list attr as ``"a, b"``; the raw text when it is not one (a file may hold anything)."""
+    try:
+        values = json.loads(text) if text else []
+    except (TypeError, ValueError):
+        return str(text)
+    return ", ".join(map(str, values)) if isinstance(values, list) else str(text)
+
+
 def _fmt(value: Any, digits: int = 3) -> str:
     if value is None or value == "":
         return "&ndash;"
@@ -82,9 +143,11 @@ def _num(ds: xr.Dataset, key: str) -> float:
 
 def _verdict(ds: xr.Dataset) -> str:
     p = ds.attrs.get("measure_pass", "")
-    if p == "" or p is None:
+    try:
+        ok = int(p)
+    except (TypeError, ValueError):  # missing, or not a number: no verdict
         return '<span class="na">&ndash;</span>'
-    return '<span class="pass">pass</span>' if int(p) else '<span class="fail">fail</span>'
+    return '<span class="pass">pass</span>' if ok else '<span class="fail">fail</span>'
 
 
 def _measure_text(ds: xr.Dataset) -> str:
@@ -119,7 +182,7 @@ def _provenance(ds: xr.Dataset, source: Path) -> str:
     extra = [
         ("checkpoint sha256", ds.attrs.get("model_checkpoint_sha256", "") or "(none: weights not from a file)"),
         ("layer", ds.attrs.get("layer", "")),
-        ("analysed cells", ", ".join(json.loads(ds.attrs.get("analysed_cells", "[]") or "[]"))),
+        ("analysed cells", _json_list(ds.attrs.get("analysed_cells", ""))),
         ("seed", ds.attrs.get("seed", "")),
         ("window", ds.attrs.get("window_doc", "")),
         ("reference", ds.attrs.get("experiment_reference", "")),
@@ -163,7 +226,10 @@ def _check_text(ds: xr.Dataset, nums: dict[str, float]) -> str:
     verdicts = []
     for kind, text in (("reduced", "kept types only"), ("complement", "kept types clamped")):
         if f"measure_pass_{kind}" in ds.attrs:
-            ok = "pass" if int(ds.attrs[f"measure_pass_{kind}"]) else "fail"
+            try:
+                ok = "pass" if int(ds.attrs[f"measure_pass_{kind}"]) else "fail"
+            except (TypeError, ValueError):
+                ok = "no verdict"
             verdicts.append(f"{text}: {_fmt(ds.attrs.get(f'measure_value_{kind}'))} ({ok})")
     if verdicts:
         out += "; the measure with " + ", with ".join(verdicts)
@@ -181,11 +247,18 @@ def _details(ds: xr.Dataset) -> str:
     )
 
 
-def _figures(ds: xr.Dataset, name: str, outdir: Path) -> list[Path]:
+def _figures(ds: xr.Dataset, key: str, outdir: Path) -> tuple[list[Path], list[str]]:
+    """Draw a result's figures into ``outdir/figures/<key>/``; the files, and what could not be drawn."""
     from mechlens import figures
 
-    figdir = outdir / "figures" / name
-    paths = figures.standard_figures(ds, figdir)
+    figdir = outdir / "figures" / key
+    problems: list[str] = []
+
+    def failed(name: str, err: Exception) -> None:
+        log.warning("figure %s of %s could not be drawn: %s: %s", name, key, type(err).__name__, err)
+        problems.append(f"the {name} figure ({type(err).__name__}: {err})")
+
+    paths = figures.standard_figures(ds, figdir, on_error=failed)
     exp_name = ds.attrs.get("experiment")
     if exp_name:
         from mechlens import registry
@@ -196,18 +269,41 @@ def _figures(ds: xr.Dataset, name: str, outdir: Path) -> list[Path]:
             cls = None
         if cls is not None:
             try:
-                paths += [Path(p) for p in cls().figures(ds, figdir)]
+                extra = [Path(p) for p in cls().figures(ds, figdir)]
             except Exception as err:  # noqa: BLE001 - a plugin's extra figure must not stop the report
                 log.warning("extra figures of experiment %s failed: %s: %s", exp_name, type(err).__name__, err)
-    return paths
+                problems.append(f"the extra figures of experiment {exp_name} ({type(err).__name__}: {err})")
+                extra = []
+            inside = Path(os.path.abspath(figdir))
+            for path in extra:
+                # a page links only what lies in its own folder
+                if Path(os.path.abspath(path)).is_relative_to(inside):
+                    paths.append(path)
+                else:
+                    problems.append(f"the figure {path} (written outside {figdir})")
+    return paths, problems
 
 
-def section(ds: xr.Dataset, source: Path, outdir: Path) -> tuple[str, str]:
-    """The summary-table row and the report section of one result Dataset (figures drawn into ``outdir``)."""
+def _summary(ds: xr.Dataset) -> tuple[dict[str, float], str]:
+    """:func:`mechlens.results.summary`, all NaN (and why) when the file's data do not allow it."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices: the numbers are NaN, shown as -
+            return summary(ds), ""
+    except Exception as err:  # noqa: BLE001 - odd data in a file must not stop the report
+        keys = ("completeness_error_rel", "explained_fraction_mean", "reduced_r_mean", "reduced_peak_shift_s")
+        return dict.fromkeys(keys, float("nan")), f"the summary numbers ({type(err).__name__}: {err})"
 
+
+def section(ds: xr.Dataset, source: Path, outdir: Path, key: str | None = None) -> tuple[str, str]:
+    """The summary-table row and the report section of one result Dataset (figures drawn into ``outdir``).
+
+    ``key`` names its figures folder and anchor (default: :func:`figures_folder` of ``source``).
+    """
     name = str(ds.attrs.get("experiment") or source.stem)
-    anchor = html.escape(name)
-    nums = summary(ds)
+    key = key or figures_folder(source, ds, set())
+    anchor = html.escape(key)
+    nums, failed_summary = _summary(ds)
     title = ds.attrs.get("experiment_title") or ds.attrs.get("title") or name
     mechanism = ds.attrs.get("mechanism", "")
     row = (
@@ -219,14 +315,20 @@ def section(ds: xr.Dataset, source: Path, outdir: Path) -> tuple[str, str]:
         f"<td class='num'>{_fmt(nums['reduced_r_mean'], 3)}</td></tr>"
     )
     figs = []
-    for path in _figures(ds, name, outdir):
+    paths, problems = _figures(ds, key, outdir)
+    if failed_summary:
+        problems.insert(0, failed_summary)
+    for path in paths:
         rel = os.path.relpath(path, outdir).replace(os.sep, "/")
-        key = path.stem
-        caption = CAPTIONS.get(key, key.replace("_", " "))
+        fig_key = path.stem
+        caption = CAPTIONS.get(fig_key, fig_key.replace("_", " "))
         figs.append(
-            f"<figure><img src='{html.escape(rel)}' alt='{html.escape(name)} {html.escape(key)}'>"
+            f"<figure><img src='{html.escape(rel)}' alt='{html.escape(name)} {html.escape(fig_key)}'>"
             f"<figcaption>{html.escape(caption)}</figcaption></figure>"
         )
+    if problems:
+        items = "".join(f"<li>{html.escape(p)}</li>" for p in problems)
+        figs.append(f"<div class='na'>Could not be drawn from {html.escape(source.name)}:<ul>{items}</ul></div>")
     numbers = (
         f"completeness error {_fmt(nums['completeness_error_rel'], 2)} of the response range; "
         f"kept components explain {_pct(nums['explained_fraction_mean'])} of the response change; "
@@ -256,7 +358,8 @@ def build(files: Sequence[str | os.PathLike[str]], outdir: str | os.PathLike[str
         netCDF files written by mechlens (``mechlens run`` results); they are loaded and validated
         with :func:`mechlens.io.load`.
     outdir : path
-        The report folder (created if missing); figures go to ``outdir/figures/<experiment>/``.
+        The report folder (created if missing); each file's figures go to ``outdir/figures/<name>/``
+        (:func:`figures_folder`).
 
     Returns
     -------
@@ -267,18 +370,21 @@ def build(files: Sequence[str | os.PathLike[str]], outdir: str | os.PathLike[str
     ------
     FileFormatError
         A file is missing, corrupt or not written by mechlens.
+    UsageError
+        ``outdir`` cannot be written (checked before any file is read).
     """
     from mechlens import __version__
     from mechlens.progress import bar
 
-    outdir = Path(outdir)
+    outdir = io.check_output(outdir, folder=True)
     outdir.mkdir(parents=True, exist_ok=True)
     rows, bodies = [], []
+    taken: set[str] = set()
     for f in bar(list(files), desc="report", unit="file"):
         path = Path(f)
         ds = io.load(path)
         log.info("report: %s", path)
-        row, body = section(ds, path, outdir)
+        row, body = section(ds, path, outdir, figures_folder(path, ds, taken))
         rows.append(row)
         bodies.append(body)
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -288,7 +394,7 @@ def build(files: Sequence[str | os.PathLike[str]], outdir: str | os.PathLike[str
 <body>
 <h1>mechlens report</h1>
 <p class="meta">mechlens {html.escape(__version__)}, built {created} from {len(rows)} result file(s).</p>
-<p>Each experiment shows a model the stimulus of a retinal phenomenon, attributes the analysed cells' responses
+<p>Each experiment shows a model the stimulus of a phenomenon, attributes the analysed cells' responses
 to the first-layer cell types, keeps the few types that generate the response, and checks with a reduced model
 (every other type clamped to its baseline) that they suffice. <i>completeness</i>: largest
 |sum of attributions - (response - baseline)| over the response range; <i>explained</i>: fraction of the response

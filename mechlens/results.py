@@ -7,6 +7,8 @@ neither module imports the other. The names read are those of docs/contract.md, 
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import xarray as xr
 
@@ -108,7 +110,8 @@ def summary(ds: xr.Dataset) -> dict[str, float]:
         red = ds["reduced_response"]
 
         def peak(x: xr.DataArray) -> np.ndarray:
-            dev = np.abs(x - base).where(mask & x.notnull(), -1.0)
+            # numpy's stubs type a ufunc of a DataArray as an ndarray; xarray's __array_ufunc__ returns one
+            dev = cast(xr.DataArray, np.abs(x - base)).where(mask & x.notnull(), -1.0)
             return np.asarray(x["time"].values[dev.argmax("time").values], dtype=float)
 
         out["reduced_peak_shift_s"] = float(np.max(np.abs(peak(red) - peak(resp))))

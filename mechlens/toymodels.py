@@ -1,4 +1,4 @@
-"""Small, fast models for tests and examples: a generic CNN with the retina CNN's structure.
+"""Small, fast models for tests and examples: a generic two-layer CNN (conv, conv, dense, softplus).
 
 Not a scientific model: it exists so that attributors, reducers and the pipeline can be tested
 without any model plugin installed.
@@ -65,6 +65,8 @@ class ToyCNN(Model):
                     if isinstance(m, nn.BatchNorm2d) and name == "weight":
                         t.abs_().add_(0.5)
                 if isinstance(m, nn.BatchNorm2d):
+                    # None only with track_running_stats=False; the layers above keep the default (True)
+                    assert m.running_mean is not None and m.running_var is not None
                     m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
                     m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
         self.module = nn.Sequential(self.below, self.above).eval()

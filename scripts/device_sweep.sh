@@ -5,7 +5,7 @@
 #   OUT=/path/to/out bash scripts/device_sweep.sh [MAX_SECONDS]
 #
 # Each recipe runs scripts/device_train.sh into /tmp/mechlens-sweep/<name>/ (the recordings, GBs,
-# and the resumable state stay there); only its checkpoint (default.pt + .json, with the gate in its
+# and the resumable state stay there); only its checkpoint (default.safetensors, with the gate in its
 # metadata) comes back in $OUT/<name>/, since the device tool returns 8 files per call. The GPU is
 # shared: each job gets a part of the CPU. How the bundled recipe was chosen with it:
 # docs/training.md and docs/retina-walkthrough.md.
@@ -29,6 +29,6 @@ done
 wait
 for name in "${!RECIPES[@]}"; do
     mkdir -p "$OUT/$name"
-    cp "$WORK/$name/out/default.pt" "$WORK/$name/out/default.json" "$OUT/$name/" 2>/dev/null
+    cp "$WORK/$name/out/default.safetensors" "$OUT/$name/" 2>/dev/null
     echo "== $name"; grep -E "gate|^\| |simulate .* train|best epoch|Error|error" "$WORK/$name.log" | tail -12
 done

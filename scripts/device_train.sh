@@ -9,10 +9,10 @@
 # is put on PYTHONPATH and a minimal dist-info in $OUT/.site declares the entry points of
 # pyproject.toml, so plugin discovery works as after `pip install -e .`.
 #
-# Defaults: --device cuda --workdir $OUT/work --max-seconds 300 -o $OUT/default.pt; options given
+# Defaults: --device cuda --workdir $OUT/work --max-seconds 300 -o $OUT/default.safetensors; options given
 # on the command line come later and win (e.g. --device cpu --minutes 0.2 --max-seconds 30 for a
 # local dry run, --resume to continue the state in the work dir, --set train.lr=0.005).
-# Writes: $OUT/default.pt + default.json, $OUT/train.log (everything printed), $OUT/env.txt, and
+# Writes: $OUT/default.safetensors, $OUT/train.log (everything printed), $OUT/env.txt, and
 # $OUT/state/ (the resumable training state and the recipe; a second call with
 # WORKDIR=<a copy of it> ... --resume continues from it). The recording itself is not copied (GBs).
 set -euo pipefail
@@ -50,7 +50,7 @@ export PYTHONUNBUFFERED=1
 cat "$OUT/env.txt"
 
 set +e
-"$PY" -m mechlens_retina.bundle --device cuda --workdir "$WORK" --max-seconds 300 -o "$OUT/default.pt" "$@" \
+"$PY" -m mechlens_retina.bundle --device cuda --workdir "$WORK" --max-seconds 300 -o "$OUT/default.safetensors" "$@" \
     2>&1 | tee "$OUT/train.log"
 status=${PIPESTATUS[0]}
 set -e

@@ -385,10 +385,6 @@ class Sweep:
         if threads > 1:
             from concurrent.futures import ThreadPoolExecutor
 
-            from mechlens_captum.sweep_kernels import compiled
-
-            for name in ("sweep", "pieces", "accumulate", "softplus_pieces", "per_unit"):
-                compiled(name)  # one dispatcher per kernel, made here rather than raced for by the threads
             pool = ThreadPoolExecutor(threads)
         attrs: list[np.ndarray] = []
         try:
@@ -440,19 +436,18 @@ class Sweep:
         import torch
         from torch import nn
 
+        from mechlens_captum import sweep_kernels as kernels
         from mechlens_captum.structure import final_integral
-        from mechlens_captum.sweep_kernels import compiled
 
         plan = self.plan
         rows = b.shape[0]
         b = np.ascontiguousarray(b)
         s0 = np.ascontiguousarray(s0)
-        sweep = compiled("sweep")
         start = time.thread_time()
         switch, order, n_switch = switch_order(self.a, b)
         while True:
             cap = int(self.crossings_per_row * rows) + 64
-            out = sweep(
+            out = kernels.sweep(
                 self.a, b, switch, order, n_switch, self.chan, self.din, self.dout, self.wt, self.geom, self.h0, s0,
                 self.w3, cap,
             )  # fmt: skip
@@ -466,7 +461,7 @@ class Sweep:
         act0 = (self.h0 > 0) | ((self.h0 == 0) & (s0.sum(1, dtype=np.float64) > 0))  # (rows, N2)
         # R at 0+: (rows, C, cells padded to m8)
         r0 = np.matmul(s0 * act0[:, None, :], self.w3_8)
-        ptr, p, length, kind, unit, ref = compiled("pieces")(
+        ptr, p, length, kind, unit, ref = kernels.pieces(
             ptr1, ev_alpha, ev_unit, ev_dr, ptr2, cr_alpha, cr_order, cr_unit, cr_sign, cr_sc, self.chan, self.w3_8,
             r0.sum(1), self.p0_8,
         )  # fmt: skip
@@ -479,18 +474,18 @@ class Sweep:
         if type(plan.final) is nn.Softplus:  # the retina CNN's: closed form, exponentials vectorised
             beta = float(plan.final.beta)
             e, lg = softplus_terms(p, beta)
-            w = compiled("softplus_pieces")(ptr, p, e, lg, length, beta, float(plan.final.threshold))
+            w = kernels.softplus_pieces(ptr, p, e, lg, length, beta, float(plan.final.threshold))
         else:
             at = np.arange(length.shape[0]) + np.repeat(np.arange(rows), np.diff(ptr) + 1)  # each piece's start
             p_t = torch.from_numpy(p)
             w = final_integral(plan.final, p_t[at], p_t[at + 1], torch.from_numpy(length[:, None]))
             w = np.ascontiguousarray(w.numpy())
         if not per_unit:
-            acc = compiled("accumulate")(ptr, kind, ref, ev_dr, cr_sign, cr_sc, unit, self.w3_8, w, r0)
+            acc = kernels.accumulate(ptr, kind, ref, ev_dr, cr_sign, cr_sc, unit, self.w3_8, w, r0)
             result = np.ascontiguousarray(acc[:, :, : self.w3.shape[1]].transpose(0, 2, 1))
         else:
             on0 = act0.astype(np.float64)
-            result = compiled("per_unit")(
+            result = kernels.per_unit(
                 ptr, kind, unit, cr_sign, self.a, b, self.din, self.dout, self.wt, self.geom, self.w3, on0, w
             )
         with self._lock:

@@ -1,8 +1,9 @@
 """Compiled loops of the path sweep (see :mod:`mechlens_captum.sweep` for the mathematics).
 
-Plain Python functions over NumPy arrays, compiled with numba on first use (:func:`compiled`) and
-cached on disk. They are written for numba: explicit loops, no Python objects. Arrays are float64
-unless said otherwise; ``n`` is the number of cells, ``C`` the channels of the attributed layer.
+Plain Python functions over NumPy arrays, made numba dispatchers when this module is imported
+(:func:`_kernel`; the sweep imports it only when it runs), compiled on their first call and cached on
+disk. They are written for numba: explicit loops, no Python objects. Arrays are float64 unless said
+otherwise; ``n`` is the number of cells, ``C`` the channels of the attributed layer.
 
 The middle affine map is a convolution given by its geometry (a Linear layer is a 1x1 convolution
 of a 1x1 image with one input channel per unit), so a convolution's weights stay in cache instead of
@@ -11,89 +12,108 @@ a sparse matrix of 5 million (index, weight) pairs (84 MB for the retina CNN) be
 
 from __future__ import annotations
 
-import threading
+from collections.abc import Callable
 from typing import Any
 
+import numba
 import numpy as np
-
-_COMPILED: dict[str, Any] = {}
-_PYTHON: dict[str, Any] = {}
-#: kernels that call other kernels (which must be compiled first and bound in this module)
-_CALLS = {
-    "sweep": ("column_runs", "record_crossing", "bend_block", "dr_block"),
-    "fan_in_add": ("receptive_field",),
-    "per_unit": ("receptive_field", "fan_in_add"),
-}
+from numba.core.compiler import CompilerBase, DefaultPassBuilder
+from numba.core.compiler_machinery import LoweringPass, register_pass
+from numba.core.typed_passes import AnnotateTypes
 
 
-#: the sweep's vector loops are sums over a block (each cell's dR): reassociating them lets the
-#: compiler use vector instructions; rounding changes at the 1e-16 level
-_OPTIONS: dict[str, dict[str, Any]] = {
-    "sweep": {"fastmath": {"reassoc", "contract", "nsz"}},
-    # inlined into the sweep by numba (a call per block, with its arrays' reference counting, cost ~5 %)
-    "bend_block": {"inline": "always"},
-    "dr_block": {"inline": "always"},
-    # divisions by zero give inf (then discarded) rather than a check per value, which would keep the
-    # loop from vectorising
-    "softplus_pieces": {"error_model": "numpy"},
-}
+class _SuperwordCodegen:
+    """numba's CPU code generator, but building its LLVM optimisation passes with the SLP vectoriser on.
 
-
-#: kernels compiled with LLVM's superword (SLP) vectoriser on, which numba leaves off: the sweep's block
-#: loops are written out eight state columns at a time (:func:`bend_block`, :func:`dr_block`), and
-#: :func:`pieces` and :func:`accumulate` hold eight cells in scalars along a row; the vectoriser makes
-#: vector instructions of them, without the loop vectoriser's per-loop alias checks and remainder
-#: dispatch. Timed in turn in one process on saved white-noise inputs of the retina CNN: the sweep's
-#: loop 0.84x the time of its loop-vectorised version, pieces 0.72x, accumulate 0.66x.
-_SUPERWORD = frozenset({"sweep", "pieces", "accumulate"})
-_SUPERWORD_LOCK = threading.Lock()
-#: calls of superword kernels in progress (over all threads), and numba's flag as the first found it
-_superword = {"calls": 0, "saved": 0}
-
-
-class _Superword:
-    """A numba dispatcher whose compilations (the first call per argument types) run with the SLP vectoriser on.
-
-    numba reads ``numba.config.SLP_VECTORIZE`` when it builds a compilation's pass manager, so the flag is
-    raised around every call of any superword kernel (counted over threads, whose calls may end in any
-    order) and restored after the last: loading a cached compilation or running a compiled one does not
-    look at it.
+    numba leaves LLVM's superword (SLP) vectoriser off unless ``numba.config.SLP_VECTORIZE`` is set,
+    which is process-wide: raising it around a call would also change every other function numba
+    compiles meanwhile, in any thread. A code library reads the flag only as the default of its pass
+    managers (``_module_pass_manager``, ``_function_pass_manager``), so a library made with this
+    proxy in place of the codegen optimises its own module with the vectoriser on, whatever the flag
+    says, and nothing else changes: every other attribute (the JIT engine, the target machine, the
+    linker) is the shared codegen's own. An explicit ``slp_vectorize`` (numba's cheap pre-pass turns
+    it off) is kept. The two methods are numba's private API (as of numba 0.68): should a release rename
+    them, the kernels compile as plain ones (same results, slower), and
+    ``test_superword_compiles_only_its_own_kernels_with_the_slp_vectoriser`` fails.
     """
 
-    def __init__(self, dispatcher: Any) -> None:
-        self.dispatcher = dispatcher
+    def __init__(self, codegen: Any) -> None:
+        self._codegen = codegen
 
-    def __call__(self, *args: Any) -> Any:
-        from numba.core import config
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._codegen, name)
 
-        with _SUPERWORD_LOCK:
-            if _superword["calls"] == 0:
-                _superword["saved"] = config.SLP_VECTORIZE
-            _superword["calls"] += 1
-            config.SLP_VECTORIZE = 1
-        try:
-            return self.dispatcher(*args)
-        finally:
-            with _SUPERWORD_LOCK:
-                _superword["calls"] -= 1
-                if _superword["calls"] == 0:
-                    config.SLP_VECTORIZE = _superword["saved"]
+    def _module_pass_manager(self, **kwargs: Any) -> Any:
+        kwargs.setdefault("slp_vectorize", True)
+        return self._codegen._module_pass_manager(**kwargs)
+
+    def _function_pass_manager(self, **kwargs: Any) -> Any:
+        kwargs.setdefault("slp_vectorize", True)
+        return self._codegen._function_pass_manager(**kwargs)
 
 
-def compiled(name: str) -> Any:
-    """The numba-compiled version of the kernel ``name`` of this module."""
-    if name not in _COMPILED:
-        import numba
+@register_pass(mutates_CFG=False, analysis_only=False)
+class _SuperwordLibrary(LoweringPass):
+    """Give the compilation a code library of its own that is optimised with the SLP vectoriser on.
 
-        for callee in _CALLS.get(name, ()):
-            globals()[callee] = compiled(callee)
-        python = _PYTHON.setdefault(name, globals()[name])
-        dispatcher = numba.njit(cache=True, nogil=True, **_OPTIONS.get(name, {}))(python)
-        _COMPILED[name] = _Superword(dispatcher) if name in _SUPERWORD else dispatcher
-    return _COMPILED[name]
+    Runs just before numba's lowering, which makes a plain library only where none is set yet.
+    """
+
+    _name = "mechlens_superword_library"
+
+    def __init__(self) -> None:
+        LoweringPass.__init__(self)
+
+    def run_pass(self, state: Any) -> bool:
+        codegen = state.targetctx.codegen()
+        library = type(codegen)._library_class(_SuperwordCodegen(codegen), state.func_id.func_qualname)
+        library.enable_object_caching()  # as numba's lowering does: cache=True serialises the object code
+        state.library = library
+        return True
 
 
-def record_crossing(found, cap_cr, alpha, j, on, cst, jj, cr_alpha, cr_unit, cr_sign, cr_sc):  # type: ignore[no-untyped-def]  # pragma: no cover
+class _SuperwordCompiler(CompilerBase):
+    """numba's nopython pipeline with :class:`_SuperwordLibrary` before the lowering (``pipeline_class``)."""
+
+    def define_pipelines(self) -> list[Any]:
+        pm = DefaultPassBuilder.define_nopython_pipeline(self.state)
+        pm.add_pass_after(_SuperwordLibrary, AnnotateTypes)
+        pm.finalize()
+        return [pm]
+
+
+def _kernel(*, superword: bool = False, **options: Any) -> Callable[[Callable[..., Any]], Any]:
+    """``numba.njit`` as every kernel here is compiled: cached on disk, releasing the GIL.
+
+    The dispatchers are made when this module is imported (the sweep imports it only when it runs), and
+    compile on their first call per argument types; kernels that call other kernels find them bound
+    to their names here.
+
+    Parameters
+    ----------
+    superword : bool
+        Compile with LLVM's superword (SLP) vectoriser on, for this kernel only (see
+        :class:`_SuperwordCodegen`); everything else numba compiles keeps its own setting.
+    **options
+        Further ``numba.njit`` options (or others than the defaults).
+    """
+    options = {"cache": True, "nogil": True, **options}
+    if superword:
+        options["pipeline_class"] = _SuperwordCompiler
+    return numba.njit(**options)
+
+
+#: the superword kernels: the sweep's block loops are written out eight state columns at a time
+#: (:func:`bend_block`, :func:`dr_block`), and :func:`pieces` and :func:`accumulate` hold eight cells in
+#: scalars along a row; the vectoriser makes vector instructions of them, without the loop vectoriser's
+#: per-loop alias checks and remainder dispatch. Timed in turn in one process on saved white-noise inputs
+#: of the retina CNN: the sweep's loop 0.84x the time of its loop-vectorised version, pieces 0.72x,
+#: accumulate 0.66x.
+SUPERWORD = ("sweep", "pieces", "accumulate")
+
+
+@_kernel()
+def record_crossing(found, cap_cr, alpha, j, on, cst, jj, cr_alpha, cr_unit, cr_sign, cr_sc):  # pragma: no cover
     """Write crossing number ``found`` (second-layer unit ``j``, which was ``on``) if it fits.
 
     Its slope per channel of origin is column ``jj`` of ``cst``.
@@ -106,7 +126,8 @@ def record_crossing(found, cap_cr, alpha, j, on, cst, jj, cr_alpha, cr_unit, cr_
             cr_sc[found, cc] = cst[cc, jj]
 
 
-def column_runs(geom, kw):  # type: ignore[no-untyped-def]  # pragma: no cover
+@_kernel()
+def column_runs(geom, kw):  # pragma: no cover
     """For each input column ``x``, the runs of consecutive output columns it feeds.
 
     Returns ``count`` (W,) and, per run ``(x, i)``, its first output column ``ox0``, its length, the
@@ -137,7 +158,9 @@ def column_runs(geom, kw):  # type: ignore[no-untyped-def]  # pragma: no cover
     return count, ox0, length, t0, tstep
 
 
-def bend_block(st, cst, kfl, kb, b0, nbu, cs, dd, al):  # type: ignore[no-untyped-def]  # pragma: no cover
+# inlined into the sweep by numba (a call per block, with its arrays' reference counting, cost ~5 %)
+@_kernel(inline="always")
+def bend_block(st, cst, kfl, kb, b0, nbu, cs, dd, al):  # pragma: no cover
     """Bend the pieces of state columns ``b0 : b0 + nbu`` at ``al`` (see :func:`sweep`).
 
     Column ``j`` changes slope by ``dl = kfl[kb + j - b0] * dd * dout_j`` (the state's row 3); its
@@ -217,7 +240,8 @@ def bend_block(st, cst, kfl, kb, b0, nbu, cs, dd, al):  # type: ignore[no-untype
         cst[cs, j] += dl
 
 
-def dr_block(z, kfl, kb, b0, nbu, g):  # type: ignore[no-untyped-def]  # pragma: no cover
+@_kernel(inline="always")
+def dr_block(z, kfl, kb, b0, nbu, g):  # pragma: no cover
     """``sum_q kfl[kb + q] * z[b0 + q, g : g + 8]`` over a block of ``nbu`` state columns (see :func:`sweep`).
 
     Eight cells, contiguous in ``z``: the superword vectoriser makes each column's eight products one
@@ -297,7 +321,10 @@ def dr_block(z, kfl, kb, b0, nbu, g):  # type: ignore[no-untyped-def]  # pragma:
     )
 
 
-def sweep(a, b, switch, order, n_switch, chan, din, dout, wt, geom, h0, s0, w3, cap_cr):  # type: ignore[no-untyped-def]  # pragma: no cover
+# the vector loops are sums over a block (each cell's dR): reassociating them lets the compiler use
+# vector instructions; rounding changes at the 1e-16 level
+@_kernel(superword=True, fastmath={"reassoc", "contract", "nsz"})
+def sweep(a, b, switch, order, n_switch, chan, din, dout, wt, geom, h0, s0, w3, cap_cr):  # pragma: no cover
     """Sweep every row's path once; return its breakpoints in order with what changes at each.
 
     Parameters
@@ -367,7 +394,7 @@ def sweep(a, b, switch, order, n_switch, chan, din, dout, wt, geom, h0, s0, w3, 
     wraparound checks, so they vectorise, and no views, whose reference counting costs a call and an
     atomic operation each (a few per block made up a quarter of the sweep's time). The bend and the
     dR sums are written out eight columns or cells at a time (:func:`bend_block`, :func:`dr_block`)
-    for the superword vectoriser (see :data:`_SUPERWORD`); the kernel is read in place. An event's dR
+    for the superword vectoriser (see :data:`SUPERWORD`); the kernel is read in place. An event's dR
     is the kernel row against ``dout * on * w3`` of the block, which changes only where a unit crosses
     zero, for eight cells (contiguous in ``z``) per vector operation.
     """
@@ -572,7 +599,10 @@ def sweep(a, b, switch, order, n_switch, chan, din, dout, wt, geom, h0, s0, w3, 
     return ptr1, ev_alpha, ev_unit, ev_dr, ptr2, cr_alpha[:k], cr_unit[:k], cr_sign[:k], cr_sc[:k], found
 
 
-def pieces(ptr1, ev_alpha, ev_unit, ev_dr, ptr2, cr_alpha, cr_order, cr_unit, cr_sign, cr_sc, chan, w3, slope0, p0):  # type: ignore[no-untyped-def]  # pragma: no cover
+@_kernel(superword=True)
+def pieces(
+    ptr1, ev_alpha, ev_unit, ev_dr, ptr2, cr_alpha, cr_order, cr_unit, cr_sign, cr_sc, chan, w3, slope0, p0
+):  # pragma: no cover
     """Merge each row's first-layer events and crossings by alpha; ``p`` at every breakpoint.
 
     Parameters
@@ -734,7 +764,8 @@ def pieces(ptr1, ev_alpha, ev_unit, ev_dr, ptr2, cr_alpha, cr_order, cr_unit, cr
     return ptr, p_out, length, kind, unit, ref
 
 
-def accumulate(ptr, kind, ref, ev_dr, cr_sign, cr_sc, unit, w3, w, r0):  # type: ignore[no-untyped-def]  # pragma: no cover
+@_kernel(superword=True)
+def accumulate(ptr, kind, ref, ev_dr, cr_sign, cr_sc, unit, w3, w, r0):  # pragma: no cover
     """Channel attributions ``A = R(0) G(1) + sum_events dR (G(1) - G(alpha_event))``.
 
     Each row is walked from alpha = 1 back to 0, so ``G(1) - G(alpha_event)`` is a running sum, held
@@ -841,7 +872,10 @@ def accumulate(ptr, kind, ref, ev_dr, cr_sign, cr_sc, unit, w3, w, r0):  # type:
     return out
 
 
-def softplus_pieces(ptr, p, e, lg, length, beta, threshold):  # type: ignore[no-untyped-def]  # pragma: no cover
+# divisions by zero give inf (then discarded) rather than a check per value, which would keep the loop
+# from vectorising
+@_kernel(error_model="numpy")
+def softplus_pieces(ptr, p, e, lg, length, beta, threshold):  # pragma: no cover
     """``integral g'(p) dalpha`` over each affine piece for torch's Softplus ``g`` (its exact definition).
 
     ``g(x) = log(1 + exp(beta x)) / beta``, or ``x`` where ``beta x > threshold``; ``g'(p) = s(beta p)``
@@ -896,7 +930,8 @@ def softplus_pieces(ptr, p, e, lg, length, beta, threshold):  # type: ignore[no-
     return out
 
 
-def receptive_field(j, geom, kh, kw, c_in, units, taps):  # type: ignore[no-untyped-def]  # pragma: no cover
+@_kernel()
+def receptive_field(j, geom, kh, kw, c_in, units, taps):  # pragma: no cover
     """The input units feeding second-layer unit ``j`` of the mixing map (``geom`` as in :func:`sweep`).
 
     Fills ``units[:count]`` with their indices and ``taps[:count]`` with ``(ci * kh + ky) * kw + kx``,
@@ -923,7 +958,8 @@ def receptive_field(j, geom, kh, kw, c_in, units, taps):  # type: ignore[no-unty
     return count
 
 
-def fan_in_add(v, j, coef, wt, dout, w3, geom, units, taps):  # type: ignore[no-untyped-def]  # pragma: no cover
+@_kernel()
+def fan_in_add(v, j, coef, wt, dout, w3, geom, units, taps):  # pragma: no cover
     """``v[u] += coef * K[j, u] * dout[j] * w3[j]`` for every input unit ``u`` feeding second-layer unit ``j``.
 
     ``v`` (N1, n); ``K`` is the mixing map's kernel (``wt``, ``geom`` as in :func:`sweep`), without
@@ -941,7 +977,8 @@ def fan_in_add(v, j, coef, wt, dout, w3, geom, units, taps):  # type: ignore[no-
             v[u, i] += f * w3[j, i]
 
 
-def per_unit(ptr, kind, unit, cr_sign, a, b, din, dout, wt, geom, w3, on0, w):  # type: ignore[no-untyped-def]  # pragma: no cover
+@_kernel()
+def per_unit(ptr, kind, unit, cr_sign, a, b, din, dout, wt, geom, w3, on0, w):  # pragma: no cover
     """Attributions to every unit of the layer (``keep_space``) from a sweep's breakpoints.
 
     ``A[n, u] = b_u din_u * integral over u's active interval of g'(p_n) V_n(u, alpha)``, where

@@ -6,10 +6,10 @@
    with the resumable training state in ``--workdir`` after every epoch.
 3. The gate: :func:`mechlens_retina.agreement.probe_agreement` of the trained CNN against the
    synthetic retina (on the CPU, from the written checkpoint), stored under ``probe_agreement``.
-4. The checkpoint and its JSON metadata go to ``mechlens_retina/data/default.{pt,json}``.
+4. The checkpoint (weights and JSON metadata in one file) goes to ``mechlens_retina/data/default.safetensors``.
 
 Run with ``python -m mechlens_retina.bundle [--device cpu|cuda|auto] [--minutes N] [--epochs N]
-[--max-seconds S] [--workdir DIR] [--resume] [--set train.NAME=VALUE] [-o OUT.pt]``. The device
+[--max-seconds S] [--workdir DIR] [--resume] [--set train.NAME=VALUE] [-o OUT.safetensors]``. The device
 picks the recipe (:data:`RECIPES`); every number of it can be overridden on the command line.
 """
 
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         t1 = time.perf_counter()
         gate = agreement_gate(output)
         t_gate = time.perf_counter() - t1
-        # re-save the CPU copy: same weights (so the same .pt bytes), metadata with the gate added
+        # re-save the CPU copy: same tensors (so the same weights_sha256), metadata with the gate added
         final = RetinaCNN(checkpoint=str(output), device="cpu")
         final.metadata["probe_agreement"] = gate
         final.metadata["build_seconds"] = {**final.metadata["build_seconds"], "agreement": round(t_gate, 1)}

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,7 +48,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 #: the package's bundled checkpoint (trained by ``make train-default``)
-BUNDLED = Path(__file__).resolve().parent / "data" / "default.pt"
+BUNDLED = Path(__file__).resolve().parent / "data" / "default.safetensors"
 #: batch-norm epsilon of the reference implementation (Keras default 1e-3)
 BN_EPS = 1e-3
 #: parameters that fix tensor shapes or the model's time and space units: a checkpoint must match them
@@ -127,6 +127,31 @@ def build_module(
     )
 
 
+def state_shapes(metadata: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    """The tensor names and shapes of the state_dict a checkpoint's architecture needs, allocating nothing.
+
+    The module is built on torch's ``meta`` device (shapes without storage), so a checkpoint's
+    tensors can be checked against its metadata before any of them is read.
+
+    Parameters
+    ----------
+    metadata : mapping
+        Checkpoint metadata whose ``architecture`` holds the :data:`ARCHITECTURE` sizes (already
+        validated by :func:`checkpoint.validate_metadata`).
+
+    Returns
+    -------
+    dict of str to tuple of int
+        ``{"conv1.weight": (channels1, history, kernel1, kernel1), ...}``, in state_dict order.
+    """
+    import torch
+
+    arch = metadata["architecture"]
+    with torch.device("meta"):
+        module = build_module(**{k: int(arch[k]) for k in ARCHITECTURE}, noise=0.0, bn_momentum=0.1)
+    return {name: tuple(tensor.shape) for name, tensor in module.state_dict().items()}
+
+
 def fix_first_layer(module: torch.nn.Sequential) -> None:
     """Set ``conv1`` to the synthetic retina's bipolar filters (bias 0) and freeze it.
 
@@ -155,6 +180,15 @@ def fix_first_layer(module: torch.nn.Sequential) -> None:
         module.conv1.weight.copy_(weight)
         module.conv1.bias.zero_()
     module.conv1.requires_grad_(False)
+
+
+def _gate_formatter() -> Callable[[dict[str, Any]], str] | None:
+    """``mechlens_retina.agreement.format_agreement``, or None where that module cannot be imported."""
+    try:
+        from mechlens_retina.agreement import format_agreement
+    except ImportError:  # checkpoint.describe then prints its own plain table
+        return None
+    return format_agreement
 
 
 def resolve_device(device: str) -> str:
@@ -193,7 +227,8 @@ class RetinaCNN(Model):
     class Parameters:
         checkpoint: str = param(
             "bundled",
-            "'bundled' (the package's trained model), 'random' (fresh weights from seed) or a path to a .pt checkpoint",
+            "'bundled' (the package's trained model), 'random' (fresh weights from seed) or a path to a "
+            ".safetensors checkpoint (a legacy .pt with its .json is read too)",
         )
         history: int = param(40, "frames of stimulus history per window", min=1)
         image_size: int = param(50, "pixels per side of the input movie", units="px", min=1)
@@ -251,10 +286,12 @@ class RetinaCNN(Model):
             if p.checkpoint == "bundled" and not BUNDLED.is_file():
                 raise FileFormatError(
                     f"the bundled retina-cnn checkpoint {BUNDLED} is not there yet. Make it with `make train-default` "
-                    "(or train one with `mechlens train --data RECORDING -o MODEL.pt` and pass checkpoint=MODEL.pt), "
+                    "(or train one with `mechlens train --data RECORDING -o MODEL.safetensors` and pass "
+                    "checkpoint=MODEL.safetensors), "
                     "or use checkpoint='random' for freshly initialised weights"
                 )
-            state, self.metadata, self._sha256 = ckpt.load_checkpoint(path)
+            # metadata validated and tensor shapes checked against it before any tensor is read
+            state, self.metadata, self._sha256 = ckpt.load_checkpoint(path, expected_shapes=state_shapes)
             source = str(path)
             p = self._merge_checkpoint_params(p, given, self.metadata, source)
             self.params = p
@@ -272,11 +309,6 @@ class RetinaCNN(Model):
             torch.manual_seed(p.seed)
             module = build_module(**self.architecture(), noise=p.noise, bn_momentum=p.bn_momentum)
         if state is not None:
-            hint = (
-                f". The metadata {ckpt.metadata_path(source).name} and the weights disagree; re-save the model "
-                "with RetinaCNN.save"
-            )
-            ckpt.check_state_dict(module.state_dict(), state, source, hint)
             module.load_state_dict(state)
         elif p.first_layer == "synthetic-retina":
             fix_first_layer(module)
@@ -376,10 +408,11 @@ class RetinaCNN(Model):
         return cls(checkpoint=str(path))
 
     def save(self, path: str | Path) -> None:
-        """Write ``path`` (the state_dict) and the ``.json`` metadata beside it.
+        """Write the checkpoint ``path`` (``*.safetensors``: the state_dict with the metadata in its header).
 
         The metadata keeps everything this model was loaded or trained with (``metadata``) and
-        refreshes the architecture, cells, units, mechlens version and seed.
+        refreshes the architecture, cells, units, mechlens version and seed. The file is replaced in
+        one rename (:func:`checkpoint.save_checkpoint`): a failed save leaves the previous one intact.
         """
         from mechlens import __version__
 
@@ -406,8 +439,23 @@ class RetinaCNN(Model):
 
     @staticmethod
     def describe_checkpoint(path: str | Path, metadata: dict[str, Any]) -> str:
-        """Summary of a checkpoint's metadata for ``mechlens info`` (see :func:`checkpoint.describe`)."""
-        return ckpt.describe(path, metadata)
+        """Summary of a checkpoint's metadata for ``mechlens info`` (see :func:`checkpoint.describe`).
+
+        The metadata is validated first, and a ``.safetensors`` file's tensor shapes are checked
+        against it (reading no tensor data), so ``info`` refuses what loading would refuse.
+
+        Raises
+        ------
+        CheckpointError
+            The metadata or the tensor shapes are refused (exit status 2).
+        """
+        path = Path(path)
+        if path.suffix == ckpt.SUFFIX:
+            ckpt.validate_metadata(metadata, path)
+            ckpt.check_shapes(state_shapes(metadata), ckpt.read_header(path)[1], path)
+        else:
+            ckpt.validate_metadata(metadata, path.with_suffix(".json"), version=ckpt.LEGACY_VERSION)
+        return ckpt.describe(path, metadata, _gate_formatter())
 
     @staticmethod
     def default_checkpoint() -> Path | None:
@@ -415,5 +463,9 @@ class RetinaCNN(Model):
         return BUNDLED if BUNDLED.is_file() else None
 
     def checkpoint_sha256(self) -> str:
-        """sha256 of the weights file this model was loaded from or last saved to (``""`` for fresh random weights)."""
+        """``weights_sha256`` of the checkpoint this model was loaded from or last saved to (``""``: random weights).
+
+        The sha256 of the tensors themselves (:func:`checkpoint.tensor_sha256`), the same for a
+        legacy ``.pt`` checkpoint and its ``.safetensors`` conversion.
+        """
         return self._sha256

@@ -1,8 +1,8 @@
 """CLI subcommands of the retina plugin: ``mechlens train`` (here) and ``mechlens simulate``.
 
 ``mechlens train --data PATH [--stimulus-type naturalscene] [--cells 0 1 2] [--set param=value ...]
--o MODEL.pt`` fits the retina CNN to a recording and writes a checkpoint (``MODEL.pt`` plus
-``MODEL.json``). ``--set`` takes training parameters (``lr``, ``epochs``, ``nskip``, ...; see
+-o MODEL.safetensors`` fits the retina CNN to a recording and writes a checkpoint (one file: the
+weights with their metadata). ``--set`` takes training parameters (``lr``, ``epochs``, ``nskip``, ...; see
 docs/training.md) and model parameters (``history``, ``channels1``, ``kernel1``, ...), bare or
 prefixed with ``train.`` / ``model.``; values are TOML (``0.01``, ``[5, 15]``, ``"fft"``).
 """
@@ -82,7 +82,7 @@ class TrainCommand(Command):
     """``mechlens train``: fit the retina CNN to a recording and write a checkpoint."""
 
     name = "train"
-    help = "fit the retina CNN to a recording (deep-retina HDF5 or mechlens netCDF) and write MODEL.pt"
+    help = "fit the retina CNN to a recording (deep-retina HDF5 or mechlens netCDF) and write MODEL.safetensors"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         from mechlens_retina.data import RESPONSE_KEYS, STIMULUS_TYPES
@@ -118,7 +118,7 @@ class TrainCommand(Command):
             metavar="PARAM=VALUE",
             help="training or model parameter (lr=0.005, epochs=10, model.history=30); repeatable",
         )
-        parser.add_argument("-o", "--output", required=True, type=Path, help="checkpoint to write (MODEL.pt)")
+        parser.add_argument("-o", "--output", required=True, type=Path, help="checkpoint to write (MODEL.safetensors)")
 
     def run(self, args: argparse.Namespace) -> int:
         from mechlens_retina.training import describe, save_path, train
@@ -136,7 +136,7 @@ class TrainCommand(Command):
         )
         model.save(output)
         print(describe(metrics, model.cells))
-        print(f"wrote {output} (sha256 {model.checkpoint_sha256()[:12]}...) and {output.with_suffix('.json')}")
+        print(f"wrote {output} (weights sha256 {model.checkpoint_sha256()[:12]}...)")
         return 0
 
 

@@ -33,7 +33,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
@@ -42,13 +42,12 @@ from xarray.core import indexing
 
 from mechlens.errors import FileFormatError, UsageError
 from mechlens.schema import grid_coords
+from mechlens_retina.units import PIXEL_UM
 
 #: response keys of the published files and their bin widths, s
 RESPONSE_KEYS = {"firing_rate_5ms": 0.005, "firing_rate_10ms": 0.01, "firing_rate_20ms": 0.02}
 STIMULUS_TYPES = ("naturalscene", "whitenoise")
 SPLITS = ("train", "test")
-#: micrometres per pixel in the Baccus-lab code (``scale_factor = 55``; openretina says 50)
-PIXEL_UM = 55.0
 FORMAT_H5 = "deep-retina-hdf5"
 FORMAT_NC = "mechlens-recording-netcdf"
 _CELL_KEY = re.compile(r"^cell(\d+)$")
@@ -359,6 +358,7 @@ def _h5_dataset(
             f"the {n_t} stimulus frames (is the response at another bin width than the stimulus frames?)"
         )
     n_cell = int(resp.shape[0])
+    time: np.ndarray
     if "time" in g:
         time = np.asarray(g["time"][()], dtype=np.float64).ravel()
         if time.shape[0] != n_t:
@@ -470,7 +470,7 @@ def write_netcdf(path: str | os.PathLike[str], train: xr.Dataset, test: xr.Datas
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    mode = "w"
+    mode: Literal["w", "a"] = "w"
     for split, ds in (("train", train), ("test", test)):
         if ds is None:
             continue

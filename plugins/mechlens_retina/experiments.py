@@ -31,12 +31,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import xarray as xr
 
 from mechlens.interfaces import Experiment, Model
+from mechlens_retina.units import PIXEL_UM
 
 #: attributor used where the model allows exact integration (piecewise linear above the layer,
 #: e.g. the retina CNN): no discretisation error, at about the cost of 8 quadrature nodes
@@ -48,10 +49,6 @@ ATTRIBUTOR = "integrated-gradients"
 ATTRIBUTOR_PARAMS: dict[str, Any] = {"n_steps": 8, "method": "gausslegendre", "path": "stimulus"}
 #: fraction of the response deviation the kept cell types must explain (issue 17: <= 3 types for >= 80 %)
 EXPLAINED = 0.8
-
-
-#: stimulus pixel size (um) assumed for a model that does not declare one (the Baccus-lab value)
-PIXEL_UM = 55.0
 
 
 def pixel_um(model: Model) -> float:
@@ -400,13 +397,15 @@ class MotionAnticipation(RetinaExperiment):
                                     flashed_resp, flashed)  # fmt: skip
             leads.append(m["lead"].values)
             lags.append(m["expected_lag"].values)
-        speed = xr.DataArray(np.asarray(self.speeds), dims="speed", attrs={"units": "um/s", "long_name": "bar speed"})
+        speed_axis = xr.DataArray(
+            np.asarray(self.speeds), dims="speed", attrs={"units": "um/s", "long_name": "bar speed"}
+        )
         result["measure_lead"] = xr.DataArray(
-            np.asarray(leads), dims=("speed", "cell"), coords={"speed": speed},
+            np.asarray(leads), dims=("speed", "cell"), coords={"speed": speed_axis},
             attrs={"units": "um", "long_name": "bar distance before the RF centre at the peak"},
         )  # fmt: skip
         result["measure_expected_lag"] = xr.DataArray(
-            np.asarray(lags), dims=("speed", "cell"), coords={"speed": speed},
+            np.asarray(lags), dims=("speed", "cell"), coords={"speed": speed_axis},
             attrs={"units": "um", "long_name": "lag expected from the flash latency"},
         )  # fmt: skip
         result["measure_rf_profile"] = xr.DataArray(
@@ -567,7 +566,8 @@ def engaged_types(attribution: xr.DataArray) -> xr.DataArray:
         ([condition,] time, cell); NaN where the attribution is zero.
     """
     a = attribution.sum([d for d in ("unit_y", "unit_x") if d in attribution.dims])
-    s1 = np.abs(a).sum("unit_channel")
+    # numpy's stubs type a ufunc of a DataArray as an ndarray; xarray's __array_ufunc__ returns a DataArray
+    s1 = cast(xr.DataArray, np.abs(a)).sum("unit_channel")
     s2 = (a**2).sum("unit_channel")
     return (s1**2 / s2.where(s2 > 0)).rename("engaged_types")
 
@@ -576,7 +576,7 @@ def weighted_engagement(attribution: xr.DataArray) -> xr.DataArray:
     """Per cell: the engaged-type count averaged over time, weighted by the total |attribution| (cell)."""
     n = engaged_types(attribution)
     a = attribution.sum([d for d in ("unit_y", "unit_x") if d in attribution.dims])
-    w = np.abs(a).sum("unit_channel").where(n.notnull(), 0.0)
+    w = cast(xr.DataArray, np.abs(a)).sum("unit_channel").where(n.notnull(), 0.0)  # a DataArray (see above)
     dims = [d for d in n.dims if d != "cell"]
     return (n.fillna(0.0) * w).sum(dims) / w.sum(dims).where(w.sum(dims) > 0)
 
@@ -641,7 +641,9 @@ class NaturalScenes(RetinaExperiment):
             return []
         _, cell = focus(result)
         a = result["attribution"].sel(cell=cell).dropna("time", how="all")
-        a = np.abs(a.sum([d for d in ("unit_y", "unit_x") if d in a.dims])).transpose("unit_channel", "time")
+        # numpy's stubs type a ufunc of a DataArray as an ndarray; xarray's __array_ufunc__ returns a DataArray
+        a = cast(xr.DataArray, np.abs(a.sum([d for d in ("unit_y", "unit_x") if d in a.dims])))
+        a = a.transpose("unit_channel", "time")
         share = a / a.sum("unit_channel").where(a.sum("unit_channel") > 0)
         from matplotlib.figure import Figure
 

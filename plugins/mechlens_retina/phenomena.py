@@ -287,8 +287,8 @@ def latency_coding(
     peak = np.zeros((n_c, n_cell))
     t = resp["time"].values
     when = _timing(method)
-    for i, r in enumerate(_conditions(resp)):
-        r = r.values
+    for i, cond in enumerate(_conditions(resp)):
+        r = cond.values
         base = _baseline(t, r, onset[i])
         sel = (t >= onset[i] - 1e-9) & (t <= onset[i] + window_s + 1e-9)
         for c in range(n_cell):
@@ -474,8 +474,8 @@ def omitted_stimulus_response(
     osr = np.full((n_c, n_cell), np.nan)
     steady = np.full((n_c, n_cell), np.nan)
     why_peak = [["" for _ in range(n_cell)] for _ in range(n_c)]
-    for i, r in enumerate(conds):
-        r = r.values
+    for i, cond in enumerate(conds):
+        r = cond.values
         base = _baseline(t, r, 0.0)
         p, om = periods[i], omitted[i]
         after = (t >= om - 1e-9) & (t <= om + window_s + 1e-9)
@@ -599,10 +599,10 @@ def receptive_fields(
     resp = _response(flashed)
     n_c = resp.sizes.get("condition", 1)
     if stimulus is not None and "bar_center" in stimulus.variables:
-        pos = stimulus["bar_center"]
-        if "time" in pos.dims:  # per-frame position: take each condition's value while the bar is shown
-            pos = pos.max("time")
-        pos = _per_condition(pos, n_c)
+        bar_centre = stimulus["bar_center"]
+        if "time" in bar_centre.dims:  # per-frame position: take each condition's value while the bar is shown
+            bar_centre = bar_centre.max("time")
+        pos = _per_condition(bar_centre, n_c)
     else:
         pos = np.asarray(resp["condition"].values, dtype=float)
     onset = _per_condition(_event(stimulus, "flash_onset", 0.0), n_c)
@@ -610,8 +610,8 @@ def receptive_fields(
     n_cell = resp.sizes["cell"]
     profile = np.zeros((n_c, n_cell))
     tpk = np.zeros((n_c, n_cell))
-    for i, r in enumerate(_conditions(resp)):
-        r = r.values
+    for i, cond in enumerate(_conditions(resp)):
+        r = cond.values
         base = _baseline(t, r, onset[i])
         sel = (t >= onset[i] - 1e-9) & (t <= onset[i] + window_s + 1e-9)
         for c in range(n_cell):

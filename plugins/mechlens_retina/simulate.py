@@ -97,10 +97,10 @@ def render_frames(
         if pre in declared and pre not in (params or {}):
             values[pre] = 0
     ds = cls(**values).generate(seed)
-    movie = ds["stimulus"]
-    if "condition" in movie.dims:
+    stim = ds["stimulus"]
+    if "condition" in stim.dims:
         raise UsageError(f"stimulus {cls.name!r}: simulate needs one movie, not a sweep; give scalar parameters")
-    movie = movie.sel(time=movie["time"] >= -1e-9).transpose("time", "y", "x").values
+    movie = stim.sel(time=stim["time"] >= -1e-9).transpose("time", "y", "x").values
     if movie.shape[0] < n_frames:
         raise UsageError(
             f"stimulus {cls.name!r} gave {movie.shape[0]} frames after time 0 for {name}={length}; "
@@ -384,6 +384,7 @@ def _simulate_part(
         rates = np.clip(model_rates(model, movie), 0.0, None).T  # (cells, stop - start)
         stim[start:stop] = frames
         if poisson:
+            assert binned is not None and true_rate is not None  # created above when poisson
             counts = rng.poisson(rates * dt)
             binned[:, start:stop] = counts
             true_rate[:, start:stop] = rates

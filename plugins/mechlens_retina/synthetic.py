@@ -37,7 +37,7 @@ import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 import numpy as np
 import xarray as xr
@@ -45,12 +45,11 @@ import xarray as xr
 from mechlens.errors import ParameterError, UsageError
 from mechlens.interfaces import Model
 from mechlens.parameters import param
+from mechlens_retina.units import PIXEL_UM
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-#: micrometres per stimulus pixel (Baccus-lab code: ``scale_factor = 55``)
-PIXEL_UM = 55.0
 #: seconds per frame
 FRAME_S = 0.01
 #: frames of history per window
@@ -171,6 +170,18 @@ class CircuitSpec:
     gain_pool_um: float = 45.0
 
 
+class _CellKind(TypedDict):
+    """The ganglion-cell parameters shared by one kind in :func:`default_spec`."""
+
+    kind: str
+    w: dict[str, float]
+    a: dict[str, float]
+    o: float
+    sigma: float
+    gain: float
+    rate: NotRequired[float]
+
+
 def default_spec() -> CircuitSpec:
     """The documented default circuit (values and sources: docs/synthetic-retina.md)."""
     # name, polarity, kinetics, t_peak (s), t_rebound (s), biphasic, order, centre (um), surround (um),
@@ -185,7 +196,7 @@ def default_spec() -> CircuitSpec:
     )
     # excitatory weights (w), amacrine weights (a), softplus offset (o), pooling sigma (um) and the
     # cell's own gain control per ganglion-cell kind
-    off = {
+    off: _CellKind = {
         "kind": "OFF",
         "w": {"OFF-fast": 10.0, "OFF-slow": 0.07},
         "a": {"ON-slow": 1.15, "ON-fast": 1.45},
@@ -193,7 +204,7 @@ def default_spec() -> CircuitSpec:
         "sigma": 139.0,
         "gain": 0.186,
     }
-    on = {
+    on: _CellKind = {
         "kind": "ON",
         "w": {"ON-slow": 4.0, "ON-fast": 0.5},
         "a": {"OFF-fast": 1.15, "OFF-slow": 1.45},
@@ -201,7 +212,7 @@ def default_spec() -> CircuitSpec:
         "sigma": 110.0,
         "gain": 0.0,
     }
-    onoff = {
+    onoff: _CellKind = {
         "kind": "ON-OFF",
         "w": {"OFF-fast": 6.13, "ON-slow": 23.1, "ON-fast": 3.86},
         "a": {"OFF-fast": 0.145},
@@ -355,6 +366,19 @@ def _circuit_class() -> type:
 
         Input (batch, 2 * n_types, s, s) bipolar-layer activations; output (batch, n_cells) rates in Hz.
         """
+
+        # the buffers registered in __init__, declared so that type checkers see tensors (nn.Module's
+        # __getattr__ is typed Tensor | Module); annotations only, so register_buffer still owns them
+        threshold: torch.Tensor
+        gain: torch.Tensor
+        gain_power: torch.Tensor
+        pool: torch.Tensor
+        amacrine: torch.Tensor
+        offset: torch.Tensor
+        rate_hz: torch.Tensor
+        max_rate_hz: torch.Tensor
+        cell_gain: torch.Tensor
+        gain_kernel: torch.Tensor
 
         def __init__(self, spec: CircuitSpec, gain_scale: float, amacrine_scale: float) -> None:
             super().__init__()

@@ -945,10 +945,14 @@ def describe(metrics: Mapping[str, Any], cells: Sequence[str]) -> str:
 
 
 def save_path(path: str | os.PathLike[str]) -> Path:
-    """Check an output checkpoint path (``*.pt``)."""
+    """Check an output checkpoint path (``*.safetensors``: one file, weights and metadata together)."""
     path = Path(path)
-    if path.suffix != ".pt":
-        raise UsageError(f"-o {path}: give a .pt file name (the metadata goes beside it as .json)")
+    if path.suffix != ".safetensors":
+        legacy = " (.pt + .json checkpoints are still read, no longer written)" if path.suffix == ".pt" else ""
+        raise UsageError(
+            f"-o {path}: give a .safetensors file name, e.g. {path.with_suffix('.safetensors').name}; a checkpoint "
+            f"is one file holding the weights and their metadata{legacy}"
+        )
     return path
 
 

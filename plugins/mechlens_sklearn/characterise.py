@@ -206,8 +206,8 @@ def characterise(
         units = "um"
     else:
         coords_yx = schema.grid_coords(ny, nx, 1.0)
-        for c in coords_yx.values():
-            c.attrs["units"] = "px"
+        for coord in coords_yx.values():
+            coord.attrs["units"] = "px"
     px = pixel_um if pixel_um is not None else 1.0
 
     temporal = np.zeros((n_ch, h))

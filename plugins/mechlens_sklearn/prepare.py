@@ -12,6 +12,7 @@ here once, so that the three reducers and the mechanism sentence use the same de
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import xarray as xr
@@ -59,7 +60,7 @@ class Prepared:
     @property
     def lead_dims(self) -> tuple[str, ...]:
         """The attribution's non-unit dims: ([condition,] time, cell)."""
-        return tuple(d for d in self.attribution.dims if d not in UNIT_DIMS)
+        return tuple(str(d) for d in self.attribution.dims if d not in UNIT_DIMS)
 
     @property
     def times(self) -> xr.DataArray:
@@ -313,8 +314,9 @@ def explained_fraction(
     res = windowed(deviation - reconstruction, window)
     dev = windowed(deviation, window)
     sum_dims = [d for d in dev.dims if d not in over]
-    num = np.sqrt((res**2).sum(sum_dims))
-    den = np.sqrt((dev**2).sum(sum_dims))
+    # numpy's stubs type a ufunc of a DataArray as an ndarray; xarray's __array_ufunc__ returns a DataArray
+    num = cast(xr.DataArray, np.sqrt((res**2).sum(sum_dims)))
+    den = cast(xr.DataArray, np.sqrt((dev**2).sum(sum_dims)))
     return (1.0 - num / den.where(den > 0)).astype(np.float64)
 
 

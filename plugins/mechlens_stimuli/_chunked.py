@@ -54,8 +54,9 @@ class ChunkedStimulus(Stimulus):
         return self.chunk(params, seed, -n_pre, n_after)
 
     def _single(self) -> Any:
-        if _params.swept(self.params) is not None:
-            name, _ = _params.swept(self.params)
+        sweep = _params.swept(self.params)
+        if sweep is not None:
+            name, _ = sweep
             raise UsageError(
                 f"{self.name}: frames()/iter_chunks() make one movie; {name} is swept (a list). "
                 "Make one instance per value."

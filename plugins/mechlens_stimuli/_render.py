@@ -19,7 +19,7 @@ import dataclasses
 import inspect
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import xarray as xr
@@ -44,6 +44,13 @@ _COMMON: dict[str, tuple[str, Callable[[], Any]]] = {
 
 #: names of the common parameters (the docs list them once, not per stimulus)
 COMMON_PARAMETERS: tuple[str, ...] = tuple(_COMMON)
+
+
+class Bounds(TypedDict, total=False):
+    """A documented range shared by several parameters, passed on as ``param(..., **bounds)``."""
+
+    min: float
+    max: float
 
 
 def each(value: Any) -> list[Any]:

@@ -18,6 +18,7 @@ from mechlens.errors import ParameterError
 from mechlens.interfaces import Stimulus
 from mechlens.parameters import param
 from mechlens_stimuli._render import (
+    Bounds,
     assemble,
     check_width,
     each,
@@ -31,7 +32,7 @@ from mechlens_stimuli._render import (
     stimulus_parameters,
 )
 
-_INTENSITY = {"min": -10.0, "max": 10.0}
+_INTENSITY: Bounds = {"min": -10.0, "max": 10.0}
 
 
 def speed_um_s(px_per_frame: float, pixel_um: float = 55.0, frame_period_s: float = 0.01) -> float:

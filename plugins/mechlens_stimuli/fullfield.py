@@ -14,10 +14,19 @@ import xarray as xr
 from mechlens.errors import ParameterError
 from mechlens.interfaces import Stimulus
 from mechlens.parameters import param
-from mechlens_stimuli._render import assemble, each, event, fullfield, n_frames, pulse_train, stimulus_parameters
+from mechlens_stimuli._render import (
+    Bounds,
+    assemble,
+    each,
+    event,
+    fullfield,
+    n_frames,
+    pulse_train,
+    stimulus_parameters,
+)
 
 #: declared range of intensities, z-scored contrast (a model trained on z-scored movies saw |x| < ~5)
-_INTENSITY = {"min": -10.0, "max": 10.0}
+_INTENSITY: Bounds = {"min": -10.0, "max": 10.0}
 
 
 class Flash(Stimulus):

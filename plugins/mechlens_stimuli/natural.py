@@ -14,7 +14,10 @@ rendered smoothly. Image ``k`` is shown over ``[k * image_s, (k + 1) * image_s)`
 the history); its choice, crop and jitter path come from a generator seeded by ``(seed, k)``, so the
 movie can be made piecewise like white noise. The jitter is a Gaussian random walk of the image on
 the retina, starting at 0 at each image onset (a new fixation), with independent steps of standard
-deviation ``jitter_um`` per frame along y and x.
+deviation ``jitter_um`` per frame along y and x. With ``drift_um_s`` > 0 each image also drifts at a
+constant velocity, in a random direction at a speed drawn uniformly from ``[0, drift_um_s]``: smooth
+motion at the speeds of the moving-bar probes, which a fixational random walk alone never shows
+(drawn after the jitter steps, so a movie with ``drift_um_s = 0`` is the same as before it existed).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
@@ -138,9 +141,16 @@ class NaturalScenes(ChunkedStimulus):
             5.0, "std of the image's random-walk step per frame, along y and along x", units="um", min=0,
             sweepable=True,
         )  # fmt: skip
+        drift_um_s: float = param(
+            0.0, "largest speed of an image's constant drift (random direction, speed uniform from 0)",
+            units="um/s", min=0, max=1e5,
+        )  # fmt: skip
         zoom: int = param(4, "image pixels per grid pixel (box-filtered)", min=1)
         contrast: float = param(1.0, "scale applied to the z-scored images", min=0, max=10)
         images: str = param("all", "which library images to draw from", choices=("all", *IMAGES))
+
+        if TYPE_CHECKING:  # appended by @stimulus_parameters (declaring it here would reorder the fields)
+            size_px: int
 
         def __post_init__(self) -> None:
             names = list(IMAGES) if self.images == "all" else [self.images]
@@ -167,6 +177,10 @@ class NaturalScenes(ChunkedStimulus):
         n_img = n_frames(params.image_s, params.frame_period_s)
         steps = rng.standard_normal((n_img - 1, 2)) * params.jitter_um
         path = np.vstack([np.zeros((1, 2)), np.cumsum(steps, axis=0)])
+        if params.drift_um_s > 0:
+            angle, speed = rng.uniform(0, 2 * np.pi), rng.uniform(0, params.drift_um_s)
+            velocity = speed * np.array([np.sin(angle), np.cos(angle)])  # um/s along (y, x)
+            path += np.arange(n_img)[:, None] * params.frame_period_s * velocity
         return name, centre, path
 
     def chunk(self, params: Any, seed: int, start: int, stop: int) -> xr.Dataset:

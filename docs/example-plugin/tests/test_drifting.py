@@ -5,12 +5,16 @@ import pytest
 from mechlens_gratings.drifting import DriftingGrating
 
 from mechlens.errors import ParameterError
-from mechlens.testing import check_stimulus
+from mechlens.testing import parametrize_with_checks
 
 
-def test_conforms():
-    check_stimulus(DriftingGrating)
-    ds = check_stimulus(DriftingGrating, {"speed_um_s": [-440.0, 440.0]})
+@parametrize_with_checks([DriftingGrating, DriftingGrating(speed_um_s=[-440.0, 440.0])])
+def test_conforms(check):
+    check()
+
+
+def test_a_speed_sweep_gives_one_condition_per_speed():
+    ds = DriftingGrating(speed_um_s=[-440.0, 440.0]).generate(0)
     assert ds.sizes["condition"] == 2
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 import torch
@@ -20,13 +23,27 @@ from mechlens_captum.structure import UnsupportedModelError
 from torch import nn
 
 from mechlens.errors import UsageError
-from mechlens.testing import check_attributor
+from mechlens.testing import parametrize_with_checks
 from mechlens.toymodels import ToyCNN
 
 
-def test_conforms_to_the_attributor_contract():
-    model = ToyCNN(seed=0)
-    ds = check_attributor(ExactIntegratedGradients, model, stimulus_for(model, n_times=6), completeness_rtol=1e-5)
+@functools.cache
+def _toy() -> ToyCNN:
+    return ToyCNN(seed=0)
+
+
+@parametrize_with_checks(
+    [ExactIntegratedGradients],
+    model=_toy,
+    stimulus=lambda: stimulus_for(_toy(), n_times=6),
+    completeness_rtol=1e-5,
+)
+def test_conforms_to_the_attributor_contract(check: Callable[[], None]) -> None:
+    check()
+
+
+def test_records_what_it_integrated():
+    ds = ExactIntegratedGradients().attribute(_toy(), stimulus_for(_toy(), n_times=6))
     assert ds["attribution"].attrs["method"] == "exact"
     assert ds["attribution"].attrs["kinks_above_layer"] == 2
     assert ds["attribution"].attrs["final_nonlinearity"] == "Softplus"
@@ -244,3 +261,33 @@ def test_retina_cnn_both_layers():
         quad = IntegratedGradients(tolerance=1e-4).attribute(model, stim, layer=layer)
         scale = float(np.abs(exact["attribution"]).max())
         np.testing.assert_allclose(exact["attribution"].values, quad["attribution"].values, atol=3e-3 * scale)
+
+
+def test_the_plugin_modules_import_no_circle():
+    """No module of the plugin imports, at any level (a function's body included), one that imports it back."""
+    import ast
+    from pathlib import Path
+
+    import mechlens_captum
+
+    root = Path(mechlens_captum.__file__).parent
+    graph: dict[str, set[str]] = {}
+    for path in root.glob("*.py"):
+        deps = graph.setdefault(path.stem, set())
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "mechlens_captum":
+                deps.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mechlens_captum."):
+                deps.add(node.module.split(".")[1])
+            elif isinstance(node, ast.Import):
+                deps.update(a.name.split(".")[1] for a in node.names if a.name.startswith("mechlens_captum."))
+    assert graph["exact"] >= {"sweep", "integrated"}  # the walk sees function-level imports
+
+    def reaches(start: str, target: str, seen: set[str]) -> bool:
+        for dep in graph.get(start, ()):
+            if dep == target or (dep not in seen and reaches(dep, target, seen | {dep})):
+                return True
+        return False
+
+    circles = sorted(name for name in graph if reaches(name, name, {name}))
+    assert not circles, f"modules on an import circle: {circles}"

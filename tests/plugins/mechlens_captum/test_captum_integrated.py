@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 import torch
@@ -10,13 +13,18 @@ from mechlens_captum.integrated import IntegratedGradients, quadrature
 from torch import nn
 
 from mechlens.errors import ParameterError, UsageError
-from mechlens.testing import check_attributor
+from mechlens.testing import parametrize_with_checks
 from mechlens.toymodels import ToyCNN
+
+
+@functools.cache
+def _toy() -> ToyCNN:
+    return ToyCNN(seed=1)
 
 
 @pytest.fixture(scope="module")
 def toy() -> ToyCNN:
-    return ToyCNN(seed=1)
+    return _toy()
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +40,18 @@ def test_hook_lists_the_attributors():
         assert name in names
 
 
-def test_conforms_with_fixed_steps(toy, toy_stim):
-    ds = check_attributor(IntegratedGradients, toy, toy_stim, {"n_steps": 64}, completeness_rtol=5e-3)
+@parametrize_with_checks(
+    [IntegratedGradients(n_steps=64)],
+    model=_toy,
+    stimulus=lambda: stimulus_for(_toy(), n_times=10),
+    completeness_rtol=5e-3,
+)
+def test_conforms_with_fixed_steps(check: Callable[[], None]) -> None:
+    check()
+
+
+def test_fixed_steps_are_recorded(toy, toy_stim):
+    ds = IntegratedGradients(n_steps=64).attribute(toy, toy_stim)
     a = ds["attribution"]
     assert a.dims == ("time", "cell", "unit_channel")
     assert a.attrs["units"] == "Hz"
@@ -191,3 +209,40 @@ def test_quadrature_rules_integrate_constants():
     # Gauss-Legendre with n nodes integrates polynomials of degree 2n-1 exactly
     alphas, weights = quadrature("gausslegendre", 5)
     assert float((weights * alphas**9).sum()) == pytest.approx(0.1, rel=1e-12)
+
+
+@pytest.mark.parametrize("n_steps", [2, 17, 64, 300])
+def test_quadrature_nodes_are_captums_rules_in_float64(n_steps):
+    """The rules Captum builds (its private approximation_methods), computed here: Riemann nodes at the left
+    ends, midpoints or right ends of n equal steps, weighted 1/n; Gauss-Legendre as numpy's leggauss."""
+    n = n_steps
+    steps = np.arange(n)
+    for method, nodes in (
+        ("riemann_left", steps / n),
+        ("riemann_middle", (steps + 0.5) / n),
+        ("riemann_right", (steps + 1) / n),
+    ):
+        alphas, weights = quadrature(method, n)
+        np.testing.assert_allclose(alphas.numpy(), nodes, rtol=0, atol=1e-15, err_msg=method)
+        np.testing.assert_array_equal(weights.numpy(), np.full(n, 1 / n), err_msg=method)
+    x, w = np.polynomial.legendre.leggauss(n)
+    alphas, weights = quadrature("gausslegendre", n)
+    np.testing.assert_allclose(alphas.numpy(), 0.5 * (1 + x), rtol=0, atol=1e-14)
+    np.testing.assert_allclose(weights.numpy(), 0.5 * w, rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    "method", ["riemann_left", "riemann_middle", "riemann_right", "gausslegendre", "riemann_trapezoid"]
+)
+def test_each_rule_matches_captum_integrated_gradients(toy, toy_stim, method):
+    """Captum's public IntegratedGradients with the same method and n_steps gives the same attributions
+    (its Riemann nodes are float32: ~1e-8); its trapezoid weights sum to 1 - 1/n, ours to 1."""
+    n = 12  # few nodes: the rules differ from each other by far more than the tolerance
+    native = IntegratedGradients(n_steps=n, method=method).attribute(toy, toy_stim, cells=["gc01"])
+    cap = IntegratedGradients(n_steps=n, method=method, backend="captum").attribute(toy, toy_stim, cells=["gc01"])
+    want = native["attribution"].values * ((n - 1) / n if method == "riemann_trapezoid" else 1.0)
+    scale = float(np.abs(want).max())
+    np.testing.assert_allclose(cap["attribution"].values, want, rtol=0, atol=1e-5 * scale)
+    if method == "riemann_left":  # the tolerance tells rules apart
+        right = IntegratedGradients(n_steps=n, method="riemann_right").attribute(toy, toy_stim, cells=["gc01"])
+        assert float(np.abs(right["attribution"].values - want).max()) > 1e-3 * scale

@@ -216,7 +216,7 @@ def test_compiled_softplus_integral_matches_torch(beta, threshold):
     """The sweep's closed-form Softplus integrals = the generic torch path (torch's own module)."""
     from mechlens_captum.structure import final_integral
     from mechlens_captum.sweep import softplus_terms
-    from mechlens_captum.sweep_kernels import compiled
+    from mechlens_captum.sweep_kernels import softplus_pieces
 
     rng = np.random.default_rng(0)
     steps = rng.choice([0.0, 1e-9, 1e-3, 2.0], size=(400, 3))  # flat, tiny and large moves
@@ -231,7 +231,7 @@ def test_compiled_softplus_integral_matches_torch(beta, threshold):
     length = rng.uniform(1e-4, 0.1, 400)
     final = nn.Softplus(beta=beta, threshold=threshold).double()
     e, lg = softplus_terms(breakpoints, beta)
-    got = compiled("softplus_pieces")(ptr, breakpoints, e, lg, length, beta, threshold)
+    got = softplus_pieces(ptr, breakpoints, e, lg, length, beta, threshold)
     want = final_integral(final, torch.from_numpy(p_a), torch.from_numpy(p_b), torch.from_numpy(length[:, None]))
     np.testing.assert_allclose(got, want.numpy(), rtol=1e-9, atol=1e-15)
 
@@ -292,56 +292,63 @@ def test_crossing_order_sorts_each_row_within_its_own_range():
     assert order.tolist() == [1, 0, 2, 3, 5, 4]
 
 
-def test_superword_kernels_leave_numba_config_as_they_found_it():
-    """The sweep's kernels raise numba's SLP-vectoriser flag only around their calls, even a failing one."""
-    from mechlens_captum.sweep_kernels import _SUPERWORD, compiled
+def _four_products(a, b, out):  # pragma: no cover - compiled
+    """Four independent products, loads before stores: what the superword vectoriser packs."""
+    x0 = a[0] * b[0]
+    x1 = a[1] * b[1]
+    x2 = a[2] * b[2]
+    x3 = a[3] * b[3]
+    out[0] = x0
+    out[1] = x1
+    out[2] = x2
+    out[3] = x3
+
+
+def _vector_ops(dispatcher) -> int:
+    """Vector (packed double) values in the optimised LLVM IR of the dispatcher's one compilation."""
+    (sig,) = dispatcher.signatures
+    return dispatcher.inspect_llvm(sig).count("x double>")
+
+
+def test_superword_compiles_only_its_own_kernels_with_the_slp_vectoriser(monkeypatch):
+    """The SLP vectoriser is on for a superword kernel's compilation and nowhere else; numba's flag is untouched."""
+    import numba
+    from mechlens_captum.sweep_kernels import _kernel, _SuperwordCompiler
+    from numba.core import config
+
+    monkeypatch.setattr(config, "SLP_VECTORIZE", 0)  # numba's default (NUMBA_SLP_VECTORIZE may be set)
+    x, out = np.arange(4.0), np.zeros(4)
+    superword = _kernel(superword=True, cache=False)(_four_products)
+    superword(x, x, out)
+    # compiled after the superword kernel (and, below, with numba's own default), in the same process
+    plain = numba.njit(_four_products)
+    plain(x, x, out)
+    np.testing.assert_array_equal(out, x * x)
+    assert config.SLP_VECTORIZE == 0
+    assert _vector_ops(superword) > 0
+    assert _vector_ops(plain) == 0
+    assert superword._compiler.pipeline_class is _SuperwordCompiler
+
+
+def test_sweep_kernels_are_bound_once_and_leave_numba_config_alone():
+    """The kernels are module-level dispatchers (no rebinding at run time); a run leaves numba's config as it was."""
+    from mechlens_captum import sweep_kernels
+    from mechlens_captum.sweep_kernels import SUPERWORD, _SuperwordCompiler
     from numba.core import config
     from numba.core.errors import TypingError
 
+    names = ("sweep", "pieces", "accumulate", "softplus_pieces", "per_unit", "record_crossing", "column_runs")
+    bound = {name: getattr(sweep_kernels, name) for name in names}
     before = config.SLP_VECTORIZE
     model = _conv_model(nn.Conv2d(3, 4, 3), final=nn.Softplus())
     ExactIntegratedGradients(algorithm="sweep").attribute(model, stimulus_for(model, n_times=4, seed=2))
     assert config.SLP_VECTORIZE == before
-    for name in _SUPERWORD:
-        assert compiled(name).dispatcher.signatures, name  # compiled (or loaded) by the run above
+    assert {name: getattr(sweep_kernels, name) for name in names} == bound
+    for name in names:
+        pipeline = bound[name]._compiler.pipeline_class
+        assert (pipeline is _SuperwordCompiler) == (name in SUPERWORD), name
+    for name in SUPERWORD:
+        assert bound[name].signatures, name  # compiled (or loaded from the cache) by the run above
     with pytest.raises(TypingError):
-        compiled("accumulate")(*(["not an array"] * 10))
-    assert config.SLP_VECTORIZE == before
-
-
-def test_superword_calls_from_threads_may_end_in_any_order():
-    """Thread A enters a superword kernel, B enters another, A leaves first: B's exit restores the flag."""
-    import threading
-
-    from mechlens_captum.sweep_kernels import _Superword
-    from numba.core import config
-
-    before = config.SLP_VECTORIZE
-    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
-    seen: list[int] = []
-
-    def kernel_a() -> None:
-        a_in.set()
-        b_in.wait(5)
-        seen.append(config.SLP_VECTORIZE)
-
-    def kernel_b() -> None:
-        b_in.set()
-        a_out.wait(5)
-        seen.append(config.SLP_VECTORIZE)
-
-    def run_a() -> None:
-        _Superword(kernel_a)()
-        a_out.set()
-
-    def run_b() -> None:
-        a_in.wait(5)
-        _Superword(kernel_b)()
-
-    threads = [threading.Thread(target=run_a), threading.Thread(target=run_b)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
-    assert seen == [1, 1]  # raised inside both calls
+        sweep_kernels.accumulate(*(["not an array"] * 10))
     assert config.SLP_VECTORIZE == before

@@ -120,7 +120,7 @@ def test_bundle_writes_the_gate_into_the_checkpoint_and_resumes(tmp_path, monkey
     fake.probe_agreement = probe_agreement
     fake.format_agreement = lambda d: "GATE TABLE"
     monkeypatch.setitem(sys.modules, "mechlens_retina.agreement", fake)
-    out = tmp_path / "m.pt"
+    out = tmp_path / "m.safetensors"
     small = [
         "--minutes",
         "0.1",

@@ -106,6 +106,24 @@ def test_a_planted_mechanism_is_recovered_and_every_control_scores_low():
     )
 
 
+def test_the_type_split_rejects_a_model_with_the_response_but_not_the_types():
+    """A model that reproduces the response but spreads it over the types as the wrong circuit would
+    (here: every type carries the same share plus 5 % noise) scores high on the raw pooled
+    attribution, whose variance is mostly the shared time course, and about 0 on the type split."""
+    truth_ds, _ = planted()
+    cells = R.responding_cells(truth_ds)
+    change = truth_ds["response"] - truth_ds["baseline_response"]
+    rng = np.random.default_rng(2)
+    same = xr.concat([change / 8] * 8, dim="unit_channel").transpose(*truth_ds["attribution"].dims)
+    same = same + 0.05 * float(np.abs(change).max()) / 8 * rng.standard_normal(same.shape)
+    same = same.assign_coords(unit_channel=np.arange(8))
+    args = (same, truth_ds["attribution"], R.identity_match(GROUPS), GROUPS, cells)
+    assert float(R.recovery_score(*args, split=False).median()) > 0.4
+    assert abs(float(R.recovery_score(*args).median())) < 0.3
+    split = R.type_split(R.pooled_attribution(truth_ds["attribution"], R.TypeMatch(GROUPS, np.zeros(0)), 4))
+    np.testing.assert_allclose(split.sum("unit_channel"), 0.0, atol=1e-9)
+
+
 def test_unmatched_channels_score_zero_not_nan():
     truth_ds, cnn = planted()
     none = R.TypeMatch(np.full(8, -1), np.zeros((8, 8)), np.full(8, -1))
@@ -182,8 +200,8 @@ def _arch() -> dict:
 
 def test_the_fixed_first_layer_survives_saving_and_is_refused_for_another_shape(tmp_path):
     model = RetinaCNN(**_arch(), first_layer="synthetic-retina")
-    model.save(tmp_path / "m.pt")
-    back = RetinaCNN(checkpoint=str(tmp_path / "m.pt"), device="cpu")
+    model.save(tmp_path / "m.safetensors")
+    back = RetinaCNN(checkpoint=str(tmp_path / "m.safetensors"), device="cpu")
     assert back.params.first_layer == "synthetic-retina"
     assert not back.module.conv1.weight.requires_grad
     with pytest.raises(ParameterError, match="first_layer"):

@@ -221,7 +221,7 @@ def test_training_streams_an_hdf5_file_in_blocks(tmp_path, monkeypatch):
 
 def test_train_command_writes_a_loadable_checkpoint(tmp_path, capsys):
     path = write_h5(tmp_path / "naturalscene.h5", ln_split(2500, 5), ln_split(300, 6, n_rep=3))
-    out = tmp_path / "model.pt"
+    out = tmp_path / "model.safetensors"
     args = ["train", "--data", str(tmp_path), "--cells", "0", "1", "-o", str(out)]
     for key, value in {**FAST, "epochs": 2}.items():
         args += ["--set", f"{key}={value}"]
@@ -231,7 +231,8 @@ def test_train_command_writes_a_loadable_checkpoint(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "evaluated on the test set" in printed and "gc01" in printed and str(out) in printed
     model = RetinaCNN.load(out)
-    meta = json.loads(out.with_suffix(".json").read_text())
+    meta = model.metadata  # read from the one file, its header
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("model")) == ["model.safetensors"]
     assert model.cells == ["gc00", "gc01"] and model.history == 5 and model.input_shape == (12, 12)
     assert meta["training"]["data"] == str(path) and meta["metrics"]["evaluation"]["cc"][0] is not None
     assert meta["training"]["parameters"]["epochs"] == 2
@@ -255,5 +256,7 @@ def test_bad_inputs_are_explained(recording):
         train(recording, {"lr": -1.0}, ARCH)
     with pytest.raises(UsageError, match="too few samples"):
         train(recording, {**FAST, "nskip": 5000}, ARCH)
-    with pytest.raises(UsageError, match=r"\.pt file"):
+    with pytest.raises(UsageError, match=r"\.safetensors file name, e\.g\. model\.safetensors"):
         training.save_path(Path("model.bin"))
+    with pytest.raises(UsageError, match=r"\.pt \+ \.json checkpoints are still read, no longer written"):
+        training.save_path(Path("model.pt"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from mechlens import registry
 from mechlens.errors import ParameterError
 from mechlens.interfaces import Model
 from mechlens.schema import grid_coords, time_coord
-from mechlens.testing import check_model, noise_stimulus
+from mechlens.testing import noise_stimulus, parametrize_with_checks
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +38,13 @@ def flash_movie(intensity: float, n_pre: int = 39, n_post: int = 40) -> np.ndarr
     return v
 
 
-def test_conforms_to_the_model_contract(model: SyntheticRetina) -> None:
-    out = check_model(model)
+@parametrize_with_checks([SyntheticRetina])
+def test_conforms_to_the_model_contract(check: Callable[[], None]) -> None:
+    check()
+
+
+def test_default_response_cells_and_layer(model: SyntheticRetina) -> None:
+    out = model.predict(noise_stimulus(model))
     assert out["response"].shape == (24, 8)
     assert model.layers() == {"bipolar": (8, 36, 36)}
     assert model.cells == [f"gc{i:02d}" for i in range(8)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -10,7 +12,7 @@ from mechlens_sklearn.sentence import mechanism_sentence
 from sklearn_reduction_helpers import exact_attribution, synthetic_attribution
 
 from mechlens.errors import ParameterError
-from mechlens.testing import check_reducer
+from mechlens.testing import check_reducer, parametrize_with_checks
 from mechlens.toymodels import ToyCNN
 
 
@@ -29,9 +31,9 @@ def planted(n_t: int = 200, n_cell: int = 3, n_ch: int = 8, seed: int = 0) -> tu
     return a, t
 
 
-def test_conforms_without_a_model() -> None:
-    a, _ = planted()
-    check_reducer(CellTypes, synthetic_attribution(a))
+@parametrize_with_checks([CellTypes], attribution=lambda: synthetic_attribution(planted()[0]))
+def test_conforms_without_a_model(check: Callable[[], None]) -> None:
+    check()
 
 
 def test_conforms_with_a_model_and_labels_types() -> None:

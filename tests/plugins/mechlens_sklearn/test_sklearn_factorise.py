@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 from mechlens_sklearn.factorise import NMFReducer, PCAReducer
@@ -9,7 +11,7 @@ from scipy.optimize import linear_sum_assignment
 from sklearn_reduction_helpers import exact_attribution, synthetic_attribution
 
 from mechlens.errors import ParameterError
-from mechlens.testing import check_reducer
+from mechlens.testing import check_reducer, parametrize_with_checks
 from mechlens.toymodels import ToyCNN
 
 
@@ -98,10 +100,14 @@ def test_kept_units_follow_the_loading_threshold() -> None:
     assert list(np.flatnonzero(loose["kept"].values)) == list(range(8))
 
 
-@pytest.mark.parametrize("cls", [NMFReducer, PCAReducer])
-def test_factorisers_conform(cls: type) -> None:
+def _planted_attribution():
     w, h = planted_factors(n_t=60)
-    check_reducer(cls, synthetic_attribution(np.einsum("tck,kj->tcj", w, h)), params={"seed": 3})
+    return synthetic_attribution(np.einsum("tck,kj->tcj", w, h))
+
+
+@parametrize_with_checks([NMFReducer(seed=3), PCAReducer(seed=3)], attribution=_planted_attribution)
+def test_factorisers_conform(check: Callable[[], None]) -> None:
+    check()
 
 
 @pytest.mark.parametrize("cls", [NMFReducer, PCAReducer])

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 from mechlens_stimuli.bars import FlashedBar, MotionReversal, MovingBar, speed_um_s
 
 from mechlens.errors import ParameterError
-from mechlens.testing import check_stimulus
+from mechlens.testing import check_stimulus, parametrize_with_checks
 
 PIXEL = 55.0
 HALF_SCREEN = 25 * PIXEL
@@ -30,9 +32,9 @@ def _on_grid(centre: np.ndarray, width: float) -> np.ndarray:
     return np.abs(centre) + width / 2 <= HALF_SCREEN - 1e-9
 
 
-@pytest.mark.parametrize("cls", [MovingBar, FlashedBar, MotionReversal])
-def test_conformance(cls: type) -> None:
-    check_stimulus(cls)
+@parametrize_with_checks([MovingBar, FlashedBar, MotionReversal])
+def test_conformance(check: Callable[[], None]) -> None:
+    check()
 
 
 def test_speed_conversion() -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 from mechlens_stimuli.fullfield import Flash, OmittedStimulus, PairedFlash
 
 from mechlens.errors import ParameterError
-from mechlens.testing import check_stimulus
+from mechlens.testing import check_stimulus, parametrize_with_checks
 
 
 def _trace(ds, **sel) -> tuple[np.ndarray, np.ndarray]:
@@ -17,9 +19,9 @@ def _trace(ds, **sel) -> tuple[np.ndarray, np.ndarray]:
     return ds["time"].values, movie[:, 0, 0]
 
 
-@pytest.mark.parametrize("cls", [Flash, OmittedStimulus, PairedFlash])
-def test_conformance(cls: type) -> None:
-    check_stimulus(cls)
+@parametrize_with_checks([Flash, OmittedStimulus, PairedFlash])
+def test_conformance(check: Callable[[], None]) -> None:
+    check()
 
 
 def test_flash_default_is_the_latency_ig_dark_step() -> None:

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 from mechlens_stimuli._render import pixel_centres, square_wave
 from mechlens_stimuli.gratings import ObjectMotion, ReversingGrating
 
 from mechlens.errors import ParameterError
-from mechlens.testing import check_stimulus
+from mechlens.testing import check_stimulus, parametrize_with_checks
 
 
-@pytest.mark.parametrize("cls", [ReversingGrating, ObjectMotion])
-def test_conformance(cls: type) -> None:
-    check_stimulus(cls)
+@parametrize_with_checks([ReversingGrating, ObjectMotion])
+def test_conformance(check: Callable[[], None]) -> None:
+    check()
 
 
 def test_reversing_grating_bars_and_reversals() -> None:

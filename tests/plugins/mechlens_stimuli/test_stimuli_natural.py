@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -9,11 +11,16 @@ from mechlens_stimuli import natural
 from mechlens_stimuli.natural import NaturalScenes
 
 from mechlens.errors import ParameterError
-from mechlens.testing import check_stimulus
+from mechlens.testing import parametrize_with_checks
 
 
-def test_conformance() -> None:
-    ds = check_stimulus(NaturalScenes)
+@parametrize_with_checks([NaturalScenes])
+def test_conformance(check: Callable[[], None]) -> None:
+    check()
+
+
+def test_default_movie_sizes() -> None:
+    ds = NaturalScenes().generate(0)
     assert ds.sizes["time"] == 540 and ds.sizes["image"] == 6  # image -1 fills the 0.4 s history
     assert ds["jitter_x"].attrs["units"] == "um"
 
@@ -83,6 +90,28 @@ def test_the_image_moves_with_the_jitter(monkeypatch: pytest.MonkeyPatch) -> Non
     out = natural.sample_image(rows, (100.0, 200.0), jit, p)
     assert out[0].mean() - out[1].mean() == pytest.approx(2.5, abs=1e-4)
     np.testing.assert_allclose(np.diff(out[0], axis=0), 3.0, atol=1e-4)  # zoom image px per grid px
+
+
+def test_drift_is_a_constant_velocity_per_image_within_the_stated_speed() -> None:
+    still = NaturalScenes(duration=4.0, jitter_um=0.0, size_px=12, image_s=0.2, pre_s=0.0).generate(2)
+    ds = NaturalScenes(duration=4.0, jitter_um=0.0, drift_um_s=2000.0, size_px=12, image_s=0.2, pre_s=0.0).generate(2)
+    np.testing.assert_array_equal(still["jitter_x"].values, 0.0)
+    index = ds["image_index"].values
+    same = index[1:] == index[:-1]
+    dt = 0.01
+    vy = np.diff(ds["jitter_y"].values) / dt
+    vx = np.diff(ds["jitter_x"].values) / dt
+    speeds = []
+    for k in np.unique(index):
+        sel = same & (index[:-1] == k)
+        # one velocity per image: every step of one image is the same
+        np.testing.assert_allclose(vy[sel], vy[sel][0], atol=1e-6)
+        np.testing.assert_allclose(vx[sel], vx[sel][0], atol=1e-6)
+        speeds.append(np.hypot(vy[sel][0], vx[sel][0]))
+    speeds = np.asarray(speeds)
+    assert speeds.max() <= 2000.0 and speeds.max() > 1000.0 and len(np.unique(speeds.round(3))) == len(speeds)
+    # drawn after everything else: the same images and crops as without drift
+    np.testing.assert_array_equal(ds["crop_row"].values, still["crop_row"].values)
 
 
 def test_chunks_equal_the_whole_movie() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tracemalloc
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -10,14 +11,14 @@ import xarray as xr
 from mechlens_stimuli.noise import ContrastSteps, WhiteNoise
 
 from mechlens.errors import ParameterError, UsageError
-from mechlens.testing import check_stimulus
+from mechlens.testing import check_stimulus, parametrize_with_checks
 
 SMALL = {"size_px": 20, "duration": 20.0}
 
 
-@pytest.mark.parametrize("cls", [WhiteNoise, ContrastSteps])
-def test_conformance(cls: type) -> None:
-    check_stimulus(cls)
+@parametrize_with_checks([WhiteNoise, ContrastSteps])
+def test_conformance(check: Callable[[], None]) -> None:
+    check()
 
 
 def test_binary_noise_has_the_stated_contrast() -> None:
