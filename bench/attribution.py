@@ -63,11 +63,19 @@ class _SameArchitecture(Model):
     """The retina CNN's layers with PyTorch's default initialisation (used when RetinaCNN is absent)."""
 
     name = "bench-retina-architecture"
+    history, frame_period_s, input_shape = 40, 0.01, (50, 50)
 
     def __init__(self) -> None:
         from torch import nn
 
-        from mechlens.torchutil import GaussianNoise
+        from mechlens.torchutil import TrainingOnly
+
+        class GaussianNoise(TrainingOnly):  # the identity in eval mode, as the retina CNN's
+            def __init__(self, std: float) -> None:
+                super().__init__()
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return x
 
         super().__init__()
         torch.manual_seed(0)

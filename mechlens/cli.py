@@ -40,6 +40,14 @@ def _add_list(sub: Any) -> None:
     p.set_defaults(func=cmd_list)
 
 
+def _names(text: str) -> list[str]:
+    """A list option's value, comma-separated (``gc00,gc01``): one value per flag, so no positional is eaten."""
+    items = [t.strip() for t in text.split(",")]
+    if not all(items):
+        raise argparse.ArgumentTypeError(f"{text!r} has an empty item; separate names with single commas: a,b")
+    return items
+
+
 def _add_run(sub: Any) -> None:
     p = sub.add_parser(
         "run",
@@ -64,10 +72,23 @@ def _add_run(sub: Any) -> None:
         metavar="STAGE.PARAM=VALUE",
         help="set a parameter, e.g. stimulus.period=0.1 or stimulus.period=[0.06,0.1] (repeatable)",
     )
-    p.add_argument("--experiment", action="append", default=[], metavar="NAME", help="run this experiment (repeatable)")
+    p.add_argument(
+        "--experiment",
+        action="append",
+        default=[],
+        type=_names,
+        metavar="NAME[,NAME...]",
+        help="run these experiments (comma-separated or repeated; without --stimulus)",
+    )
     p.add_argument("--model-checkpoint", type=Path, metavar="PATH", help="load the model from this checkpoint")
     p.add_argument("--layer", help="hidden layer to attribute (default: the model's first)")
-    p.add_argument("--cells", nargs="+", metavar="ID", help="cells to attribute (default: all)")
+    p.add_argument(
+        "--cells",
+        action="append",
+        type=_names,
+        metavar="ID[,ID...]",
+        help="cells to attribute, comma-separated or repeated: --cells gc00,gc01 (default: all, or each experiment's)",
+    )
     p.add_argument("--seed", type=int, help="stimulus seed (default 0)")
     p.add_argument("-o", "--output", type=Path, help="output .nc file (pipeline) or directory (experiments)")
     p.set_defaults(func=cmd_run)
@@ -195,6 +216,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 def _config_from_args(args: argparse.Namespace) -> Any:
     from mechlens import config
 
+    if args.config and not args.config.exists() and args.config.suffix != ".toml" and (args.cells or args.experiment):
+        raise UsageError(
+            f"{args.config}: no such config file; to give several cells or experiments separate them with "
+            "commas (--cells gc00,gc01) or repeat the flag (--cells gc00 --cells gc01)"
+        )
     cfg = config.load(args.config) if args.config else config.RunConfig()
     for stage in config.SECTIONS:
         name = getattr(args, stage)
@@ -205,13 +231,109 @@ def _config_from_args(args: argparse.Namespace) -> Any:
         if getattr(args, key) is not None:
             cfg.run[key] = getattr(args, key)
     if args.cells:
-        cfg.run["cells"] = list(args.cells)
+        cfg.run["cells"] = [c for group in args.cells for c in group]
     if args.model_checkpoint:
         cfg.run["model_checkpoint"] = str(args.model_checkpoint)
     if args.experiment:
-        cfg.run["experiment"] = list(args.experiment)
-    config.check(cfg, source=str(args.config) if args.config else "command line")
+        cfg.run["experiment"] = [e for group in args.experiment for e in group]
+    _refuse_unused(cfg, args)
+    # model parameters without a model name are the experiments' default models' (checked below)
+    unnamed_ok = ("model",) if cfg.stimulus.name is None else ()
+    config.check(cfg, source=_source(args), unnamed_ok=unnamed_ok)
+    _check_model_params(cfg, args)
     return cfg
+
+
+def _source(args: argparse.Namespace) -> str:
+    return str(args.config) if args.config else "command line"
+
+
+def _given(args: argparse.Namespace, stage: str, key: str | None = None) -> str:
+    """How the user gave ``stage`` (its name when ``key`` is None, else the parameter ``key``), in CLI words."""
+    if key is None and stage != "run" and getattr(args, stage, None):
+        return f"--{stage}"
+    if key is not None and stage == "run" and getattr(args, key, None):
+        return f"--{key}"
+    for item in args.overrides:
+        k = item.partition("=")[0].strip()
+        if k == f"{stage}.{key or 'name'}" or (key is None and k.startswith(f"{stage}.")):
+            return f"--set {item}"
+    return f"[{stage}] {key or 'name'} in {args.config}" if args.config else f"--{key or stage}"
+
+
+def _refuse_unused(cfg: Any, args: argparse.Namespace) -> None:
+    """Refuse what would be silently ignored: every flag of ``run`` takes effect or is an error (issue 18)."""
+    opts = cfg.run
+    pipeline = "give --stimulus NAME to run a single pipeline"
+    if cfg.stimulus.name is None:  # the experiments run: they choose their own stages and layer
+        if cfg.stimulus.params:
+            first = next(iter(cfg.stimulus.params))
+            raise UsageError(
+                f"{_given(args, 'stimulus', first)}: no stimulus named, so the experiments run, and they choose "
+                f"their own stimulus; {pipeline}, or drop it"
+            )
+        for stage in ("attributor", "reducer"):
+            sc = cfg.stage(stage)
+            if sc.name is not None or sc.params:
+                where = _given(args, stage, None if sc.name is not None else next(iter(sc.params)))
+                raise UsageError(
+                    f"{where} is ignored by experiments, which choose their own {stage}; {pipeline}, or drop it"
+                )
+        if opts.get("layer"):
+            raise UsageError(
+                f"{_given(args, 'run', 'layer')} is ignored by experiments, which attribute their own layer; "
+                f"{pipeline}, or drop it"
+            )
+        return
+    if opts.get("experiment"):
+        raise UsageError(
+            f"{_given(args, 'run', 'experiment')} runs experiments, which choose their own stimulus; "
+            f"drop {_given(args, 'stimulus')} to run them, or drop the experiments to run one pipeline"
+        )
+    for stage in ("model", "attributor", "reducer"):
+        sc = cfg.stage(stage)
+        if sc.name is None and sc.params:
+            raise UsageError(
+                f"{_given(args, stage, next(iter(sc.params)))}: no {stage} named; give --{stage} NAME "
+                f"(or --set {stage}.name=NAME)"
+            )
+
+
+def _check_model_params(cfg: Any, args: argparse.Namespace) -> None:
+    """Check model parameters against the model(s) they will reach, and against a checkpoint, before any work."""
+    from mechlens import parameters, registry
+    from mechlens.errors import ParameterError, PluginNotFoundError
+    from mechlens.pipeline import checkpoint_conflicts, checkpoint_parameters
+
+    checkpoint = cfg.run.get("model_checkpoint")
+    if not cfg.model.params and not checkpoint:
+        return
+    targets: list[tuple[str, dict[str, Any]]]  # (model name, the parameters its experiment gives it)
+    if cfg.model.name is not None:
+        targets = [(cfg.model.name, {})]
+    else:  # the experiments' default models (experiment mode; the pipeline mode asks for a name later)
+        from mechlens import experiments
+
+        chosen = experiments.resolve(cfg.options().experiment or None)
+        targets = [(c.model, {} if checkpoint else dict(c.model_params)) for c in chosen if c.model]
+    for name, own in targets:
+        try:
+            cls = registry.get("model", name)
+        except PluginNotFoundError:
+            continue  # the experiment that needs it fails alone, saying so
+        refused = checkpoint_conflicts(cls, cfg.model.params) if checkpoint else []
+        if refused:
+            allowed = sorted(checkpoint_parameters(cls) or ())
+            takes = ", ".join(f"model.{a}" for a in allowed)
+            raise UsageError(
+                f"{_given(args, 'model', refused[0])}: --model-checkpoint fixes {', '.join(refused)} of model "
+                f"{name!r}; drop the parameter or the checkpoint"
+                + (f" (with a checkpoint only {takes} can be set)" if allowed else "")
+            )
+        try:
+            parameters.build(cls.Parameters, {**own, **cfg.model.params}, where="model")
+        except ParameterError as err:
+            raise UsageError(f"{_source(args)}: {err} (model {name!r})") from None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -234,6 +356,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             model_checkpoint=opts.model_checkpoint or None,
             seed=opts.seed,
             history=history,
+            cells=opts.cells or None,
         )
         return 0
     if cfg.model.name is None:
@@ -294,11 +417,11 @@ def summarise(path: Path) -> str:
     lines.append("  variables")
     for name, var in ds.data_vars.items():
         units = var.attrs.get("units", "")
-        vals = var.values
+        data = var.values
         rng = ""
-        if vals.dtype.kind == "f" and np.isfinite(vals).any():
-            rng = f"  range [{np.nanmin(vals):.4g}, {np.nanmax(vals):.4g}]"
-        lines.append(f"    {name:<22} ({', '.join(var.dims)})" + (f" [{units}]" if units else "") + rng)
+        if data.dtype.kind == "f" and np.isfinite(data).any():
+            rng = f"  range [{np.nanmin(data):.4g}, {np.nanmax(data):.4g}]"
+        lines.append(f"    {name:<22} ({', '.join(map(str, var.dims))})" + (f" [{units}]" if units else "") + rng)
     finite = "completeness_error" in ds and "response" in ds and np.isfinite(ds["completeness_error"].values).any()
     if finite and np.isfinite(ds["response"].values).any():  # nanmax of nothing finite would fail or warn
         span = float(np.nanmax(ds["response"].values) - np.nanmin(ds["response"].values)) or 1.0
@@ -309,36 +432,11 @@ def summarise(path: Path) -> str:
     return "\n".join(lines)
 
 
-#: the entry of a ``.safetensors`` checkpoint's header metadata that holds mechlens's JSON metadata
-CHECKPOINT_METADATA_KEY = "mechlens"
-
-
 def _safetensors_metadata(path: Path) -> dict[str, Any]:
     """The JSON metadata in a ``.safetensors`` checkpoint's header (no tensor is read)."""
-    import json
+    from mechlens.io import read_safetensors_metadata
 
-    from safetensors import SafetensorError, safe_open
-
-    if not path.is_file():
-        raise UsageError(f"checkpoint {path} not found")
-    try:
-        # reads and checks only the header (bounded by safetensors and by the file's size)
-        with safe_open(str(path), framework="numpy") as fh:
-            header = fh.metadata() or {}
-    except (OSError, SafetensorError) as err:
-        raise UsageError(
-            f"{path} is not a readable safetensors file ({err}); it is damaged or not a checkpoint"
-        ) from None
-    text = header.get(CHECKPOINT_METADATA_KEY)
-    if text is None:
-        raise UsageError(
-            f"{path} holds no mechlens metadata (no {CHECKPOINT_METADATA_KEY!r} entry in its safetensors header); "
-            "it was not written by a mechlens model"
-        )
-    try:
-        meta = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise UsageError(f"the mechlens metadata in {path} is not valid JSON: {err}") from None
+    meta, _ = read_safetensors_metadata(path, error=UsageError)
     if not isinstance(meta, dict) or "model" not in meta:
         raise UsageError(f"the mechlens metadata in {path} names no 'model'; it is not checkpoint metadata")
     return meta

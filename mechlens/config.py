@@ -28,7 +28,7 @@ the plugin's declared Parameters.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,8 +160,17 @@ def apply_overrides(cfg: RunConfig, overrides: Iterable[str]) -> RunConfig:
     return cfg
 
 
-def check(cfg: RunConfig, registry: _registry.Registry | None = None, source: str = "config") -> None:
+def check(
+    cfg: RunConfig,
+    registry: _registry.Registry | None = None,
+    source: str = "config",
+    unnamed_ok: Collection[str] = (),
+) -> None:
     """Check that named plugins exist and their parameters are valid, before anything runs.
+
+    Stages in ``unnamed_ok`` may set parameters without a name (the caller knows the plugin they
+    reach and checks them: ``mechlens run`` with no stimulus gives model parameters to the
+    experiments' default models).
 
     Raises
     ------
@@ -176,7 +185,7 @@ def check(cfg: RunConfig, registry: _registry.Registry | None = None, source: st
     for stage in SECTIONS:
         sc = cfg.stage(stage)
         if sc.name is None:
-            if sc.params:
+            if sc.params and stage not in unnamed_ok:
                 raise ConfigError(f'{source}: [{stage}] sets parameters but no name; add name = "..."')
             continue
         try:

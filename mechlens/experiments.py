@@ -118,6 +118,7 @@ def run_experiment(
     model: Model,
     seed: int = 0,
     registry: _registry.Registry | None = None,
+    cells: Sequence[str] | None = None,
 ) -> xr.Dataset:
     """Run one experiment on a model: pipeline, window, measure, generic numbers, provenance.
 
@@ -131,6 +132,8 @@ def run_experiment(
         Stimulus seed.
     registry : Registry, optional
         Where names are looked up.
+    cells : sequence of str, optional
+        The cells to attribute, instead of the experiment's own choice (:func:`select_cells`).
 
     Returns
     -------
@@ -144,7 +147,7 @@ def run_experiment(
     if isinstance(exp, type):
         exp = exp()
     start = time.perf_counter()
-    cells = select_cells(exp, model, seed, reg)
+    cells = list(cells) if cells else select_cells(exp, model, seed, reg)
     from mechlens.pipeline import run_recipe
 
     ds = run_recipe(exp, model, seed, cells, reg)  # the experiment's run() override, else its declared stages
@@ -182,13 +185,14 @@ def load_model(
     checkpoint: str | Path | None = None,
     registry: _registry.Registry | None = None,
 ) -> Model:
-    """Instantiate a model by registry name, from parameters or a checkpoint (not both)."""
-    cls = (registry or _registry.default()).get("model", name)
-    if checkpoint:
-        if params:
-            raise UsageError("give either a model checkpoint or model parameters, not both")
-        return cls.load(checkpoint)
-    return cls(**dict(params or {}))
+    """Instantiate a model by registry name, from parameters or a checkpoint (:func:`mechlens.pipeline.load_model`)."""
+    from mechlens.pipeline import load_model as _load
+
+    return _load(name, params, checkpoint or None, registry)
+
+
+class _UnknownCells(UsageError):
+    """Cells asked for that the model lacks: a user error that stops :func:`run_all` (exit status 2)."""
 
 
 def run_all(
@@ -200,6 +204,7 @@ def run_all(
     seed: int = 0,
     history: str = "",
     registry: _registry.Registry | None = None,
+    cells: Sequence[str] | None = None,
 ) -> list[Path]:
     """Run experiments, save each result as soon as it is done, and build the report.
 
@@ -212,15 +217,20 @@ def run_all(
     model : str, optional
         Run every experiment on this model instead of each experiment's default.
     model_params : mapping, optional
-        Parameters of the model (of the default model when ``model`` is not given).
+        Parameters of the model; when ``model`` is not given, they update each experiment's
+        default model parameters (``Experiment.model_params``, dropped with a checkpoint).
     model_checkpoint : path, optional
-        Load the model from this checkpoint (``Model.load``).
+        Load the model from this checkpoint (``Model.load``); ``model_params`` may then hold only
+        what the model's ``load`` takes (:func:`mechlens.pipeline.checkpoint_parameters`).
     seed : int
         Stimulus seed.
     history : str
         The command line, stored in each file's ``history`` attr.
     registry : Registry, optional
         Where names are looked up.
+    cells : sequence of str, optional
+        Attribute these cells in every experiment instead of each experiment's own choice; a cell
+        the model lacks stops the run (UsageError) before that experiment does any work.
 
     Returns
     -------
@@ -254,7 +264,8 @@ def run_all(
             mname = model or cls.model
             if not mname:
                 raise UsageError(f"experiment {name!r} names no default model; choose one with --model")
-            mparams = dict(model_params or {}) if (model or model_params) else dict(cls.model_params)
+            own = {} if (model or model_checkpoint) else dict(cls.model_params)
+            mparams = {**own, **dict(model_params or {})}
             key = json.dumps([mname, mparams, str(model_checkpoint or "")], sort_keys=True, default=str)
             if key not in models:
                 try:
@@ -265,15 +276,21 @@ def run_all(
             instance = models[key]
             if isinstance(instance, Exception):
                 raise instance
+            unknown = [c for c in cells or () if c not in instance.cells]
+            if unknown:
+                raise _UnknownCells(
+                    f"cells {', '.join(unknown)}: model {mname!r} (of experiment {name!r}) has no such cell; "
+                    f"its cells are {', '.join(instance.cells)}"
+                )
             log.info("experiment %s on model %s ...", name, mname)
-            ds = run_experiment(cls, instance, seed, reg)
+            ds = run_experiment(cls, instance, seed, reg, cells=cells)
             if history:
                 ds.attrs["history"] = history
             path = io.save(ds, outdir / f"{name}.nc")
             written.append(path)
             log.info("experiment %s done in %.1f s -> %s", name, time.perf_counter() - t0, path)
             print(f"wrote {path}  ({time.perf_counter() - t0:.1f} s)")
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, _UnknownCells):
             raise
         except Exception as err:  # one failing experiment must not stop the others
             msg = str(err) if isinstance(err, MechlensError) else f"{type(err).__name__}: {err}"

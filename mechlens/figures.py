@@ -24,7 +24,7 @@ import json
 import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import xarray as xr
@@ -68,7 +68,8 @@ def channel_labels(ds: xr.Dataset) -> list[str]:
 def _component_channel(ds: xr.Dataset, k: int) -> int | None:
     """The channel index a component is made of, when it is (essentially) one channel."""
     comp = ds["components"].isel(component=k)
-    per_channel = np.abs(comp).sum([d for d in comp.dims if d != "unit_channel"]).values
+    # cast: numpy's stubs type a ufunc's result as ndarray, but on a DataArray it returns a DataArray
+    per_channel = cast(xr.DataArray, np.abs(comp)).sum([d for d in comp.dims if d != "unit_channel"]).values
     total = per_channel.sum()
     if total <= 0:
         return None
@@ -440,7 +441,8 @@ def contributions_figure(ds: xr.Dataset, path: Path) -> Path:
         dim = "component"
     else:  # no reducer: the three channels with the largest attribution in the window
         per = _output_times(ds, _per_type(ds)).sel(cell=cell)
-        mag = np.abs(per.where(_mask(ds))).sum([d for d in per.dims if d != "unit_channel"])
+        # cast: numpy's stubs type a ufunc's result as ndarray, but on a DataArray it returns a DataArray
+        mag = cast(xr.DataArray, np.abs(per.where(_mask(ds)))).sum([d for d in per.dims if d != "unit_channel"])
         top = np.sort(np.argsort(-mag.values)[:3])
         series = per.isel(unit_channel=top)
         labels = [channel_labels(ds)[k] for k in top]
@@ -554,7 +556,7 @@ def measure_figure(ds: xr.Dataset, path: Path) -> Path | None:
             xname = (coord.attrs.get("swept") or coord.attrs.get("long_name")) if coord is not None else None
             xunits = coord.attrs.get("units", "") if coord is not None else ""
             ax.set_xlabel(f"{xname or xdim}" + (f" ({xunits})" if xunits else ""))
-            if xdim == "rel_time" or "time" in xdim:
+            if xdim == "rel_time" or "time" in str(xdim):  # dims are str in mechlens datasets
                 ax.axvline(0, color="0.6", lw=0.8, ls="--")
         units = v.attrs.get("units", "")
         units = "" if units == "1" else units

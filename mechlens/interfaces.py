@@ -60,7 +60,7 @@ class Plugin(abc.ABC):  # noqa: B024 - abstract by intent; each kind adds its ow
     Parameters: ClassVar[type] = _params.NoParameters
 
     def __init__(self, **params: Any) -> None:
-        self.params = _params.build(self.Parameters, params, where=self.kind or self.name)
+        self.params: Any = _params.build(self.Parameters, params, where=self.kind or self.name)
 
     @classmethod
     def describe(cls) -> str:
@@ -187,14 +187,27 @@ class Model(Plugin):
     """
 
     kind = "model"
+    # The grid has no default: no shape is more natural than another, and a silent default would
+    # hand every model one lab's grid (a 40-frame, 10 ms, 50x50 CNN). :meth:`__getattr__` names a
+    # missing one.
     #: frames of history per window (the ``lag`` dim)
-    history: int = 40
+    history: int
     #: seconds per frame
-    frame_period_s: float = 0.01
+    frame_period_s: float
     #: (y, x) pixels the model takes
-    input_shape: tuple[int, int] = (50, 50)
+    input_shape: tuple[int, int]
     #: predict() batch size, in time points
     batch_size: int = 512
+
+    def __getattr__(self, name: str) -> Any:
+        # called only when normal lookup fails: a model that never set its grid
+        if name in ("history", "frame_period_s", "input_shape"):
+            # an AttributeError, so hasattr() and getattr(..., default) keep working
+            raise AttributeError(
+                f"model {type(self).__name__} ({self.name!r}) sets no {name!r}; set history, frame_period_s "
+                "and input_shape as class attributes or in __init__ (see docs/contract.md, 'Kinds')"
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     @abc.abstractmethod

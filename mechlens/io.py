@@ -460,3 +460,62 @@ def parameters(ds: xr.Dataset, stage: str) -> dict[str, Any]:
         return dict(json.loads(raw))
     except (TypeError, ValueError) as err:
         raise FileFormatError(f"attr {stage}_parameters is not valid JSON: {raw!r}") from err
+
+
+#: the entry of a ``.safetensors`` checkpoint's header metadata that holds mechlens's JSON metadata
+SAFETENSORS_METADATA_KEY = "mechlens"
+
+
+def read_safetensors_metadata(
+    path: str | os.PathLike[str],
+    key: str = SAFETENSORS_METADATA_KEY,
+    *,
+    error: type[MechlensError] = FileFormatError,
+    writer: str = "a mechlens model",
+) -> tuple[Any, dict[str, tuple[int, ...]]]:
+    """The JSON metadata and the tensor shapes of a ``.safetensors`` checkpoint, reading no tensor data.
+
+    Parameters
+    ----------
+    path : path
+        A ``*.safetensors`` file.
+    key : str
+        The entry of the header's metadata that holds the JSON metadata.
+    error : type
+        The :class:`MechlensError` raised when the file is missing, is not safetensors, has no ``key``
+        entry, or that entry is not JSON; its message names the file, what is wrong and what to give.
+    writer : str
+        What writes such checkpoints, for the messages (``"RetinaCNN.save"``).
+
+    Returns
+    -------
+    metadata : JSON value
+        The parsed ``key`` entry, not validated (the caller checks that it is the metadata it expects).
+    shapes : dict of str to tuple of int
+        Every tensor's shape, by name.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"checkpoint {path} not found; give a .safetensors file written by {writer}")
+    try:
+        # safe_open reads and checks the header only (size, JSON, byte ranges); tensors stay on disk
+        with safe_open(str(path), framework="numpy") as fh:
+            header = fh.metadata() or {}
+            shapes = {name: tuple(int(d) for d in fh.get_slice(name).get_shape()) for name in fh.keys()}
+    except (OSError, SafetensorError) as err:
+        raise error(
+            f"checkpoint {path} is not a readable safetensors file ({err}); it is damaged or not a checkpoint"
+        ) from None
+    text = header.get(key)
+    if text is None:
+        raise error(
+            f"checkpoint {path} has no mechlens metadata (no {key!r} entry in its safetensors header); "
+            f"it was not written by {writer}"
+        )
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise error(f"checkpoint {path}: its mechlens metadata is not valid JSON ({err})") from None
+    return meta, shapes

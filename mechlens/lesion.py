@@ -16,6 +16,7 @@ optogenetic silencing of a cell type, done on the model.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import torch
@@ -26,6 +27,10 @@ from mechlens.interfaces import Model
 
 class _Clamp(torch.nn.Module):
     """``where(mask, z, z0)`` on a batch of layer activations (batch, *unit_shape)."""
+
+    # the buffers registered in __init__ (declared, or nn.Module.__getattr__ types them Tensor | Module)
+    mask: torch.Tensor
+    z0: torch.Tensor
 
     def __init__(self, mask: torch.Tensor, z0: torch.Tensor) -> None:
         super().__init__()
@@ -76,7 +81,9 @@ class Lesioned(Model):
         # the intact model's parameters (grid, pixel size), so stimuli are made for both alike
         self.params = getattr(model, "params", None)
         self.history, self.frame_period_s = model.history, model.frame_period_s
-        self.input_shape, self.batch_size = tuple(model.input_shape), model.batch_size
+        # a copy (a plugin may have set a list); cast: tuple() of a tuple[int, int] is typed tuple[int, ...]
+        self.input_shape = cast(tuple[int, int], tuple(model.input_shape))
+        self.batch_size = model.batch_size
         below, above = model.split(layer)
         x0 = np.zeros((model.history, *model.input_shape), np.float32) if baseline is None else baseline
         if tuple(np.shape(x0)) != (model.history, *model.input_shape):

@@ -16,7 +16,7 @@ import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mechlens.errors import ParameterError
 
@@ -263,7 +263,11 @@ def suggest(name: str, known: Sequence[str]) -> str:
     return f"; did you mean {close[0]}?" if close else ""
 
 
-def build(params_cls: type, values: Mapping[str, Any], where: str = "") -> Any:
+#: a Parameters dataclass
+_P = TypeVar("_P")
+
+
+def build(params_cls: type[_P], values: Mapping[str, Any], where: str = "") -> _P:
     """Make a Parameters instance from user values, checking names, types and ranges.
 
     Parameters

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib.metadata
+import inspect
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,7 +34,7 @@ from mechlens.interfaces import Attributor, Experiment, Model, Plugin, Reducer, 
 
 log = logging.getLogger("mechlens")
 
-PluginSpec = str | type | Plugin | None
+PluginSpec = str | type[Any] | Plugin | None
 
 
 def instantiate(
@@ -64,6 +65,60 @@ def instantiate(
         return spec
     cls = spec if isinstance(spec, type) else (registry or _registry.default()).get(kind, spec)
     return cls(**params)
+
+
+def checkpoint_parameters(cls: type[Model]) -> frozenset[str] | None:
+    """The parameters ``cls.load`` takes beside the checkpoint path (runtime ones, e.g. ``device``); None: any.
+
+    Read from the signature of ``cls.load``: a model that can run a checkpoint with some
+    parameters of its own (never its architecture, which the checkpoint fixes) declares them as
+    keyword arguments of ``load``, e.g. ``load(cls, path, *, device=None)``.
+    """
+    names: list[str] = []
+    for i, p in enumerate(inspect.signature(cls.load).parameters.values()):
+        if p.kind is inspect.Parameter.VAR_KEYWORD:
+            return None
+        if i > 0 and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY):
+            names.append(p.name)
+    return frozenset(names)
+
+
+def checkpoint_conflicts(cls: type[Model], params: Mapping[str, Any] | None) -> list[str]:
+    """The names in ``params`` that cannot be given with a checkpoint of ``cls`` (see :func:`checkpoint_parameters`)."""
+    allowed = checkpoint_parameters(cls)
+    return [k for k in (params or {}) if allowed is not None and k not in allowed]
+
+
+def load_model(
+    model: PluginSpec,
+    params: Mapping[str, Any] | None = None,
+    checkpoint: str | Path | None = None,
+    registry: _registry.Registry | None = None,
+) -> Model:
+    """A model instance: constructed from ``params``, or loaded from ``checkpoint`` with ``Model.load``.
+
+    The one owner of the rule on checkpoints and parameters: with a checkpoint only the parameters
+    that the model's ``load`` takes (:func:`checkpoint_parameters`) may be given.
+
+    Raises
+    ------
+    UsageError
+        A parameter the checkpoint fixes was given with it.
+    """
+    if checkpoint is None or checkpoint == "":
+        m = instantiate("model", model, params, registry)
+        assert isinstance(m, Model)
+        return m
+    cls = model if isinstance(model, type) else (registry or _registry.default()).get("model", str(model))
+    refused = checkpoint_conflicts(cls, params)
+    if refused:
+        allowed = sorted(checkpoint_parameters(cls) or ())
+        raise UsageError(
+            f"give either a model checkpoint or model parameters, not both: model {cls.name!r} loaded from a "
+            f"checkpoint takes {'only ' + ', '.join(allowed) if allowed else 'no parameter'} "
+            f"(given: {', '.join(refused)})"
+        )
+    return cls.load(checkpoint, **dict(params or {}))
 
 
 def _registry_name(plugin: Plugin, registry: _registry.Registry | None) -> tuple[str, str, str]:
@@ -145,13 +200,7 @@ def run(
     """
     if reducer is not None and attributor is None:
         raise UsageError("a reducer needs an attributor: name one (e.g. --attributor integrated-gradients)")
-    if model_checkpoint is not None:
-        if model_params:
-            raise UsageError("give either a model checkpoint or model parameters, not both")
-        cls = model if isinstance(model, type) else (registry or _registry.default()).get("model", str(model))
-        m = cls.load(model_checkpoint)
-    else:
-        m = instantiate("model", model, model_params, registry)
+    m = load_model(model, model_params, model_checkpoint, registry)
     if cells is not None:
         unknown = [c for c in cells if c not in m.cells]
         if unknown:

@@ -25,13 +25,13 @@ import dataclasses
 import importlib.metadata
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, overload
 
 import pluggy
 
 import mechlens.hookspecs as _hookspecs
 from mechlens.errors import PluginNotFoundError
-from mechlens.interfaces import KINDS
+from mechlens.interfaces import KINDS, Attributor, Command, Experiment, Model, Reducer, Stimulus
 from mechlens.parameters import suggest
 
 #: The distribution of the built-in plugins: its classes keep their plain names in a clash.
@@ -69,7 +69,7 @@ class Entry:
 
     kind: str
     name: str
-    cls: type
+    cls: type[Any]
     distribution: str
     version: str
     source: str = ""
@@ -270,7 +270,7 @@ class Registry:
 
     def _qualify(self, entry: Entry) -> Entry | None:
         """List a clash loser under its first free qualified name (distribution, then entry point)."""
-        plain = entry.cls.name  # type: ignore[attr-defined]
+        plain = entry.cls.name
         for qualifier in dict.fromkeys(q for q in (entry.distribution, entry.source) if q):
             listed = f"{qualifier}{QUALIFIER_SEPARATOR}{plain}"
             taken = self._entries.get((entry.kind, listed)) or self._aliases.get((entry.kind, listed))
@@ -295,7 +295,7 @@ class Registry:
 
     def _alias(self, entry: Entry) -> None:
         """Make ``entry`` reachable as ``<distribution>:<name>`` and ``<entry point>:<name>``."""
-        plain = entry.cls.name  # type: ignore[attr-defined]
+        plain = entry.cls.name
         for qualifier in (entry.source, entry.distribution):
             if qualifier:
                 # first come keeps an alias: a later plugin cannot redirect a qualified name in use
@@ -338,7 +338,21 @@ class Registry:
             f"no {kind} named {name!r}{suggest(name, known) or '.'} Known {kind} plugins: {listing}."
         )
 
-    def get(self, kind: str, name: str) -> type:
+    @overload
+    def get(self, kind: Literal["model"], name: str) -> type[Model]: ...
+    @overload
+    def get(self, kind: Literal["stimulus"], name: str) -> type[Stimulus]: ...
+    @overload
+    def get(self, kind: Literal["attributor"], name: str) -> type[Attributor]: ...
+    @overload
+    def get(self, kind: Literal["reducer"], name: str) -> type[Reducer]: ...
+    @overload
+    def get(self, kind: Literal["experiment"], name: str) -> type[Experiment]: ...
+    @overload
+    def get(self, kind: Literal["command"], name: str) -> type[Command]: ...
+    @overload
+    def get(self, kind: str, name: str) -> type[Any]: ...
+    def get(self, kind: str, name: str) -> type[Any]:
         """The plugin class of ``kind`` named ``name`` (see :meth:`entry`)."""
         return self.entry(kind, name).cls
 
@@ -372,7 +386,21 @@ def reset() -> None:
     _default = None
 
 
-def get(kind: str, name: str) -> type:
+@overload
+def get(kind: Literal["model"], name: str) -> type[Model]: ...
+@overload
+def get(kind: Literal["stimulus"], name: str) -> type[Stimulus]: ...
+@overload
+def get(kind: Literal["attributor"], name: str) -> type[Attributor]: ...
+@overload
+def get(kind: Literal["reducer"], name: str) -> type[Reducer]: ...
+@overload
+def get(kind: Literal["experiment"], name: str) -> type[Experiment]: ...
+@overload
+def get(kind: Literal["command"], name: str) -> type[Command]: ...
+@overload
+def get(kind: str, name: str) -> type[Any]: ...
+def get(kind: str, name: str) -> type[Any]:
     """Shorthand for ``default().get(kind, name)``: ``registry.get("model", "my-cnn")``."""
     return default().get(kind, name)
 

@@ -40,23 +40,12 @@ def run_batched(module: torch.nn.Module, inputs: torch.Tensor, batch_size: int) 
     return torch.cat(outs).numpy().astype(np.float32, copy=False)
 
 
-class GaussianNoise(torch.nn.Module):
-    """Additive Gaussian noise during training, the identity in eval mode (a regulariser).
+class TrainingOnly(torch.nn.Module):
+    """Base of modules that act only in training and are the identity in eval mode (e.g. a noise
+    regulariser).
 
-    Parameters
-    ----------
-    std : float
-        Standard deviation of the noise, in the units of the input.
+    Attributors that analyse a module's structure (the exact integrated gradients) treat a subclass as
+    the identity in eval mode, like ``torch.nn.Dropout``; a subclass's ``forward`` must return its
+    input unchanged when ``self.training`` is False. Subclass it rather than ``torch.nn.Module`` for
+    such a layer, and a model keeps exact attribution without the attributor knowing the layer.
     """
-
-    def __init__(self, std: float = 0.05) -> None:
-        super().__init__()
-        self.std = float(std)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and self.std > 0:
-            return x + self.std * torch.randn_like(x)
-        return x
-
-    def extra_repr(self) -> str:
-        return f"std={self.std}"

@@ -41,6 +41,7 @@ class ToyCNN(Model):
         p = self.params
         self.history = p.history
         self.input_shape = (p.size, p.size)
+        self.frame_period_s = 0.01
         s1 = p.size - p.kernel + 1
         s2 = s1 - p.kernel2 + 1
         if s2 < 1:

@@ -182,7 +182,9 @@ class LayerAttributor(Attributor):
     def prepare(self, ctx: LayerContext) -> None:
         """Precompute per-call state once the context exists (default: nothing)."""
 
-    def attribute_chunk(self, ctx: LayerContext, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def attribute_chunk(
+        self, ctx: LayerContext, x: torch.Tensor, z: torch.Tensor
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, np.ndarray]]:
         """Attributions of the selected cells for a chunk of windows.
 
         Parameters
@@ -448,6 +450,7 @@ class LayerAttributor(Attributor):
                 z = ctx.below(x)
                 r = ctx.above(z)[:, ctx.cell_index]
             got = self.attribute_chunk(ctx, x, z)
+            info: dict[str, np.ndarray]
             a, info = got if isinstance(got, tuple) else (got, {})
             a = a.detach()
             total = a.flatten(2).sum(2, dtype=torch.float64)

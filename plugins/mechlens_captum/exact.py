@@ -42,6 +42,7 @@ for white noise through a wide random network, where the sweep is several hundre
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -62,7 +63,7 @@ if TYPE_CHECKING:  # torch and the structure helpers are imported where used (ch
 
 def run_stages(
     plan: PiecewisePlan, value: torch.Tensor, tangent: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor | None, list[tuple[torch.Tensor, torch.Tensor | None]]]:
+) -> tuple[torch.Tensor, torch.Tensor | None, Sequence[tuple[torch.Tensor, torch.Tensor | None]]]:
     """Push a value (and one tangent per row) through the stages before the final nonlinearity.
 
     Returns the pre-output ``p`` (batch, n_outputs), its tangent, and every kink's input (value,
@@ -282,7 +283,8 @@ class ExactIntegratedGradients(LayerAttributor):
             final = pend_depth >= n_kinks
             done.append((pend_row[final], pend_a[final], pend_b[final]))
             n_done += int(final.sum())
-            pend_row, pend_a, pend_b, pend_depth = (v[~final] for v in (pend_row, pend_a, pend_b, pend_depth))
+            left = ~final  # the pieces still to check
+            pend_row, pend_a, pend_b, pend_depth = pend_row[left], pend_a[left], pend_b[left], pend_depth[left]
             if len(pend_row) == 0:
                 break
             self.stats["rounds"] = max(self.stats["rounds"], _round + 1)

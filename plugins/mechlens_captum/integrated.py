@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -296,11 +296,17 @@ class IntegratedGradients(LayerAttributor):
             else:
                 xs = (ctx.x0 + a.view(k, *([1] * x.dim())) * dx.unsqueeze(0)).flatten(0, 1)
                 with torch.no_grad():
-                    points, tangent = torch.func.jvp(ctx.below, (xs,), (dx.repeat(k, *([1] * (dx.dim() - 1))),))
+                    # cast: without has_aux, jvp returns the pair (output, jvp_out)
+                    points, tangent = cast(
+                        "tuple[torch.Tensor, torch.Tensor]",
+                        torch.func.jvp(ctx.below, (xs,), (dx.repeat(k, *([1] * (dx.dim() - 1))),)),
+                    )
             wk = w.repeat_interleave(rows)  # (k * rows,) step-major like points
             if self._forward:
                 with torch.no_grad():
-                    _, out_t, _ = run_with_tangents(self._stages, points, tangent, compact_channels=ctx.shape[0])
+                    # cast: self._forward implies stages (use_forward_mode)
+                    stages = cast("list[torch.nn.Module]", self._stages)
+                    _, out_t, _ = run_with_tangents(stages, points, tangent, compact_channels=ctx.shape[0])
                 c = ctx.shape[0]
                 out_t = out_t[:, ctx.cell_index].view(c, k, rows, ctx.n_cells) * w.view(1, k, 1, 1)
                 total += out_t.sum(1, dtype=torch.float64).permute(1, 2, 0)

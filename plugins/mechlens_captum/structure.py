@@ -9,13 +9,15 @@ offending module named, anything whose forward it cannot see through.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast, overload
 
 import numpy as np
 import torch
 from torch import nn
 
-from mechlens.torchutil import GaussianNoise
+from mechlens.torchutil import TrainingOnly
 from mechlens_captum.base import UnsupportedModelError
 
 #: affine in eval mode (value = linear(x) + constant)
@@ -39,7 +41,7 @@ AFFINE: tuple[type[nn.Module], ...] = (
     nn.AvgPool3d,
     nn.ZeroPad1d,
     nn.ZeroPad2d,
-    GaussianNoise,
+    TrainingOnly,
 )
 #: piecewise linear with one kink at 0
 PIECEWISE: tuple[type[nn.Module], ...] = (nn.ReLU, nn.LeakyReLU)
@@ -55,11 +57,11 @@ FINAL: tuple[type[nn.Module], ...] = (
     nn.LogSigmoid,
 )
 #: modules whose behaviour depends on train/eval mode
-_MODE_DEPENDENT = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, GaussianNoise)
+_MODE_DEPENDENT = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, TrainingOnly)
 __all__ = ["UnsupportedModelError", "is_affine", "piecewise_plan", "run_with_tangents", "tangent_stages"]
 
 #: identity in eval mode (allowed after the final nonlinearity)
-_IDENTITY_IN_EVAL = (nn.Identity, nn.Dropout, GaussianNoise)
+_IDENTITY_IN_EVAL = (nn.Identity, nn.Dropout, TrainingOnly)
 
 
 def leaves(module: nn.Module, prefix: str) -> list[tuple[str, nn.Module]]:
@@ -244,7 +246,8 @@ def push_tangent(module: nn.Module, value: torch.Tensor, tangent: torch.Tensor) 
     if isinstance(module, nn.Linear):
         return F.linear(tangent, module.weight)
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
-        scale = torch.rsqrt(module.running_var + module.eps)
+        # cast: running_var is Optional, but tangent_stages refuses a batch norm without running stats
+        scale = torch.rsqrt(cast(torch.Tensor, module.running_var) + module.eps)
         if module.weight is not None:
             scale = scale * module.weight
         shape = [1, -1] + [1] * (tangent.dim() - 2)
@@ -301,7 +304,8 @@ def _expand_through(module: nn.Module, t: torch.Tensor, n_channels: int) -> torc
     rows = t.shape[0]
     convs = {nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d, nn.Conv3d: F.conv3d}
     if (
-        type(module) in convs
+        isinstance(module, nn.modules.conv._ConvNd)  # for the type checker: type(module) in convs is stricter
+        and type(module) in convs
         and module.groups == 1
         and module.padding_mode == "zeros"
         and t.shape[1] == n_channels == module.in_channels
@@ -324,13 +328,29 @@ def _expand_through(module: nn.Module, t: torch.Tensor, n_channels: int) -> torc
     return None
 
 
+@overload
+def run_with_tangents(
+    stages: list[nn.Module],
+    value: torch.Tensor,
+    tangent: torch.Tensor,
+    record_kinks: bool = False,
+    compact_channels: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]: ...
+@overload
+def run_with_tangents(
+    stages: list[nn.Module],
+    value: torch.Tensor,
+    tangent: None = None,
+    record_kinks: bool = False,
+    compact_channels: int | None = None,
+) -> tuple[torch.Tensor, None, list[tuple[torch.Tensor, None]]]: ...
 def run_with_tangents(
     stages: list[nn.Module],
     value: torch.Tensor,
     tangent: torch.Tensor | None = None,
     record_kinks: bool = False,
     compact_channels: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None, list[tuple[torch.Tensor, torch.Tensor | None]]]:
+) -> tuple[torch.Tensor, torch.Tensor | None, Sequence[tuple[torch.Tensor, torch.Tensor | None]]]:
     """Run ``stages`` on ``value``, pushing ``tangent`` (k stacked directions per row) along.
 
     Parameters
@@ -360,20 +380,21 @@ def run_with_tangents(
     """
     kinks: list[tuple[torch.Tensor, torch.Tensor | None]] = []
     v, t = value, tangent
-    compact = compact_channels is not None and t is not None
+    # the number of channels while the tangent is still compact, else None
+    compact = compact_channels if t is not None else None
     for mod in stages:
         if record_kinks and isinstance(mod, PIECEWISE):
             kinks.append((v.flatten(1), t.flatten(1) if t is not None else None))
         if t is not None:
-            if compact and not isinstance(mod, _CHANNELWISE):
-                dense = _expand_through(mod, t, compact_channels)
-                compact = False
-                t = dense if dense is not None else push_tangent(mod, v, expand_compact(t, compact_channels))
+            if compact is not None and not isinstance(mod, _CHANNELWISE):
+                dense = _expand_through(mod, t, compact)
+                t = dense if dense is not None else push_tangent(mod, v, expand_compact(t, compact))
+                compact = None
             else:
                 t = push_tangent(mod, v, t)
         v = mod(v)
-    if compact:
-        t = expand_compact(t, compact_channels)
+    if compact is not None and t is not None:  # t is not None whenever compact is not
+        t = expand_compact(t, compact)
     return v, t, kinks
 
 

@@ -45,7 +45,7 @@ import copy
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -256,7 +256,9 @@ def mixing_geometry(
 
     elementwise = _elementwise()
     i_mix = next(i for i, m in enumerate(mid) if not isinstance(m, elementwise))
-    before, mix, after = mid[:i_mix], mid[i_mix], mid[i_mix + 1 :]
+    # cast: sweep_plan admits one Conv1d, Conv2d or Linear as the mixing stage
+    mix = cast("nn.Conv1d | nn.Conv2d | nn.Linear", mid[i_mix])
+    before, after = mid[:i_mix], mid[i_mix + 1 :]
     with torch.no_grad():
         d_in = _push(before, torch.ones((1, *in_shape), dtype=torch.float64))  # the mixing layer's input shape
         mix_in = tuple(d_in.shape[1:])
@@ -269,7 +271,8 @@ def mixing_geometry(
     elif isinstance(mix, nn.Conv1d):  # as a 2-d convolution of height 1
         wt = weight.unsqueeze(2).transpose(0, 1)
         c_in, length = mix_in
-        geom = [c_in, 1, length, mix_out[0], 1, mix_out[1], 1, mix.stride[0], 0, mix.padding[0], 1, mix.dilation[0]]
+        pad = cast(tuple[int, ...], mix.padding)  # cast: _supported_mixing admits tuple padding only (no "same")
+        geom = [c_in, 1, length, mix_out[0], 1, mix_out[1], 1, mix.stride[0], 0, pad[0], 1, mix.dilation[0]]
     else:
         wt = weight.transpose(0, 1)
         c_in, hh, ww = mix_in

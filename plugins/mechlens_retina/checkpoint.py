@@ -299,31 +299,9 @@ def read_header(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str,
     CheckpointError
         The file is missing, is not safetensors, or holds no mechlens metadata.
     """
-    from safetensors import SafetensorError, safe_open
+    from mechlens.io import read_safetensors_metadata
 
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} not found; give a {SUFFIX} file written by RetinaCNN.save")
-    try:
-        # safe_open reads and checks the header only (size, JSON, byte ranges); tensors stay on disk
-        with safe_open(str(path), framework="pt") as fh:
-            header = fh.metadata() or {}
-            shapes = {name: tuple(int(d) for d in fh.get_slice(name).get_shape()) for name in fh.keys()}
-    except (OSError, SafetensorError) as err:
-        raise CheckpointError(
-            f"checkpoint {path} is not a readable safetensors file ({err}); it is damaged or not a checkpoint"
-        ) from None
-    text = header.get(METADATA_KEY)
-    if text is None:
-        raise CheckpointError(
-            f"checkpoint {path} has no mechlens metadata (no {METADATA_KEY!r} entry in its safetensors header); "
-            "it was not written by RetinaCNN.save"
-        )
-    try:
-        meta = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"checkpoint {path}: its mechlens metadata is not valid JSON ({err})") from None
-    return meta, shapes
+    return read_safetensors_metadata(path, METADATA_KEY, error=CheckpointError, writer="RetinaCNN.save")
 
 
 class _Missing:

@@ -35,7 +35,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -102,7 +102,7 @@ def build_module(
     """
     from torch import nn
 
-    from mechlens.torchutil import GaussianNoise
+    from mechlens_retina.layers import GaussianNoise
 
     s1, s2 = _sizes(image_size, kernel1, kernel2)
     return nn.Sequential(
@@ -170,15 +170,17 @@ def fix_first_layer(module: torch.nn.Sequential) -> None:
     from mechlens_retina.synthetic import SyntheticRetina
 
     weight = SyntheticRetina().conv.weight.detach()
-    if tuple(module.conv1.weight.shape) != tuple(weight.shape):
+    # get_parameter: typed (module.conv1.weight is typed Tensor | Module by nn.Module.__getattr__)
+    conv1_weight, conv1_bias = module.get_parameter("conv1.weight"), module.get_parameter("conv1.bias")
+    if tuple(conv1_weight.shape) != tuple(weight.shape):
         raise ParameterError(
             "first_layer",
-            f"conv1 weight {tuple(module.conv1.weight.shape)} cannot hold the circuit's {tuple(weight.shape)}; "
+            f"conv1 weight {tuple(conv1_weight.shape)} cannot hold the circuit's {tuple(weight.shape)}; "
             "use history=40, channels1=8, kernel1=15",
         )
     with torch.no_grad():
-        module.conv1.weight.copy_(weight)
-        module.conv1.bias.zero_()
+        conv1_weight.copy_(weight)
+        conv1_bias.zero_()
     module.conv1.requires_grad_(False)
 
 
@@ -360,7 +362,8 @@ class RetinaCNN(Model):
         """``(below, above)`` sharing this model's module objects (slices of the Sequential, no copies)."""
         layer = self.check_layer(layer)
         at = _SPLIT_AT[layer]
-        return self.module[:at], self.module[at:]
+        # cast: a slice of a Sequential is a Sequential (torch types Sequential.__getitem__ as Module)
+        return cast("torch.nn.Sequential", self.module[:at]), cast("torch.nn.Sequential", self.module[at:])
 
     # -- description -----------------------------------------------------------------------
     def architecture(self) -> dict[str, int]:
@@ -403,9 +406,12 @@ class RetinaCNN(Model):
 
     # -- checkpoints -----------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | Path) -> RetinaCNN:
-        """Load a checkpoint written by :meth:`save` (weights-only; the architecture comes from its metadata)."""
-        return cls(checkpoint=str(path))
+    def load(cls, path: str | Path, *, device: str | None = None) -> RetinaCNN:
+        """Load a checkpoint written by :meth:`save` (weights-only; the architecture comes from its metadata).
+
+        ``device`` (runtime only: auto, cpu or cuda) is the one parameter a checkpoint does not fix.
+        """
+        return cls(checkpoint=str(path), **({} if device is None else {"device": device}))
 
     def save(self, path: str | Path) -> None:
         """Write the checkpoint ``path`` (``*.safetensors``: the state_dict with the metadata in its header).

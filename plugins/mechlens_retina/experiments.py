@@ -162,7 +162,8 @@ class RetinaExperiment(Experiment):
 
         reg = registry or _registry.default()
         if self.exact and EXACT_ATTRIBUTOR in reg.names("attributor"):
-            exact = reg.get("attributor", EXACT_ATTRIBUTOR)()
+            # Any: check_split is the captum plugin's (LayerAttributor), which this plugin does not import
+            exact: Any = reg.get("attributor", EXACT_ATTRIBUTOR)()
             layer = model.check_layer(self.layer)
             try:
                 # the attributor's own check: is the part above the layer piecewise linear?

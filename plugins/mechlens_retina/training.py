@@ -39,7 +39,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -264,7 +264,14 @@ class WindowBuffer:
         y = torch.view_as_complex(y.reshape(self.n_freq, batch, c, 2)).permute(1, 2, 0)
         y = y.reshape(batch, c, self.ny, self.nx // 2 + 1)
         out = torch.fft.irfft2(y, s=(self.ny, self.nx))[..., : self.out_size[0], : self.out_size[1]]
-        return out + conv.bias.view(1, c, 1, 1)
+        bias = cast(torch.Tensor, conv.bias)  # cast: build_module's convolutions have a bias
+        return out + bias.view(1, c, 1, 1)
+
+
+def _conv1(module: torch.nn.Module) -> torch.nn.Conv2d:
+    """The first convolution of a :func:`~mechlens_retina.cnn.build_module` network."""
+    # cast: nn.Module.__getattr__ types a submodule as Tensor | Module
+    return cast(torch.nn.Conv2d, module.conv1)
 
 
 class _Split:
@@ -312,7 +319,7 @@ def predict_frames(
     module = model.torch_module()
     pieces = runs(frames, block_frames)
     cap = max(b - a for a, b in pieces) + model.history - 1 if pieces else 1
-    buffer = WindowBuffer(module.conv1, model.input_shape, cap, mode, model.device)
+    buffer = WindowBuffer(_conv1(module), model.input_shape, cap, mode, model.device)
     rest = module[1:]
     was = module.training
     module.eval()
@@ -622,13 +629,16 @@ def _train(
     train_rates = train_split.response[train_frames].astype(np.float64)
     mean_rate = train_rates.mean(axis=0)
     with torch.no_grad():
-        module.bn3.bias.copy_(torch.as_tensor(np.log(np.expm1(np.maximum(mean_rate, 1e-3))), dtype=torch.float32))
-        module.bn3.weight.copy_(torch.as_tensor(0.5 * np.maximum(train_rates.std(axis=0), 1e-3), dtype=torch.float32))
+        # get_parameter: typed (module.bn3.bias is typed Tensor | Module by nn.Module.__getattr__)
+        bn3_bias, bn3_weight = module.get_parameter("bn3.bias"), module.get_parameter("bn3.weight")
+        bn3_bias.copy_(torch.as_tensor(np.log(np.expm1(np.maximum(mean_rate, 1e-3))), dtype=torch.float32))
+        bn3_weight.copy_(torch.as_tensor(0.5 * np.maximum(train_rates.std(axis=0), 1e-3), dtype=torch.float32))
     del train_rates
 
     # a frozen layer (first_layer="synthetic-retina": conv1 is the circuit's) stays out of the optimiser,
     # so neither a gradient step nor weight decay can move it
-    decay = [t for t in (module.conv1.weight, module.conv2.weight, module.dense.weight) if t.requires_grad]
+    decay = [module.get_parameter(f"{name}.weight") for name in ("conv1", "conv2", "dense")]
+    decay = [t for t in decay if t.requires_grad]
     decay_ids = {id(t) for t in decay}
     others = [t for t in module.parameters() if id(t) not in decay_ids and t.requires_grad]
     optimizer = torch.optim.Adam(
@@ -645,7 +655,7 @@ def _train(
 
     pieces = runs(train_frames, params.block_frames)
     capacity = min(params.buffer_blocks * (params.block_frames + h - 1), sum(b - a + h - 1 for a, b in pieces))
-    buffer = WindowBuffer(module.conv1, model.input_shape, capacity, params.conv1, device)
+    buffer = WindowBuffer(_conv1(module), model.input_shape, capacity, params.conv1, device)
     rest = module[1:]
     rng = np.random.default_rng(params.seed)
     val_target = train_split.response[val_frames]

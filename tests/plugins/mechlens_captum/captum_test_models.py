@@ -30,6 +30,7 @@ class SeqModel(Model):
         super().__init__(**params)
         self.history = history
         self.input_shape = (size, size)
+        self.frame_period_s = 0.01
         self.below, self.above = below, above
         self.module = nn.Sequential(below, above).eval()
         with torch.no_grad():

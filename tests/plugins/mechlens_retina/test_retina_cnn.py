@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 from mechlens_retina.cnn import BUNDLED, RetinaCNN
+from mechlens_retina.layers import GaussianNoise
 from retina_small import SMALL
 
 from mechlens.errors import FileFormatError, ParameterError, UsageError
 from mechlens.testing import noise_stimulus, parametrize_with_checks
-from mechlens.torchutil import GaussianNoise
 
 STANDARD = (
     torch.nn.Conv2d,

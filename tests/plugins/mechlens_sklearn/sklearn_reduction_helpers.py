@@ -82,6 +82,7 @@ class LinearToy(Model):
         p = self.params
         self.history = p.history
         self.input_shape = (p.size, p.size)
+        self.frame_period_s = 0.01
         s1 = p.size - p.kernel + 1
         self._shape = (p.channels, s1, s1)
         g = torch.Generator().manual_seed(p.seed)

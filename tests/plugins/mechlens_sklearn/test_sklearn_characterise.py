@@ -47,6 +47,7 @@ class TwoTypes(Model):
         super().__init__(**params)
         self.history = HISTORY
         self.input_shape = (SIZE, SIZE)
+        self.frame_period_s = 0.01
         n = SIZE - KERNEL + 1
         self.below = nn.Sequential(nn.Conv2d(HISTORY, 2, KERNEL))
         self.above = nn.Sequential(nn.ReLU(), nn.Flatten(), nn.Linear(2 * n * n, 1), nn.Softplus())
