@@ -248,6 +248,10 @@ def _check_bounds(spec: ParamSpec, value: Any, where: str) -> None:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if isinstance(value, float) and math.isnan(value):
             raise ParameterError(where, "got NaN; give a number")
+        if isinstance(value, float) and math.isinf(value):
+            # no parameter means "unbounded" by inf: an infinite size or duration only fails later,
+            # deep inside a stage (infinite coordinates, an overflow), with a worse message
+            raise ParameterError(where, f"got {value}; give a finite number (allowed range {spec.range_text()})")
         lo, hi = spec.min, spec.max
         bad = (lo is not None and (value <= lo if spec.exclusive_min else value < lo)) or (
             hi is not None and value > hi

@@ -133,6 +133,38 @@ def problems(ds: xr.Dataset, stage: str) -> list[str]:
             out.append("coord 'time' must increase strictly")
     if "condition" in ds.dims and "condition" in ds.coords and "swept" not in ds["condition"].attrs:
         out.append("coord 'condition' must name the swept parameter in attrs['swept']")
+    out += _non_finite(ds, FINITE.get(stage, ()))
+    return out
+
+
+#: per stage, the variables and coords that must hold finite numbers: a NaN frame or an infinite
+#: pixel size would otherwise flow through every later stage and be saved without a word
+FINITE: dict[str, tuple[str, ...]] = {
+    "stimulus": ("stimulus", "time", "y", "x"),
+    "response": ("response", "time"),
+    "attribution": ("attribution", "response", "baseline_response"),
+}
+
+
+def _show(value: object) -> str:
+    """A coordinate value as people write it (``-1347.5``, not ``np.float64(-1347.5)``)."""
+    arr = np.asarray(value)
+    return f"{float(arr):g}" if arr.ndim == 0 and arr.dtype.kind in "fiu" else str(value)
+
+
+def _non_finite(ds: xr.Dataset, names: tuple[str, ...]) -> list[str]:
+    out = []
+    for name in names:
+        if name not in ds.variables or ds[name].dtype.kind not in "fc":
+            continue
+        bad = ~np.isfinite(np.asarray(ds[name].values))
+        n = int(bad.sum())
+        if n:
+            where = ", ".join(
+                f"{d}={_show(ds[name][d].values[i])}" if d in ds[name].coords else f"{d} index {i}"
+                for d, i in zip(ds[name].dims, np.unravel_index(int(np.argmax(bad)), bad.shape))
+            )
+            out.append(f"{name!r} holds {n} non-finite value(s) (NaN or inf), the first at {where or 'its only value'}")
     return out
 
 

@@ -65,3 +65,19 @@ def test_where_prefixes_the_path():
 def test_json_is_stable():
     assert to_json(build(P, {})) == to_json(build(P, {}))
     assert '"period": 0.1' in to_json(build(P, {}))
+
+
+def test_infinite_numbers_are_refused_with_the_range():
+    from dataclasses import dataclass
+
+    from mechlens.errors import ParameterError
+    from mechlens.parameters import build, param
+
+    @dataclass(frozen=True)
+    class P:
+        pixel_um: float = param(55.0, "pixel size", units="um", gt=0)
+
+    for value in (float("inf"), float("-inf")):
+        with pytest.raises(ParameterError, match=r"pixel_um.*finite number"):
+            build(P, {"pixel_um": value}, where="stimulus")
+    assert build(P, {"pixel_um": 1e30}).pixel_um == 1e30

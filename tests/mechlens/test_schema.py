@@ -69,3 +69,21 @@ def test_all_nan_and_non_string_cells_are_rejected():
     found = schema.problems(ds, "response")
     assert any("no finite values" in p for p in found)
     assert any("string ids" in p for p in found)
+
+
+def test_non_finite_values_and_coords_are_refused_at_the_stage_boundary(stim):
+    bad = stim.copy(deep=True)
+    bad["stimulus"].values[3, 1, 2] = np.nan
+    bad["stimulus"].values[5] = np.inf
+    problems = schema.problems(bad, "stimulus")
+    assert any("'stimulus' holds" in p and "non-finite" in p and "y=" in p for p in problems), problems
+    inf_grid = stim.assign_coords(x=stim["x"].values * np.inf)
+    inf_grid["x"].attrs["units"] = "um"
+    assert any("'x' holds" in p for p in schema.problems(inf_grid, "stimulus"))
+    with pytest.raises(SchemaError, match="non-finite"):
+        schema.validate(bad, "stimulus", "stimulus plugin 'toy'")
+    # a model that emits NaN is caught even when no reducer follows
+    resp = ToyCNN().predict(stim)
+    resp["response"].values[0, 0] = np.nan
+    with pytest.raises(SchemaError, match="'response' holds 1 non-finite"):
+        schema.validate(resp, "response", "model plugin 'toy-cnn'")
