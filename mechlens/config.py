@@ -28,7 +28,7 @@ the plugin's declared Parameters.
 from __future__ import annotations
 
 import sys
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,25 +138,50 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def parse_set(item: str, stages: Sequence[str], example: str = "stimulus.period=0.1") -> tuple[str, str, Any]:
+    """Split one ``--set STAGE.NAME=VALUE`` item: the one ``--set`` grammar of every command.
+
+    Parameters
+    ----------
+    item : str
+        The command-line item, e.g. ``"stimulus.period=[0.06, 0.1]"``.
+    stages : sequence of str
+        The stages this command accepts (``mechlens run``: the plugin sections and ``run``;
+        ``mechlens train``: ``train`` and ``model``).
+    example : str
+        A valid item of this command, for the message.
+
+    Returns
+    -------
+    (str, str, Any)
+        Stage, parameter name and the value parsed as TOML (:func:`parse_value`).
+
+    Raises
+    ------
+    ConfigError
+        No ``=``, no ``STAGE.`` prefix, or an unknown stage (with the closest known one).
+    """
+    key, eq, raw = item.partition("=")
+    stage, dot, name = key.strip().partition(".")
+    if not eq or not dot or not stage or not name.strip():
+        raise ConfigError(f"--set {item!r}: expected stage.param=value, e.g. {example}")
+    if stage not in stages:
+        raise ConfigError(
+            f"--set {item!r}: unknown stage {stage!r}; stages: {', '.join(stages)}" + _params.suggest(stage, stages)
+        )
+    return stage, name.strip(), parse_value(raw.strip())
+
+
 def apply_overrides(cfg: RunConfig, overrides: Iterable[str]) -> RunConfig:
     """Apply ``stage.param=value`` overrides (``stimulus.period=[0.06,0.1]``, ``run.seed=3``)."""
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected stage.param=value, e.g. stimulus.period=0.1")
-        key, _, raw = item.partition("=")
-        stage, dot, pname = key.strip().partition(".")
-        if not dot or not pname:
-            raise ConfigError(f"--set {item!r}: expected stage.param=value, e.g. stimulus.period=0.1")
-        value = parse_value(raw.strip())
+        stage, pname, value = parse_set(item, [*SECTIONS, "run"])
         if stage == "run":
             cfg.run[pname] = value
-        elif stage in SECTIONS:
-            if pname == "name":
-                cfg.stage(stage).name = str(value)
-            else:
-                cfg.stage(stage).params[pname] = value
+        elif pname == "name":
+            cfg.stage(stage).name = str(value)
         else:
-            raise ConfigError(f"--set {item!r}: unknown stage {stage!r}" + _params.suggest(stage, [*SECTIONS, "run"]))
+            cfg.stage(stage).params[pname] = value
     return cfg
 
 

@@ -161,8 +161,8 @@ def recipe_for(device: str, args: argparse.Namespace | None = None) -> dict[str,
     dict
         ``{"simulate": {...}, "train": {...}}``, a copy.
     """
-    from mechlens.config import parse_value
-    from mechlens.errors import UsageError
+    from mechlens.config import parse_set
+    from mechlens.errors import ConfigError, UsageError
     from mechlens.parameters import specs
     from mechlens_retina.training import TrainParameters
 
@@ -185,10 +185,10 @@ def recipe_for(device: str, args: argparse.Namespace | None = None) -> dict[str,
     train_names = {s.name for s in specs(TrainParameters)}
     model_names = {s.name for s in specs(RetinaCNN.Parameters)} - set(DERIVED) - {"device"}
     for item in args.overrides:
-        key, eq, raw = item.partition("=")
-        part, dot, name = key.strip().partition(".")
-        if not eq or not dot or part not in recipe:
-            raise UsageError(f"--set {item!r}: expected train.NAME=VALUE, simulate.NAME=VALUE or model.NAME=VALUE")
+        try:
+            part, name, value = parse_set(item, list(recipe), example="train.lr=0.005")
+        except ConfigError as err:
+            raise UsageError(str(err)) from None
         if part == "model" and name not in model_names:
             raise UsageError(
                 f"--set {item!r}: {name!r} is not a retina-cnn parameter ({', '.join(sorted(model_names))})"
@@ -197,7 +197,7 @@ def recipe_for(device: str, args: argparse.Namespace | None = None) -> dict[str,
             raise UsageError(f"--set {item!r}: {name!r} is not a training parameter ({', '.join(sorted(train_names))})")
         if part == "simulate" and name not in recipe["simulate"]:
             raise UsageError(f"--set {item!r}: the simulate recipe has {', '.join(recipe['simulate'])}")
-        recipe[part][name] = parse_value(raw.strip())
+        recipe[part][name] = value
     return recipe
 
 

@@ -1,6 +1,7 @@
 """CLI subcommands of the retina plugin: ``mechlens train`` (here) and ``mechlens simulate``.
 
-``mechlens train --data PATH [--stimulus-type naturalscene] [--cells 0 1 2] [--set param=value ...]
+``mechlens train --data PATH [--stimulus-type naturalscene] [--cells 0 1 2]
+[--set train.NAME=VALUE | model.NAME=VALUE ...]
 -o MODEL.safetensors`` fits the retina CNN to a recording and writes a checkpoint (one file: the
 weights with their metadata). ``--set`` takes training parameters (``lr``, ``epochs``, ``nskip``, ...; see
 docs/training.md) and model parameters (``history``, ``channels1``, ``kernel1``, ...), bare or
@@ -10,11 +11,12 @@ prefixed with ``train.`` / ``model.``; values are TOML (``0.01``, ``[5, 15]``, `
 from __future__ import annotations
 
 import argparse
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from mechlens.errors import ConfigError, ParameterError
+from mechlens.errors import ParameterError
 from mechlens.interfaces import Command
 
 
@@ -38,7 +40,7 @@ def split_overrides(items: Iterable[str]) -> tuple[dict[str, Any], dict[str, Any
     ParameterError
         A name that is neither a training nor a model parameter (with the closest match).
     """
-    from mechlens.config import parse_value
+    from mechlens.config import parse_set
     from mechlens.parameters import specs, suggest
     from mechlens_retina.cnn import RetinaCNN
     from mechlens_retina.training import DERIVED, TrainParameters
@@ -48,24 +50,29 @@ def split_overrides(items: Iterable[str]) -> tuple[dict[str, Any], dict[str, Any
     train: dict[str, Any] = {}
     model: dict[str, Any] = {}
     for item in items:
-        key, eq, raw = item.partition("=")
-        key = key.strip()
-        if not eq or not key:
-            raise ConfigError(f"--set {item!r}: expected name=value, e.g. lr=0.005 or model.history=30")
-        scope, dot, name = key.partition(".")
-        if not dot:
-            scope, name = "", key
-        value = parse_value(raw.strip())
-        if scope in ("", "train") and name in train_names:
+        key = item.partition("=")[0].strip()
+        if "=" in item and "." not in key and key:
+            # the bare form (lr=0.005) of earlier releases: still read, with its stage named
+            scope = "train" if key in train_names else "model" if key in model_names else ""
+            if scope:
+                warnings.warn(
+                    f"--set {item}: give the stage, --set {scope}.{item.strip()} (the bare form is deprecated)",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+                item = f"{scope}.{item.strip()}"
+        scope, name, value = parse_set(item, ["train", "model"], example="train.lr=0.005 or model.history=30")
+        if scope == "train" and name in train_names:
             train[name] = value
-        elif scope in ("", "model") and name in model_names:
+        elif scope == "model" and name in model_names:
             model[name] = value
-        elif scope not in ("", "train", "model"):
-            raise ConfigError(f"--set {item!r}: prefix {scope!r} must be 'train' or 'model'")
         else:
-            known = train_names if scope == "train" else model_names if scope == "model" else train_names + model_names
+            known = train_names if scope == "train" else model_names
             raise ParameterError(
-                key, "not a training or model parameter of mechlens train" + suggest(name, known) + _derived_note(name)
+                f"{scope}.{name}",
+                f"not a {'training' if scope == 'train' else 'model'} parameter of mechlens train"
+                + suggest(name, known)
+                + _derived_note(name),
             )
     return train, model
 
@@ -116,7 +123,7 @@ class TrainCommand(Command):
             action="append",
             default=[],
             metavar="PARAM=VALUE",
-            help="training or model parameter (lr=0.005, epochs=10, model.history=30); repeatable",
+            help="a training or model parameter (train.lr=0.005, train.epochs=10, model.history=30); repeatable",
         )
         parser.add_argument("-o", "--output", required=True, type=Path, help="checkpoint to write (MODEL.safetensors)")
 

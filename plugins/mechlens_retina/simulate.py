@@ -434,16 +434,17 @@ class SimulateCommand(Command):
 
     def run(self, args: argparse.Namespace) -> int:
         from mechlens import registry
-        from mechlens.config import parse_value
+        from mechlens.config import parse_set
+        from mechlens.errors import ConfigError
         from mechlens.progress import log
 
         params: dict[str, dict[str, Any]] = {"model": {}, "stimulus": {}}
         for item in args.overrides:
-            key, eq, raw = item.partition("=")
-            stage, dot, pname = key.strip().partition(".")
-            if not eq or not dot or stage not in params or not pname:
-                raise UsageError(f"--set {item!r}: expected model.PARAM=VALUE or stimulus.PARAM=VALUE")
-            params[stage][pname] = parse_value(raw.strip())
+            try:
+                stage, pname, value = parse_set(item, list(params), example="model.gain_control=0")
+            except ConfigError as err:
+                raise UsageError(str(err)) from None
+            params[stage][pname] = value
         model = registry.get("model", args.model)(**params["model"])
         stim_cls = registry.get("stimulus", args.stimulus)
         path = simulate(

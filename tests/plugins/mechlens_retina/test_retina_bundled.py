@@ -90,7 +90,7 @@ def test_recipes_by_device_take_command_line_overrides():
 
     with pytest.raises(UsageError, match="not a training parameter"):
         bundle.recipe_for("cpu", parser.parse_args(["--set", "train.lrr=1"]))
-    with pytest.raises(UsageError, match=r"train\.NAME=VALUE"):
+    with pytest.raises(UsageError, match=r"expected stage\.param=value, e\.g\. train\.lr=0\.005"):
         bundle.recipe_for("cpu", parser.parse_args(["--set", "lr=1"]))
     # the circuit's and the CNN's parameters (mechanism recovery: a fixed first layer, another circuit)
     args = ["--set", 'model.first_layer="synthetic-retina"', "--set", 'simulate.model_params={silence=["OFF-fast"]}']

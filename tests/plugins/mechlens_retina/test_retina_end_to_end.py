@@ -12,7 +12,7 @@ def test_simulate_then_train_then_use_the_checkpoint(tmp_path, capsys):
     data = tmp_path / "synthetic.h5"
     assert main(["simulate", "--minutes", "0.2", "--test-minutes", "0.05", "--repeats", "2", "-o", str(data)]) == 0
     ckpt = tmp_path / "model.safetensors"
-    sets = ["epochs=1", "batch_size=64", "val_fraction=0.2", "model.channels1=4", "model.channels2=4"]
+    sets = ["train.epochs=1", "train.batch_size=64", "train.val_fraction=0.2", "model.channels1=4", "model.channels2=4"]
     argv = ["train", "--data", str(data), "-o", str(ckpt)]
     for item in sets:
         argv += ["--set", item]

@@ -224,7 +224,7 @@ def test_train_command_writes_a_loadable_checkpoint(tmp_path, capsys):
     out = tmp_path / "model.safetensors"
     args = ["train", "--data", str(tmp_path), "--cells", "0", "1", "-o", str(out)]
     for key, value in {**FAST, "epochs": 2}.items():
-        args += ["--set", f"{key}={value}"]
+        args += ["--set", f"train.{key}={value}"]
     for key, value in ARCH.items():
         args += ["--set", f"model.{key}={json.dumps(value)}"]
     assert main(args) == 0
@@ -239,14 +239,20 @@ def test_train_command_writes_a_loadable_checkpoint(tmp_path, capsys):
 
 
 def test_set_overrides_are_routed_and_checked():
-    train_p, model_p = split_overrides(["lr=0.005", "model.history=30", "channels1=4", "train.nskip=100"])
+    # the one --set grammar of every command: stage.param=value
+    train_p, model_p = split_overrides(["train.lr=0.005", "model.history=30", "model.channels1=4", "train.nskip=100"])
     assert train_p == {"lr": 0.005, "nskip": 100} and model_p == {"history": 30, "channels1": 4}
+    # the bare form of earlier releases is still read, with a deprecation naming the prefixed form
+    with pytest.warns(DeprecationWarning, match=r"--set train\.lr=0\.005"):
+        assert split_overrides(["lr=0.005"]) == ({"lr": 0.005}, {})
     with pytest.raises(ParameterError, match="did you mean lr"):
-        split_overrides(["lrr=0.1"])
+        split_overrides(["train.lrr=0.1"])
     with pytest.raises(ParameterError, match="set from the data"):
-        split_overrides(["n_cells=3"])
-    with pytest.raises(ConfigError, match="expected name=value"):
+        split_overrides(["model.n_cells=3"])
+    with pytest.raises(ConfigError, match=r"expected stage\.param=value"):
         split_overrides(["lr"])
+    with pytest.raises(ConfigError, match="unknown stage 'trian'; stages: train, model; did you mean train"):
+        split_overrides(["trian.lr=1"])
 
 
 def test_bad_inputs_are_explained(recording):
