@@ -18,6 +18,7 @@ from typing import Any
 
 from mechlens.errors import ParameterError
 from mechlens.interfaces import Command
+from mechlens_retina.units import PIXEL_UM
 
 
 def split_overrides(items: Iterable[str]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -115,7 +116,10 @@ class TrainCommand(Command):
         )
         parser.add_argument("--cells", type=int, nargs="+", metavar="N", help="rows of the recorded cells to fit")
         parser.add_argument(
-            "--pixel-um", type=float, default=55.0, help="micrometres per pixel of an HDF5 recording (default 55)"
+            "--pixel-um",
+            type=float,
+            default=PIXEL_UM,
+            help=f"micrometres per pixel of an HDF5 recording (default {PIXEL_UM:g})",
         )
         parser.add_argument(
             "--set",

@@ -51,6 +51,7 @@ from mechlens.parameters import build, param
 from mechlens_retina import metrics as _metrics
 from mechlens_retina.cnn import RetinaCNN
 from mechlens_retina.data import Recording, from_datasets, open_recording
+from mechlens_retina.units import PIXEL_UM
 
 log = logging.getLogger("mechlens.retina.training")
 
@@ -392,7 +393,7 @@ def train(
     cells: Sequence[int] | None = None,
     stimulus_type: str = "naturalscene",
     response: str = "firing_rate_10ms",
-    pixel_um: float = 55.0,
+    pixel_um: float = PIXEL_UM,
     progress: bool | None = None,
     workdir: str | os.PathLike[str] | None = None,
     resume: bool = False,
