@@ -111,6 +111,11 @@ def _add_report(sub: Any) -> None:
     p = sub.add_parser("report", help="rebuild the HTML report from saved netCDF results (no model needed)")
     p.add_argument("results", nargs="+", type=Path, help="result .nc files or directories holding them")
     p.add_argument("-o", "--output", type=Path, default=Path("results"), help="report directory (default results/)")
+    p.add_argument(
+        "--self-contained",
+        action="store_true",
+        help="embed the figures in report.html (one file to mail or attach to a notebook)",
+    )
     p.set_defaults(func=cmd_report)
 
 
@@ -509,7 +514,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             files.append(p)
     if not files:
         raise UsageError(f"no .nc files found in {', '.join(map(str, args.results))}")
-    html = report.build(files, args.output)
+    html = report.build(files, args.output, self_contained=args.self_contained)
     print(f"wrote {html}")
     return 0
 

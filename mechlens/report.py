@@ -1,7 +1,9 @@
 """The HTML report: a summary table and one section per result, built from saved netCDF files alone.
 
 ``mechlens report RESULTS... -o DIR`` and the end of ``mechlens run`` both call :func:`build`. The
-page is self-contained (inline CSS, figures linked by relative paths under ``DIR/figures/``); every
+page has inline CSS and links its figures by relative paths under ``DIR/figures/``, or, with
+``self_contained`` (``mechlens report --self-contained``), carries them as data URIs, so the one
+file can be mailed or attached to a lab notebook; every
 number in it is read or computed from the files (:func:`mechlens.results.summary`), so no
 model is needed. When the experiment that wrote a file is installed, its extra figures
 (:meth:`mechlens.interfaces.Experiment.figures`) are drawn too.
@@ -15,6 +17,7 @@ what could not be drawn.
 
 from __future__ import annotations
 
+import base64
 import datetime as _dt
 import html
 import json
@@ -295,10 +298,11 @@ def _summary(ds: xr.Dataset) -> tuple[dict[str, float], str]:
         return dict.fromkeys(keys, float("nan")), f"the summary numbers ({type(err).__name__}: {err})"
 
 
-def section(ds: xr.Dataset, source: Path, outdir: Path, key: str | None = None) -> tuple[str, str]:
+def section(ds: xr.Dataset, source: Path, outdir: Path, key: str | None = None, embed: bool = False) -> tuple[str, str]:
     """The summary-table row and the report section of one result Dataset (figures drawn into ``outdir``).
 
-    ``key`` names its figures folder and anchor (default: :func:`figures_folder` of ``source``).
+    ``key`` names its figures folder and anchor (default: :func:`figures_folder` of ``source``);
+    with ``embed`` the figures are written into the page as data URIs instead of linked.
     """
     name = str(ds.attrs.get("experiment") or source.stem)
     key = key or figures_folder(source, ds, set())
@@ -320,6 +324,8 @@ def section(ds: xr.Dataset, source: Path, outdir: Path, key: str | None = None) 
         problems.insert(0, failed_summary)
     for path in paths:
         rel = os.path.relpath(path, outdir).replace(os.sep, "/")
+        if embed:  # one file to mail or attach to a lab notebook
+            rel = "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
         fig_key = path.stem
         caption = CAPTIONS.get(fig_key, fig_key.replace("_", " "))
         figs.append(
@@ -349,7 +355,9 @@ def section(ds: xr.Dataset, source: Path, outdir: Path, key: str | None = None) 
     return row, body
 
 
-def build(files: Sequence[str | os.PathLike[str]], outdir: str | os.PathLike[str]) -> Path:
+def build(
+    files: Sequence[str | os.PathLike[str]], outdir: str | os.PathLike[str], self_contained: bool = False
+) -> Path:
     """Write ``outdir/report.html`` and its figures from saved result files.
 
     Parameters
@@ -360,6 +368,9 @@ def build(files: Sequence[str | os.PathLike[str]], outdir: str | os.PathLike[str
     outdir : path
         The report folder (created if missing); each file's figures go to ``outdir/figures/<name>/``
         (:func:`figures_folder`).
+    self_contained : bool
+        Embed the figures in the HTML (base64 PNG data URIs), so ``report.html`` alone carries the
+        whole report; the PNGs are still written beside it.
 
     Returns
     -------
@@ -384,7 +395,7 @@ def build(files: Sequence[str | os.PathLike[str]], outdir: str | os.PathLike[str
         path = Path(f)
         ds = io.load(path)
         log.info("report: %s", path)
-        row, body = section(ds, path, outdir, figures_folder(path, ds, taken))
+        row, body = section(ds, path, outdir, figures_folder(path, ds, taken), embed=self_contained)
         rows.append(row)
         bodies.append(body)
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

@@ -68,6 +68,20 @@ def test_mechlens_report_rebuilds_the_same_page_from_the_files(results, tmp_path
         assert (tmp_path / src).stat().st_size > 1000
 
 
+def test_a_self_contained_report_carries_every_figure_in_the_page(results, tmp_path, capsys):
+    import base64
+
+    linked = _parse(results / "report.html").images
+    assert main(["report", str(results), "-o", str(tmp_path), "--self-contained"]) == 0
+    images = _parse(tmp_path / "report.html").images
+    assert len(images) == len(linked) == 10
+    for src, rel in zip(images, linked):
+        assert src.startswith("data:image/png;base64,")
+        # the very PNG the linked report points to, so the page needs no folder beside it
+        assert base64.b64decode(src.split(",", 1)[1]) == (tmp_path / rel).read_bytes()
+        assert (tmp_path / rel).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_a_file_not_written_by_mechlens_is_refused(tmp_path):
     bad = tmp_path / "bad.nc"
     bad.write_text("not netcdf")
