@@ -228,8 +228,11 @@ def _output_times(ds: xr.Dataset, da: xr.DataArray) -> xr.DataArray:
     return da.isel(time=np.flatnonzero(valid.values))
 
 
-def _title(ds: xr.Dataset, what: str) -> str:
-    return f"{ds.attrs.get('experiment_title') or ds.attrs.get('experiment') or ds.attrs.get('title', '')}: {what}"
+def _title(ds: xr.Dataset, what: str, width_in: float | None = None) -> str:
+    """The figure title; wrapped to ``width_in`` inches of 10-pt text, so it is never clipped."""
+    text = f"{ds.attrs.get('experiment_title') or ds.attrs.get('experiment') or ds.attrs.get('title', '')}: {what}"
+    # about 9 characters of 10-pt DejaVu Sans per inch
+    return textwrap.fill(text, max(30, int(9 * width_in))) if width_in else text
 
 
 # -- the figures -----------------------------------------------------------------------------------
@@ -433,7 +436,8 @@ def contributions_figure(ds: xr.Dataset, path: Path) -> Path:
     conds = shown_conditions(ds)
     resp = _analysed(ds).sel(cell=cell)
     base = ds["baseline_response"].sel(cell=cell) if "baseline_response" in ds else 0.0
-    fig = _new_figure(4.0 * len(conds) + 1.5, 3.4)
+    width = 4.0 * len(conds) + 1.5
+    fig = _new_figure(width, 3.4)
     axes = fig.subplots(1, len(conds), squeeze=False, sharey=True)[0]
     if "weights" in ds:
         series = _output_times(ds, ds["weights"]).sel(cell=cell)
@@ -468,8 +472,9 @@ def contributions_figure(ds: xr.Dataset, path: Path) -> Path:
         ax.set(xlabel="time (s)", title=_condition_label(ds, i) or cell)
         ax.title.set_fontsize(8)
     axes[0].set_ylabel("contribution (Hz)")
-    fig.legend(fontsize=7, frameon=False, loc="outside right upper")
-    fig.suptitle(_title(ds, f"kept cell types of {cell} against its response"), fontsize=10)
+    # the legend sits beside the panels, below the title, so neither covers the other
+    fig.legend(fontsize=7, frameon=False, loc="outside right center")
+    fig.suptitle(_title(ds, f"kept cell types of {cell} against its response", width - 1.5), fontsize=10)
     return _save(fig, path)
 
 
@@ -479,7 +484,8 @@ def reduced_figure(ds: xr.Dataset, path: Path) -> Path:
     conds = shown_conditions(ds)
     resp = _analysed(ds).sel(cell=cell)
     red = ds["reduced_response"].sel(cell=cell).sel(time=resp["time"])
-    fig = _new_figure(4.0 * len(conds) + 1.0, 3.0)
+    width = 4.0 * len(conds) + 1.0
+    fig = _new_figure(width, 3.0)
     axes = fig.subplots(1, len(conds), squeeze=False, sharey=True)[0]
     for ax, i in zip(axes, conds):
         ri, qi = _cond(resp, i), _cond(red, i)
@@ -496,7 +502,7 @@ def reduced_figure(ds: xr.Dataset, path: Path) -> Path:
     axes[0].legend(fontsize=7, frameon=False)
     labels = component_labels(ds) if "components" in ds else []
     kept = ", ".join(labels) if len(labels) <= 4 else f"{len(labels)} kept components"
-    fig.suptitle(_title(ds, f"reduced model ({kept}) vs full model, {cell}"), fontsize=10)
+    fig.suptitle(_title(ds, f"reduced model ({kept}) vs full model, {cell}", width), fontsize=10)
     return _save(fig, path)
 
 

@@ -328,6 +328,8 @@ def section(ds: xr.Dataset, source: Path, outdir: Path, key: str | None = None, 
             rel = "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
         fig_key = path.stem
         caption = CAPTIONS.get(fig_key, fig_key.replace("_", " "))
+        if fig_key == "response" and "condition" not in ds.dims:
+            caption = caption.split("; right:")[0] + "."  # one panel: there is no sweep to show
         figs.append(
             f"<figure><img src='{html.escape(rel)}' alt='{html.escape(name)} {html.escape(fig_key)}'>"
             f"<figcaption>{html.escape(caption)}</figcaption></figure>"

@@ -54,6 +54,13 @@ def test_report_has_a_summary_row_and_a_section_per_result_with_existing_figures
     assert "<th>completeness</th>" in text and "peak slope = " in text and "class='pass'" in text.replace('"', "'")
     assert "mechlens run -o out" in text  # provenance: the command line
     assert "toy-dist" in text  # provenance: the distribution of the experiment
+    # a caption describes only panels that are there: the run without a sweep has no right panel
+    noise = (
+        text[text.index("id='toy-noise-run'") :]
+        if "id='toy-noise-run'" in text
+        else text[text.index('id="toy-noise-run"') :]
+    )
+    assert "responses of the analysed cells." in noise and "right: the focus cell" not in noise
 
 
 def test_mechlens_report_rebuilds_the_same_page_from_the_files(results, tmp_path, capsys):
