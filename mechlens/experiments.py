@@ -33,6 +33,7 @@ import xarray as xr
 from mechlens import registry as _registry
 from mechlens.errors import MechlensError, PluginError, UsageError
 from mechlens.interfaces import Experiment, Model
+from mechlens.pipeline import load_model  # also public here; the rule has its one owner there
 from mechlens.results import UNIT_DIMS, kept_contribution, summary  # noqa: F401 - re-exported (public API)
 
 log = logging.getLogger("mechlens")
@@ -177,18 +178,6 @@ def run_experiment(
     ds.attrs["title"] = f"mechlens experiment {exp.name}: {ds.attrs['experiment_title']}"
     ds.attrs["experiment_wall_s"] = round(time.perf_counter() - start, 3)
     return ds
-
-
-def load_model(
-    name: str,
-    params: Mapping[str, Any] | None = None,
-    checkpoint: str | Path | None = None,
-    registry: _registry.Registry | None = None,
-) -> Model:
-    """Instantiate a model by registry name, from parameters or a checkpoint (:func:`mechlens.pipeline.load_model`)."""
-    from mechlens.pipeline import load_model as _load
-
-    return _load(name, params, checkpoint or None, registry)
 
 
 class _UnknownCells(UsageError):

@@ -5,18 +5,9 @@ import subprocess
 import sys
 
 import pytest
-from toy_plugins import TOYS
 
 from mechlens import io, registry
 from mechlens.cli import main
-
-
-@pytest.fixture
-def toys(make_dist):
-    make_dist("toy-models", {"toy_models_plugin": TOYS}, {"toys": "toy_models_plugin"}, version="0.3")
-    registry.reset()
-    yield
-    registry.reset()
 
 
 def test_version():
