@@ -4,9 +4,10 @@ For each phenomenon: the synthetic retina's measure (the circuit, i.e. the groun
 verdict, the retina CNN's measure and verdict (``mechlens_retina.phenomena.measure_all``: the
 targets are in that module's docstring), and the CNN-vs-circuit agreement on that phenomenon's probe
 stimulus (``mechlens_retina.agreement.probe_agreement``: median Pearson r over responding cells and
-median peak-time error). A measure's numbers are those of its best cell (a passing cell if any);
-motion reversal is judged on the population. Prints one markdown table, paste-able into docs, and the
-run time; works whatever the CNN fails.
+median peak-time error), and a timing diagnosis (``timing_offset``: by how many frames the
+CNN's responses to held-out natural scenes lag the circuit's). A measure's numbers are those of its
+best cell (a passing cell if any); motion reversal is judged on the population. Prints one markdown
+table, paste-able into docs, and the run time; works whatever the CNN fails.
 
 Usage: python bench/phenomena.py [--checkpoint PATH]
 """
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
-from mechlens_retina.agreement import PEAK_ERROR_MS_MAX, R_TARGET, probe_agreement
+from mechlens_retina.agreement import PEAK_ERROR_MS_MAX, R_TARGET, probe_agreement, timing_offset
 from mechlens_retina.phenomena import measure_all
 
 from mechlens import registry
@@ -108,6 +109,9 @@ def main() -> None:
     t = time.perf_counter()
     agree = probe_agreement(cnn, truth)
     seconds["agreement"] = time.perf_counter() - t
+    t = time.perf_counter()
+    offset = timing_offset(cnn, truth)
+    seconds["timing"] = time.perf_counter() - t
 
     print(
         f"| phenomenon | circuit (synthetic-retina) | circuit | CNN ({args.checkpoint}) | CNN | "
@@ -122,6 +126,14 @@ def main() -> None:
     print(
         f"\nagreement gate (median r >= {R_TARGET:g} and peak-time error <= {PEAK_ERROR_MS_MAX:g} ms on every probe): "
         f"{'PASS' if agree['passed'] else 'FAIL'}"
+    )
+    lags = ", ".join(
+        f"{c} {offset['lag_frames'][c]:+d} (r {offset['r_lag0'][c]:.2f} -> {offset['r_best'][c]:.2f})"
+        for c in offset["lag_frames"]
+    )
+    print(
+        f"timing diagnosis (held-out {offset['stimulus']}, not a gate): CNN lag behind the circuit, frames of "
+        f"{offset['frame_period_s'] * 1e3:g} ms, median {offset['median_lag_frames']:+g}; per cell {lags}"
     )
     parts = ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items())
     print(f"total run time {time.perf_counter() - t0:.1f} s ({parts})")

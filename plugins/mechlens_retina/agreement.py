@@ -173,6 +173,86 @@ def probe_agreement(
     }
 
 
+#: the stimulus of :func:`timing_offset`: held-out natural scenes (seed 1; the training movies use
+#: seeds derived from 0), images held 150 ms like the bundled model's training movie
+TIMING_STIMULUS: tuple[str, dict[str, Any]] = ("natural-scenes", {"duration": 20.0, "image_s": 0.15})
+
+
+def timing_offset(
+    model: Any,
+    truth: Any,
+    registry: Any = None,
+    *,
+    stimulus: tuple[str, Mapping[str, Any]] = TIMING_STIMULUS,
+    max_lag_frames: int = 5,
+    seed: int = 1,
+) -> dict[str, Any]:
+    """How many frames a model's responses lag (or lead) the truth's, per cell: a diagnosis of the gate.
+
+    A model whose responses are the truth's delayed by a frame or two fails the gate's peak-time
+    error on every probe, however well it predicts; this tells that case apart from one that has
+    learned a different response. Per cell, Pearson r between the model's response shifted by
+    ``lag`` frames and the truth's, for ``|lag| <= max_lag_frames``; ``lag > 0``: the model lags.
+    A diagnosis only: a model shifted back in time would see the future, so no gate or measure
+    uses the shift.
+
+    Parameters
+    ----------
+    model, truth : mechlens.interfaces.Model
+        As in :func:`probe_agreement`.
+    registry : mechlens.registry.Registry, optional
+        Where the stimulus is looked up (default: the process-wide registry).
+    stimulus : (str, mapping)
+        Stimulus name and parameters (default :data:`TIMING_STIMULUS`).
+    max_lag_frames : int
+        Largest shift tried, frames.
+    seed : int
+        Stimulus seed.
+
+    Returns
+    -------
+    dict
+        JSON-serialisable: ``{"lag_frames": {cell: int}, "r_lag0": {cell: r}, "r_best": {cell: r},
+        "median_lag_frames": float, "frame_period_s": float, "stimulus": str}``. Cells whose
+        truth response is flat (< ``RESPONDING_MIN_HZ``) are left out.
+    """
+    from mechlens import registry as _registry
+
+    reg = registry or _registry.default()
+    name, params = stimulus
+    stim = reg.get("stimulus", name)(**dict(params)).generate(seed)
+    m, g = model.predict(stim), truth.predict(stim)
+    cells = [str(c) for c in g["cell"].values if str(c) in {str(x) for x in m["cell"].values}]
+    if not cells:
+        raise SchemaError(
+            f"timing_offset: the model's cells {list(map(str, m['cell'].values))} and the truth's "
+            f"{list(map(str, g['cell'].values))} share no name; compare a model trained on the truth's cells"
+        )
+    (_, rm), (_, rg) = _by_condition(m, cells)[0], _by_condition(g, cells)[0]
+    k = int(max_lag_frames)
+    if rm.shape[0] <= 2 * k + 2:
+        raise SchemaError(f"timing_offset: {rm.shape[0]} time points is too short for lags of +-{k} frames")
+    lags, r0, best = {}, {}, {}
+    for c, cell in enumerate(cells):
+        if np.ptp(rg[:, c]) < RESPONDING_MIN_HZ:
+            continue
+        # model[i + lag] against truth[i]: a positive lag undoes a model that answers late
+        rs = {
+            lag: pearson_1d(rm[k + lag : rm.shape[0] - k + lag, c], rg[k : rg.shape[0] - k, c])
+            for lag in range(-k, k + 1)
+        }
+        lag = max(rs, key=lambda x: (rs[x], -abs(x)))
+        lags[cell], r0[cell], best[cell] = int(lag), float(rs[0]), float(rs[lag])
+    return {
+        "lag_frames": lags,
+        "r_lag0": r0,
+        "r_best": best,
+        "median_lag_frames": float(np.median(list(lags.values()))) if lags else float("nan"),
+        "frame_period_s": float(stim.attrs.get("frame_period_s", np.nan)),
+        "stimulus": name,
+    }
+
+
 def _num(x: float | None, fmt: str) -> str:
     return "-" if x is None else format(x, fmt)
 

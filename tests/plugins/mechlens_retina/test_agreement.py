@@ -110,3 +110,36 @@ def test_a_flat_model_and_foreign_cells(truth: Cached) -> None:
     with pytest.raises(SchemaError, match="share no name"):
         ag.probe_agreement(renamed, truth, probes=probes)
     assert np.isfinite(flat["stimuli"]["flash"]["peak_error_ms"])
+
+
+def _delayed(frames: int) -> Callable[[xr.DataArray], xr.DataArray]:
+    """Shift a response later in time by ``frames`` (the first value repeated at the start)."""
+
+    def delay(r: xr.DataArray) -> xr.DataArray:
+        axis = r.dims.index("time")
+        first = np.take(r.values, [0] * frames, axis=axis)
+        rest = np.take(r.values, np.arange(r.sizes["time"] - frames), axis=axis)
+        return r.copy(data=np.concatenate([first, rest], axis))
+
+    return delay
+
+
+@pytest.mark.parametrize("frames", [0, 1, 2])
+def test_timing_offset_finds_a_planted_delay(truth: Cached, frames: int) -> None:
+    stimulus = ("natural-scenes", {"duration": 3.0, "image_s": 0.15})
+    out = ag.timing_offset(Altered(truth, _delayed(frames), f"delayed {frames}"), truth, stimulus=stimulus)
+    assert json.loads(json.dumps(out)) == out
+    assert out["lag_frames"], "no responding cell"
+    assert set(out["lag_frames"].values()) == {frames}
+    assert out["median_lag_frames"] == frames
+    for cell in out["lag_frames"]:
+        assert out["r_best"][cell] == pytest.approx(1.0, abs=1e-3)
+        if frames:
+            assert out["r_lag0"][cell] < out["r_best"][cell]
+
+
+def test_timing_offset_refuses_models_without_common_cells(truth: Cached) -> None:
+    renamed = Altered(truth, lambda r: r, "renamed")
+    renamed.predict = lambda stim: truth.predict(stim).assign_coords(cell=[f"x{i}" for i in range(8)])  # type: ignore[method-assign]
+    with pytest.raises(SchemaError, match="share no name"):
+        ag.timing_offset(renamed, truth, stimulus=("natural-scenes", {"duration": 1.0}))
