@@ -23,6 +23,10 @@ per stimulus type, ``<experiment>/naturalscene.h5`` and ``<experiment>/whitenois
 
 ``cellNN`` counts from 1 (``cell01`` is response row 0) in the 2015 experiments; a file that has
 a ``cell00`` is read as counting from 0. The netCDF layout is documented in docs/recordings.md.
+
+The HDF5 reader is also an xarray backend (:class:`DeepRetinaBackend`, entry point
+``xarray.backends: deep-retina``), so any xarray user reads one split of a published file without
+mechlens's API: ``xr.open_dataset("naturalscene.h5", engine="deep-retina", group="test")``.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
-from xarray.backends import BackendArray
+from xarray.backends import BackendArray, BackendEntrypoint
 from xarray.core import indexing
 
 from mechlens.errors import FileFormatError, UsageError
@@ -420,6 +424,72 @@ def _repeats_stack(group: Any, n_cell: int, n_t: int, path: Path) -> _H5Stack:
     if all(m is None for m in members):
         raise FileFormatError(f"{path}: the repeats group has no cellNN datasets matching the {n_cell} cells")
     return _H5Stack(members, n_t)
+
+
+class DeepRetinaBackend(BackendEntrypoint):
+    """xarray backend for the published deep-retina HDF5 layout: one split as a lazily read Dataset.
+
+    ``xr.open_dataset(path, engine="deep-retina", group="train", response="firing_rate_10ms",
+    pixel_um=55.0)`` returns what :func:`open_split` returns for an HDF5 file (same variables,
+    coords, attrs and laziness). Registered through the ``xarray.backends`` entry point group, the
+    public way xarray takes third-party readers, rather than a private reader xarray cannot see.
+    """
+
+    description = "Baccus-lab / deep-retina HDF5 recordings (train/test groups, firing_rate_10ms) as labeled Datasets"
+    open_dataset_parameters = ("filename_or_obj", "drop_variables", "group", "response", "pixel_um", "stimulus_type")
+
+    def open_dataset(  # type: ignore[override]  # xarray's signature is (filename_or_obj, *, drop_variables, **kwargs)
+        self,
+        filename_or_obj: Any,
+        *,
+        drop_variables: str | Sequence[str] | None = None,
+        group: str = "train",
+        response: str = "firing_rate_10ms",
+        pixel_um: float = PIXEL_UM,
+        stimulus_type: str = "naturalscene",
+    ) -> xr.Dataset:
+        """Open split ``group`` (``"train"`` or ``"test"``) of a deep-retina ``.h5`` file.
+
+        Raises
+        ------
+        FileFormatError
+            If the file is not in the layout, or has no such split.
+        UsageError
+            If ``group`` or ``response`` is not one the layout has.
+        """
+        if not isinstance(filename_or_obj, (str, os.PathLike)):
+            raise UsageError(
+                f"engine='deep-retina' reads a file path, not {type(filename_or_obj).__name__}; pass the .h5 path"
+            )
+        if group not in SPLITS:
+            raise UsageError(f"engine='deep-retina': group {group!r} is not one of {', '.join(SPLITS)}")
+        path = Path(filename_or_obj)
+        if not path.is_file() or not _is_hdf5(path) or _is_netcdf4(path):
+            raise FileFormatError(
+                f"{path} is not a deep-retina HDF5 file (a netCDF recording opens with engine='netcdf4'; see "
+                "docs/recordings.md)"
+            )
+        ds = _open_h5_split(path, group, response, float(pixel_um), stimulus_type)
+        if ds is None:
+            raise FileFormatError(f"{path} has no {group!r} split")
+        if drop_variables:
+            ds = ds.drop_vars([drop_variables] if isinstance(drop_variables, str) else list(drop_variables))
+        return ds
+
+    def guess_can_open(self, filename_or_obj: Any) -> bool:
+        """True for an existing ``.h5``/``.hdf5`` file with a ``train/stimulus`` dataset that is not netCDF."""
+        if not isinstance(filename_or_obj, (str, os.PathLike)):
+            return False
+        path = Path(filename_or_obj)
+        if path.suffix.lower() not in (".h5", ".hdf5") or not path.is_file():
+            return False
+        import h5py
+
+        try:
+            with h5py.File(path, "r") as f:
+                return "_NCProperties" not in f.attrs and "train/stimulus" in f
+        except OSError:
+            return False
 
 
 # -- netCDF (mechlens) ---------------------------------------------------------------------------

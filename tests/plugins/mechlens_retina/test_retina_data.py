@@ -187,3 +187,38 @@ def test_fingerprints_identify_the_data(published):
 def test_malformed_in_memory_splits_are_refused():
     with pytest.raises(FileFormatError, match=r"missing variable 'response'.*frame_period_s"):
         from_datasets(xr.Dataset({"stimulus": (("time", "y", "x"), np.zeros((3, 2, 2)))}))
+
+
+def test_xarray_backend_reads_a_split_like_open_split(published):
+    path, arrays = published
+    assert "deep-retina" in xr.backends.list_engines()  # registered through the xarray.backends entry point
+    with (
+        xr.open_dataset(path, engine="deep-retina", group="test", pixel_um=50.0) as ds,
+        open_split(path, "test", pixel_um=50.0) as ref,
+    ):
+        xr.testing.assert_identical(ds, ref)
+        assert ds.attrs["format"] == data.FORMAT_H5 and np.allclose(np.diff(ds["x"].values), 50.0)
+        np.testing.assert_allclose(ds["repeats"].values[:, :, 1], arrays["repeats"][1])
+    with xr.open_dataset(path, engine="deep-retina", drop_variables="stimulus") as ds:
+        assert "stimulus" not in ds and ds.attrs["split"] == "train"
+
+
+def test_xarray_backend_guesses_only_deep_retina_files(published, tmp_path):
+    path, _ = published
+    backend = data.DeepRetinaBackend()
+    assert backend.guess_can_open(path) and backend.guess_can_open(str(path))
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f["x"] = np.zeros(3)
+    nc = tmp_path / "rec.nc"
+    with open_recording(path) as rec:
+        write_netcdf(nc, rec.train.isel(time=slice(0, 50)).load())
+    assert not backend.guess_can_open(other)
+    assert not backend.guess_can_open(nc)
+    assert not backend.guess_can_open(tmp_path / "missing.h5")
+    with pytest.raises(FileFormatError, match="not a deep-retina HDF5"):
+        xr.open_dataset(nc, engine="deep-retina")
+    with pytest.raises(UsageError, match="group 'validation'"):
+        xr.open_dataset(path, engine="deep-retina", group="validation")
+    with pytest.raises(FileFormatError, match="has no 'train' group"):
+        xr.open_dataset(other, engine="deep-retina")
