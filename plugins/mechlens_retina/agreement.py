@@ -29,6 +29,7 @@ import xarray as xr
 
 from mechlens.errors import SchemaError
 from mechlens_retina import phenomena as ph
+from mechlens_retina.measure_common import _conditions, _response
 from mechlens_retina.metrics import pearson_1d
 
 #: the gate: median Pearson r over responding cells, and median peak-time error, per probe
@@ -65,10 +66,10 @@ def probe_stimuli() -> dict[str, dict[str, Any]]:
 
 def _by_condition(ds: xr.Dataset, cells: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
     """(time (n,) s, response (n, cell) Hz) per condition, times t >= 0 only, the given cells."""
-    resp = ph._response(ds).sel(cell=list(cells))
+    resp = _response(ds).sel(cell=list(cells))
     t = resp["time"].values
     keep = t >= -1e-9
-    return [(t[keep], r.values[keep]) for r in ph._conditions(resp)]
+    return [(t[keep], r.values[keep]) for r in _conditions(resp)]
 
 
 def _compare(
