@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make run            run every experiment on the bundled model -> results/report.html"
 	@echo "make test           run the test suite"
-	@echo "make lint           ruff check + ruff format --check + mypy (types)"
+	@echo "make lint           ruff check + ruff format --check + mypy (types) + the docs site (mkdocs --strict)"
 	@echo "make bench          run the benchmarks in bench/"
 	@echo "make train-default  re-train the bundled retina CNN from scratch"
 
@@ -37,6 +37,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m mypy
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 format: $(STAMP)
 	$(BIN)/ruff format .

@@ -1,7 +1,7 @@
 """Attribution to hidden units: naive Captum vs the mechlens_captum attributors, side by side.
 
 Run: ``.venv/bin/python bench/attribution.py [--times 256] [--rows-naive 4] [--rows-adaptive 8]
-[--rows-exact 0] [--threads 1] [--repeats 3]``.
+[--rows-exact 0] [--rows-kept 0] [--threads 1] [--repeats 3]``.
 
 One process, one model, one stimulus. The model is the retina CNN architecture with random
 weights (40x50x50 input, conv 8@15 -> BN -> ReLU -> conv 8@11 -> BN -> ReLU -> dense 8 cells -> BN
@@ -16,18 +16,20 @@ the integration path. For each stimulus it times:
   (Captum's default rule, Gauss-Legendre) -- on the first ``--rows-naive`` time points;
 - (b) ``integrated-gradients`` with 50 Gauss-Legendre steps (the same discretisation as (a)), and
   (b*) with its default adaptive rule (completeness error <= 1e-4 of the response range);
-- (c) ``exact-integrated-gradients``.
+- (c) ``exact-integrated-gradients``, and (c+) the same with ``keep_space=true`` (per unit: channel
+  and position of the layer).
 
 Each line gives seconds per time point, as CPU time of this process (``time.process_time``) and as
 wall-clock time, and the largest completeness error relative to the response range of the whole
 stimulus. The machine this runs on may be shared, so the ratios are computed from CPU time, by
-default with one torch thread (no spinning worker threads inflate it); (a), the forward pass and
-(c) are timed in turn ``--repeats`` times and their medians used (the forward pass just before and
-just after (c), averaged, so that a drift of the machine's speed during a repeat cancels to first
-order), and the ratios of each repeat are printed too; the load average is printed. A last line
-splits (c)'s CPU time in its last repeat into the sweep's loop, the sweep's bookkeeping and the
-rest (the layer's activations and the response, i.e. a forward pass, and the output), each also as
-a multiple of that repeat's forward pass.
+default with one torch thread (no spinning worker threads inflate it); (a), the forward pass, (c)
+and (c+) are timed in turn ``--repeats`` times and their medians used (the forward pass just before
+and just after each of (c) and (c+), averaged, so that a drift of the machine's speed during a repeat
+cancels to first order), and the ratios of each repeat are printed too; the load average is printed.
+The last lines split (c)'s and (c+)'s CPU time in their last repeat into the sweep's loop, the
+per-unit terms (c+), the sweep's other bookkeeping and the rest (the layer's activations and the
+response, i.e. a forward pass, and the output), each also as a multiple of that repeat's forward
+pass.
 """
 
 from __future__ import annotations
@@ -185,23 +187,34 @@ def bench(model: Model, stim: xr.Dataset, label: str, args: argparse.Namespace) 
     # machine's speed drifts (shared), and a ratio of two runs minutes apart would measure the drift
     rows_a = min(args.rows_naive, n_times)
     rows_c = n_times if args.rows_exact <= 0 else min(args.rows_exact, n_times)
+    rows_k = n_times if args.rows_kept <= 0 else min(args.rows_kept, n_times)
     # the first call in a fresh environment compiles the sweep (numba, cached on disk): not timed
     _, warm = timed(lambda: ExactIntegratedGradients().attribute(model, first_rows(model, stim, 1), LAYER))
-    fwd_times, naive_times, exact_times = [], [], []
+    _, warm_k = timed(
+        lambda: ExactIntegratedGradients(keep_space=True).attribute(model, first_rows(model, stim, 1), LAYER)
+    )
+    fwd_times, naive_times, exact_times, kept_times, fwd_k_times = [], [], [], [], []
     for _ in range(args.repeats):
         (_, err_a), sec = timed(lambda: naive_captum(model, first_rows(model, stim, rows_a)))
         naive_times.append(sec)
-        # the forward pass just before and just after (c): their mean is (c)'s baseline, so that a
-        # drift of the machine's speed during the repeat cancels to first order
+        # the forward pass just before and just after (c), and after (c+): the mean of the two around
+        # each is its baseline, so that a drift of the machine's speed during the repeat cancels to first order
         _, before = timed(lambda: forward_pass(model, stim))
         exact = ExactIntegratedGradients()
         ds_c, sec = timed(partial(exact.attribute, model, first_rows(model, stim, rows_c), LAYER))
         exact_times.append(sec)
+        _, between = timed(lambda: forward_pass(model, stim))
+        kept = ExactIntegratedGradients(keep_space=True)
+        ds_k, sec = timed(partial(kept.attribute, model, first_rows(model, stim, rows_k), LAYER))
+        kept_times.append(sec)
+        del ds_k["attribution"]  # (time, cell, channel, y, x): 85 MB of float32 for 256 time points
         _, after = timed(lambda: forward_pass(model, stim))
-        fwd_times.append(((before[0] + after[0]) / 2, (before[1] + after[1]) / 2))
+        fwd_times.append(((before[0] + between[0]) / 2, (before[1] + between[1]) / 2))
+        fwd_k_times.append(((between[0] + after[0]) / 2, (between[1] + after[1]) / 2))
     pairs = {
         "(a)/(c)": [(a[0] / rows_a) / (c[0] / rows_c) for a, c in zip(naive_times, exact_times)],
         "(c)/forward": [(c[0] / rows_c) / (f[0] / n_times) for f, c in zip(fwd_times, exact_times)],
+        "(c+)/forward": [(k[0] / rows_k) / (f[0] / n_times) for f, k in zip(fwd_k_times, kept_times)],
     }
     record("forward", n_times, _median(fwd_times), np.array(np.nan), f"all cells; median of {args.repeats}")
     record(
@@ -234,6 +247,14 @@ def bench(model: Model, stim: xr.Dataset, label: str, args: argparse.Namespace) 
         f"{exact.stats['segments'] / rows_c:.0f} linear regions per time point; "
         f"algorithm {ds_c['attribution'].attrs['algorithm']}; median of {args.repeats}; warm-up call {warm[1]:.1f} s",
     )
+    record(
+        "(c+) exact-integrated-gradients, keep_space",
+        rows_k,
+        _median(kept_times),
+        ds_k["completeness_error"].values,
+        f"per unit; forward pass {_median(fwd_k_times)[0] / n_times:.4g} s around it; median of {args.repeats}; "
+        f"warm-up call {warm_k[1]:.1f} s",
+    )
 
     print(f"\n== {label}: {n_times} time points, response range {span:.4g} Hz ==")
     print(f"{'':48s} {'rows':>5s} {'CPU s/tp':>10s} {'wall s/tp':>10s} {'max|err|/range':>15s}  notes")
@@ -241,21 +262,26 @@ def bench(model: Model, stim: xr.Dataset, label: str, args: argparse.Namespace) 
         rel_s = "" if np.isnan(rel) else f"{rel:.2e}"
         print(f"{key:48s} {n:5d} {cpu:10.4g} {wall:10.4g} {rel_s:>15s}  {note}")
     t = {k.split(" ")[0]: v[0] for k, v in results.items()}
+    fwd_k = _median(fwd_k_times)[0] / n_times
     print(
         f"ratios of CPU s per time point: (a)/(b) = {t['(a)'] / t['(b)']:.1f}, (a)/(b*) = {t['(a)'] / t['(b*)']:.2f}, "
-        f"(a)/(c) = {t['(a)'] / t['(c)']:.2f}, (c)/forward = {t['(c)'] / t['forward']:.1f}"
+        f"(a)/(c) = {t['(a)'] / t['(c)']:.2f}, (c)/forward = {t['(c)'] / t['forward']:.1f}, "
+        f"(c+)/forward = {t['(c+)'] / fwd_k:.1f}"
     )
     for name, values in pairs.items():
         print(f"{name} in each repeat (timed in turn): {', '.join(f'{v:.2f}' for v in values)}")
-    if "sweep_cpu_s" in exact.stats:
-        # where (c)'s time went in its last repeat, against that repeat's forward pass
-        fwd = fwd_times[-1][0] / n_times
-        parts = {
-            "sweep loop": exact.stats["sweep_cpu_s"] / rows_c,
-            "slopes, pieces, integrals, sums": exact.stats["rest_cpu_s"] / rows_c,
-        }
-        parts["layer activations, response, rest"] = exact_times[-1][0] / rows_c - sum(parts.values())
-        print("(c) in its last repeat, CPU ms per time point (x that repeat's forward pass): " + ", ".join(
+    runs = (("(c)", exact, exact_times, fwd_times, rows_c), ("(c+)", kept, kept_times, fwd_k_times, rows_k))
+    for name, attributor, times, fwds, rows in runs:
+        if "sweep_cpu_s" not in attributor.stats:
+            continue
+        # where the time went in the last repeat, against that repeat's forward pass
+        fwd = fwds[-1][0] / n_times
+        parts = {"sweep loop": attributor.stats["sweep_cpu_s"] / rows}
+        if name == "(c+)" and "per_unit_cpu_s" in attributor.stats:
+            parts["per-unit terms"] = attributor.stats["per_unit_cpu_s"] / rows
+        parts["slopes, pieces, integrals, sums"] = attributor.stats["rest_cpu_s"] / rows
+        parts["layer activations, response, rest"] = times[-1][0] / rows - sum(parts.values())
+        print(f"{name} in its last repeat, CPU ms per time point (x that repeat's forward pass): " + ", ".join(
             f"{k} {v * 1e3:.2f} ({v / fwd:.2f})" for k, v in parts.items()
         ))  # fmt: skip
     print(f"load average (1, 5, 15 min): {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
@@ -268,6 +294,7 @@ def main() -> None:
     parser.add_argument("--rows-naive", type=int, default=4, help="time points attributed by (a)")
     parser.add_argument("--rows-adaptive", type=int, default=8, help="time points attributed by (b*)")
     parser.add_argument("--rows-exact", type=int, default=0, help="white-noise time points for (c); 0 = all")
+    parser.add_argument("--rows-kept", type=int, default=0, help="white-noise time points for (c+); 0 = all")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--repeats", type=int, default=3, help="timings in turn of (a), forward and (c)")
     args = parser.parse_args()
@@ -280,7 +307,7 @@ def main() -> None:
         f"{len(model.cells)} cells; torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
     )
     bench(model, noise_stimulus(model, n_times=args.times, seed=0), "white noise", args)
-    full_args = argparse.Namespace(**{**vars(args), "rows_exact": 0})
+    full_args = argparse.Namespace(**{**vars(args), "rows_exact": 0, "rows_kept": 0})
     bench(model, full_field(model, args.times), "full-field flicker", full_args)
 
 

@@ -48,6 +48,15 @@ def _names(text: str) -> list[str]:
     return items
 
 
+_RUN_EXAMPLES = """\
+examples (`mechlens list` shows the plugin names):
+  mechlens run                                  every experiment, each on its default model -> results/
+  mechlens run --model MODEL --stimulus STIMULUS --attributor integrated-gradients -o out.nc
+  mechlens run run.toml --set stimulus.PARAM=[1,2,3] -o sweep.nc     one condition per value
+  mechlens run run.toml --dry-run               what would run, every stage and parameter, and exit
+"""
+
+
 def _add_run(sub: Any) -> None:
     p = sub.add_parser(
         "run",
@@ -59,6 +68,7 @@ def _add_run(sub: Any) -> None:
             Without one, the registered experiments run (all, or those named by --experiment) and write
             DIR/<experiment>.nc plus DIR/report.html (-o DIR, default results/)."""
         ),
+        epilog=_RUN_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("config", nargs="?", type=Path, help="TOML run file ([model], [stimulus], ..., [run])")
@@ -90,7 +100,41 @@ def _add_run(sub: Any) -> None:
         help="cells to attribute, comma-separated or repeated: --cells gc00,gc01 (default: all, or each experiment's)",
     )
     p.add_argument("--seed", type=int, help="stimulus seed (default 0)")
-    p.add_argument("-o", "--output", type=Path, help="output .nc file (pipeline) or directory (experiments)")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        help="output .nc file or .zarr store (pipeline; a .zarr run resumes) or directory (experiments)",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse an attribution whose completeness error exceeds the tolerance (nothing is saved); "
+        "pipeline runs only",
+    )
+    p.add_argument(
+        "--completeness-tolerance",
+        type=float,
+        metavar="FRACTION",
+        help="largest completeness error accepted without a warning, as a fraction of the response range "
+        "(default 1e-3; pipeline runs only)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="run in parts on a local dask cluster of N worker processes (docs/scale-out.md)",
+    )
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run in parts on a running dask cluster, e.g. tcp://host:8786 (default $MECHLENS_SCHEDULER)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the resolved configuration of every stage (plugins, distributions, parameters) and exit",
+    )
     p.set_defaults(func=cmd_run)
 
 
@@ -119,10 +163,33 @@ def _add_report(sub: Any) -> None:
     p.set_defaults(func=cmd_report)
 
 
+def _add_completion(sub: Any) -> None:
+    p = sub.add_parser(
+        "completion",
+        help="print a shell completion script (bash or zsh)",
+        description="Print a completion script for SHELL, covering every command, plugin commands included.",
+        epilog=textwrap.dedent(
+            """\
+            examples:
+              mechlens completion bash > ~/.local/share/bash-completion/completions/mechlens
+              mechlens completion zsh > ~/.zfunc/_mechlens     # with fpath+=(~/.zfunc) in ~/.zshrc"""
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("shell", choices=["bash", "zsh"], help="the shell to complete for")
+    p.set_defaults(func=cmd_completion)
+
+
 def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
     """The argument parser, with subcommands contributed by plugins when ``with_plugins``."""
     parser = _Parser(prog="mechlens", description="Mechanistic accounts of neural-circuit models.")
-    parser.add_argument("--version", action="version", version=f"mechlens {__version__}")
+    parser.add_argument(
+        "-V",
+        "--version",
+        action="count",
+        default=0,
+        help="show the version and exit; twice (-VV) also every plugin distribution and its version",
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -130,10 +197,11 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
     _add_run(sub)
     _add_info(sub)
     _add_report(sub)
+    _add_completion(sub)
     if with_plugins:
         from mechlens import registry
 
-        builtin = {"list", "run", "info", "report"}
+        builtin = {"list", "run", "info", "report", "completion"}
         for entry in registry.entries("command"):
             who = f"distribution {entry.distribution} {entry.version}".rstrip()
             if entry.name in builtin:
@@ -343,7 +411,7 @@ def _check_model_params(cfg: Any, args: argparse.Namespace) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``mechlens run``: one pipeline, or the experiments."""
-    from mechlens import io, pipeline
+    from mechlens import completeness, io, pipeline
 
     cfg = _config_from_args(args)
     opts = cfg.options()
@@ -351,40 +419,81 @@ def cmd_run(args: argparse.Namespace) -> int:
     if cfg.stimulus.name is None:
         from mechlens import experiments
 
+        for flag, given in (
+            ("--strict", getattr(args, "strict", False)),
+            ("--completeness-tolerance", getattr(args, "completeness_tolerance", None)),
+        ):
+            if given not in (None, False):
+                raise UsageError(
+                    f"{flag} applies to a single pipeline (give --stimulus NAME); the experiments warn on an "
+                    "incomplete attribution and record completeness_ok in each result"
+                )
         outdir = args.output or Path(opts.output or "results")
         io.check_output(outdir, folder=True)  # before any work: a bad -o must not cost the whole run
-        experiments.run_all(
-            names=opts.experiment or None,
-            outdir=outdir,
-            model=cfg.model.name,
-            model_params=cfg.model.params,
-            model_checkpoint=opts.model_checkpoint or None,
-            seed=opts.seed,
-            history=history,
-            cells=opts.cells or None,
-        )
+        if args.dry_run:
+            return _dry_run(cfg, outdir)
+        with _engine(args) as client:
+            experiments.run_all(
+                names=opts.experiment or None,
+                outdir=outdir,
+                model=cfg.model.name,
+                model_params=cfg.model.params,
+                model_checkpoint=opts.model_checkpoint or None,
+                seed=opts.seed,
+                history=history,
+                cells=opts.cells or None,
+                client=client,
+            )
         return 0
     if cfg.model.name is None:
         raise UsageError("name a model: --model NAME or [model] name = ... (see `mechlens list model`)")
     out = args.output or Path(opts.output or f"results/{cfg.model.name}_{cfg.stimulus.name}.nc")
     io.check_output(out, folder=False)  # before any work: a bad -o must not cost the whole run
-    ds = pipeline.run(
-        cfg.model.name,
-        cfg.stimulus.name,
-        cfg.attributor.name,
-        cfg.reducer.name,
-        model_params=cfg.model.params,
-        stimulus_params=cfg.stimulus.params,
-        attributor_params=cfg.attributor.params,
-        reducer_params=cfg.reducer.params,
-        model_checkpoint=opts.model_checkpoint or None,
-        layer=opts.layer or None,
-        cells=opts.cells or None,
-        seed=opts.seed,
-    )
+    if args.dry_run:
+        return _dry_run(cfg, out)
+    with _engine(args) as client:
+        ds = pipeline.run(
+            cfg.model.name,
+            cfg.stimulus.name,
+            cfg.attributor.name,
+            cfg.reducer.name,
+            model_params=cfg.model.params,
+            stimulus_params=cfg.stimulus.params,
+            attributor_params=cfg.attributor.params,
+            reducer_params=cfg.reducer.params,
+            model_checkpoint=opts.model_checkpoint or None,
+            layer=opts.layer or None,
+            cells=opts.cells or None,
+            seed=opts.seed,
+            client=client,
+            store=out if out.suffix == ".zarr" else None,  # parts written as they finish; resumable
+            completeness_tolerance=_tolerance(args, completeness.DEFAULT_TOLERANCE),
+            strict=getattr(args, "strict", False),
+        )
     ds.attrs["history"] = history
     io.save(ds, out)
     print(f"wrote {out}")
+    return 0
+
+
+def _tolerance(args: argparse.Namespace, default: float) -> float:
+    """``--completeness-tolerance`` if given (0 included), else ``default``."""
+    given = getattr(args, "completeness_tolerance", None)
+    return default if given is None else float(given)
+
+
+def _engine(args: argparse.Namespace) -> Any:
+    """Where the run computes: a dask cluster for ``--workers`` / ``--scheduler`` (mechlens.distributed), else here."""
+    from mechlens.distributed import engine
+
+    return engine(getattr(args, "workers", None), getattr(args, "scheduler", None))
+
+
+def _dry_run(cfg: Any, output: Path) -> int:
+    """``mechlens run --dry-run``: print the resolved configuration (:mod:`mechlens.dryrun`), run nothing."""
+    from mechlens.dryrun import resolved_run
+
+    sys.stdout.write(resolved_run(cfg, output))
     return 0
 
 
@@ -508,7 +617,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     files: list[Path] = []
     for p in args.results:
-        if p.is_dir():
+        if p.is_dir() and p.suffix != ".zarr":  # a .zarr store is one result
             files += sorted(p.glob("*.nc"))
         else:
             files.append(p)
@@ -516,6 +625,58 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise UsageError(f"no .nc files found in {', '.join(map(str, args.results))}")
     html = report.build(files, args.output, self_contained=args.self_contained)
     print(f"wrote {html}")
+    return 0
+
+
+#: where mechlens's own code lives: a warning raised elsewhere is a third party's and says where from
+_OWN_CODE = (str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1] / "plugins"))
+
+
+def format_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None
+) -> str:
+    """One ``mechlens: warning: ...`` line; a warning from outside mechlens names its source file and category."""
+    text = " ".join(str(message).split())
+    where = str(Path(filename).resolve()) if filename else ""
+    if where and not where.startswith(_OWN_CODE):
+        return f"mechlens: warning: {text} ({category.__name__} from {filename}:{lineno})\n"
+    return f"mechlens: warning: {text}\n"
+
+
+def version_text(verbose: bool = False) -> str:
+    """``mechlens --version``; ``verbose`` (``-VV``) adds Python and every plugin distribution with its version."""
+    text = f"mechlens {__version__}"
+    if not verbose:
+        return text
+    import platform
+
+    from mechlens import registry
+
+    found: dict[tuple[str, str], list[str]] = {}
+    for e in registry.entries():
+        found.setdefault((e.distribution or "(registered by hand)", e.version), []).append(e.kind)
+    lines = [text, f"Python {platform.python_version()} ({sys.executable})", "plugin distributions:"]
+    for (dist, version), kinds in sorted(found.items()):
+        counts = ", ".join(f"{kinds.count(k)} {k}" for k in dict.fromkeys(kinds))
+        lines.append(f"  {dist} {version}".rstrip() + f"  ({counts})")
+    if not found:
+        lines.append("  (none installed)")
+    return "\n".join(lines)
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    """``mechlens completion SHELL``: a completion script made by shtab from the parser (plugin commands included)."""
+    import shtab
+
+    parser = build_parser(with_plugins=True)
+    stack = [parser]
+    while stack:  # paths complete as files, in every subcommand
+        for action in stack.pop()._actions:
+            if action.type is Path:
+                action.complete = shtab.FILE  # type: ignore[attr-defined]
+            if isinstance(action, argparse._SubParsersAction):
+                stack += list(action.choices.values())
+    sys.stdout.write(shtab.complete(parser, shell=args.shell))
     return 0
 
 
@@ -568,7 +729,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet = "-q" in argv or "--quiet" in argv
     level = logging.DEBUG if debug else logging.WARNING if quiet or not sys.stderr.isatty() else logging.INFO
     logging.basicConfig(level=level, format="mechlens: %(message)s", stream=sys.stderr)
-    warnings.formatwarning = lambda message, category, *a, **k: f"mechlens: warning: {message}\n"
+    warnings.formatwarning = format_warning
     # SIGTERM unwinds like Ctrl-C (temporary files removed) unless someone else handles it already
     catch_term = threading.current_thread() is threading.main_thread()  # handlers live in the main thread
     previous_term = signal.getsignal(signal.SIGTERM) if catch_term else None
@@ -578,6 +739,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = build_parser(with_plugins=True)
         args = parser.parse_args(argv)
         args.argv = argv
+        if args.version:
+            print(version_text(verbose=args.version > 1))
+            return 0
         if not getattr(args, "func", None):
             parser.print_help()
             return 2

@@ -52,7 +52,7 @@ SECTIONS = tuple(kind for kind in KINDS if kind not in ("experiment", "command")
 class RunOptions:
     """The ``[run]`` section."""
 
-    seed: int = _params.param(0, "stimulus seed", min=0)
+    seed: int = _params.param(0, "stimulus seed", min=0, max=_params.MAX_SEED)
     layer: str = _params.param("", "hidden layer to attribute (empty: the model's first)")
     cells: list[str] = _params.param([], "cells to attribute (empty: all)")
     output: str = _params.param("", "netCDF file to write")
@@ -93,16 +93,17 @@ def from_mapping(data: Mapping[str, Any], source: str = "config") -> RunConfig:
     known = [*SECTIONS, "run"]
     for section, body in data.items():
         if section not in known:
-            raise ConfigError(f"{source}: [{section}]: unknown section" + _params.suggest(section, known))
+            shown = section if section.isprintable() else repr(section)
+            raise ConfigError(f"{source}: [{shown}]: unknown section" + _params.suggest(section, known))
         if not isinstance(body, Mapping):
-            raise ConfigError(f"{source}: {section} must be a table ([{section}]), got {body!r}")
+            raise ConfigError(f"{source}: {section} must be a table ([{section}]), got {_params.show(body)}")
         if section == "run":
             cfg.run = dict(body)
             continue
         body = dict(body)
         name = body.pop("name", None)
         if name is not None and not isinstance(name, str):
-            raise ConfigError(f"{source}: {section}.name must be a string, got {name!r}")
+            raise ConfigError(f"{source}: {section}.name must be a string, got {_params.show(name)}")
         cfg.stage(section).name = name
         cfg.stage(section).params = body
     return cfg
@@ -118,16 +119,32 @@ def load(path: str | Path) -> RunConfig:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory; give a TOML config file") from None
     except OSError as err:
-        raise ConfigError(f"{path}: cannot read config file: {err}") from None
+        raise ConfigError(f"{path}: cannot read config file: {err.strerror or err}") from None
     try:
-        data = tomllib.loads(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{raw[err.start]:02x} on line {line}); a config file is TOML, "
+            "saved as UTF-8"
+        ) from None
+    return from_mapping(_parse_toml(text, str(path)), str(path))
+
+
+def _parse_toml(text: str, source: str) -> dict[str, Any]:
+    """Parse TOML text, refusing malformed or absurdly nested input with a ConfigError."""
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: not valid TOML: {err}") from None
-    return from_mapping(data, str(path))
+        raise ConfigError(f"{source}: not valid TOML: {err}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply (arrays or tables inside one another); flatten it") from None
 
 
 def parse_value(text: str) -> Any:
@@ -136,6 +153,10 @@ def parse_value(text: str) -> Any:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+    except RecursionError:
+        raise ConfigError(
+            f"value {_params.show(text)} is nested too deeply; give a number, a string or a flat list"
+        ) from None
 
 
 def parse_set(item: str, stages: Sequence[str], example: str = "stimulus.period=0.1") -> tuple[str, str, Any]:
@@ -169,7 +190,11 @@ def parse_set(item: str, stages: Sequence[str], example: str = "stimulus.period=
         raise ConfigError(
             f"--set {item!r}: unknown stage {stage!r}; stages: {', '.join(stages)}" + _params.suggest(stage, stages)
         )
-    return stage, name.strip(), parse_value(raw.strip())
+    try:
+        value = parse_value(raw.strip())
+    except ConfigError as err:
+        raise ConfigError(f"--set {stage}.{name.strip()}: {err}") from None
+    return stage, name.strip(), value
 
 
 def apply_overrides(cfg: RunConfig, overrides: Iterable[str]) -> RunConfig:

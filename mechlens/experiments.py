@@ -33,6 +33,7 @@ import xarray as xr
 from mechlens import registry as _registry
 from mechlens.errors import MechlensError, PluginError, UsageError
 from mechlens.interfaces import Experiment, Model
+from mechlens.parameters import check_seed
 from mechlens.pipeline import load_model  # also public here; the rule has its one owner there
 from mechlens.results import UNIT_DIMS, kept_contribution, summary  # noqa: F401 - re-exported (public API)
 
@@ -106,7 +107,7 @@ def select_cells(
     from mechlens.pipeline import instantiate, merge
 
     stim_plugin = instantiate("stimulus", exp.stimulus, exp.stimulus_parameters(model), registry)
-    stim = stim_plugin.generate(seed)  # type: ignore[union-attr]
+    stim = stim_plugin.generate(seed, model.grid)  # type: ignore[union-attr]
     ds = merge([stim, model.predict(stim)])
     resp = ds["response"].where(exp.window_mask(ds))
     spread = resp.max([d for d in resp.dims if d != "cell"]) - resp.min([d for d in resp.dims if d != "cell"])
@@ -143,6 +144,7 @@ def run_experiment(
         listed in the module docstring.
     """
     reg = registry or _registry.default()
+    seed = check_seed(seed)
     if isinstance(exp, str):
         exp = reg.get("experiment", exp)
     if isinstance(exp, type):
@@ -180,6 +182,48 @@ def run_experiment(
     return ds
 
 
+def _submit(
+    client: Any,
+    classes: Sequence[type[Experiment]],
+    model: str | None,
+    model_params: Mapping[str, Any] | None,
+    model_checkpoint: str | Path | None,
+    seed: int,
+    cells: Sequence[str] | None,
+    registry: _registry.Registry,
+) -> dict[str, Any]:
+    """Submit every experiment whose model resolves as a task on ``client``; name -> future (the rest run here)."""
+    from mechlens import distributed
+
+    jobs = []
+    for cls in classes:
+        mname = model or cls.model
+        own = {} if (model or model_checkpoint) else dict(cls.model_params)
+        try:
+            recipe = distributed.recipe_of(mname, {**own, **dict(model_params or {})}, model_checkpoint, registry)
+        except Exception:  # noqa: BLE001 - no model, or an unknown one: it fails in the loop, as in a serial run
+            continue
+        if mname:
+            jobs.append((cls.name, cls, recipe))
+    return distributed.gather_experiments(client, experiment_task, jobs, seed, cells)
+
+
+def experiment_task(
+    experiment: Any, recipe: tuple[Any, Any, Any], seed: int, cells: Sequence[str] | None
+) -> xr.Dataset:
+    """One experiment on its model, in a dask worker (the model loaded once per worker): :func:`run_experiment`."""
+    from mechlens.distributed import worker_model
+
+    model = worker_model(recipe, load_model)
+    unknown = [c for c in cells or () if c not in model.cells]
+    if unknown:
+        raise _UnknownCells(
+            f"cells {', '.join(unknown)}: model {model.name!r} (of experiment {experiment.name!r}) has no such cell; "
+            f"its cells are {', '.join(model.cells)}"
+        )
+    return run_experiment(experiment, model, seed, cells=cells)
+
+
 class _UnknownCells(UsageError):
     """Cells asked for that the model lacks: a user error that stops :func:`run_all` (exit status 2)."""
 
@@ -194,6 +238,7 @@ def run_all(
     history: str = "",
     registry: _registry.Registry | None = None,
     cells: Sequence[str] | None = None,
+    client: Any = None,
 ) -> list[Path]:
     """Run experiments, save each result as soon as it is done, and build the report.
 
@@ -220,6 +265,9 @@ def run_all(
     cells : sequence of str, optional
         Attribute these cells in every experiment instead of each experiment's own choice; a cell
         the model lacks stops the run (UsageError) before that experiment does any work.
+    client : dask.distributed.Client, optional
+        Run the experiments as tasks on this cluster, one per (model, experiment), all at once
+        (:mod:`mechlens.distributed`); results are saved here as before, in the same order.
 
     Returns
     -------
@@ -238,6 +286,7 @@ def run_all(
     from mechlens.progress import bar
 
     reg = registry or _registry.default()
+    seed = check_seed(seed)
     classes = resolve(names, reg)
     outdir = io.check_output(outdir, folder=True)  # before any work: a bad folder must not cost the run
     outdir.mkdir(parents=True, exist_ok=True)
@@ -246,10 +295,21 @@ def run_all(
     written: list[Path] = []
     failed: list[tuple[str, str]] = []
     log.info("running %d experiment(s) into %s", len(classes), outdir)
+    futures = _submit(client, classes, model, model_params, model_checkpoint, seed, cells, reg) if client else {}
     for cls in bar(classes, desc="experiments", unit="experiment"):
         name = cls.name
         t0 = time.perf_counter()
         try:
+            if name in futures:  # computed on the cluster (mechlens.distributed.experiment_task)
+                from mechlens.distributed import result
+
+                ds = result(futures.pop(name))
+                if history:
+                    ds.attrs["history"] = history
+                path = io.save(ds, outdir / f"{name}.nc")
+                written.append(path)
+                print(f"wrote {path}  ({time.perf_counter() - t0:.1f} s)")
+                continue
             mname = model or cls.model
             if not mname:
                 raise UsageError(f"experiment {name!r} names no default model; choose one with --model")

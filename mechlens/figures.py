@@ -58,11 +58,25 @@ def type_color(channel: int) -> str:
     return TYPE_COLORS[int(channel) % len(TYPE_COLORS)]
 
 
+def disambiguate(names: Sequence[str], channels: Sequence[int]) -> list[str]:
+    """Labels that name one channel each: a name that repeats gets ``" [channel k]"``.
+
+    ``["ON-fast", "OFF-slow", "ON-fast"]`` over channels 0, 1, 2 gives ``["ON-fast [channel 0]",
+    "OFF-slow", "ON-fast [channel 2]"]``; an empty name is ``"c<k>"``. Every figure, the mechanism
+    sentence and the report use these labels, so one channel reads the same everywhere.
+    """
+    names = [str(n) for n in names]
+    return [
+        (f"{n} [channel {int(c)}]" if names.count(n) > 1 else n) if n else f"c{int(c)}" for n, c in zip(names, channels)
+    ]
+
+
 def channel_labels(ds: xr.Dataset) -> list[str]:
-    """``"c3 OFF-fast"`` per unit_channel (the ``unit_type`` coord when present), else ``"c3"``."""
+    """One label per unit_channel: its ``unit_type`` (with ``[channel k]`` where a type repeats), else ``"c3"``."""
     chans = ds["unit_channel"].values if "unit_channel" in ds.coords else np.arange(ds.sizes["unit_channel"])
     types = ds["unit_type"].values if "unit_type" in ds.coords and ds["unit_type"].dims == ("unit_channel",) else None
-    return [f"c{int(c)}" + (f" {types[i]}" if types is not None and str(types[i]) else "") for i, c in enumerate(chans)]
+    names = [str(t) for t in types] if types is not None else [""] * len(chans)
+    return disambiguate(names, [int(c) for c in chans])
 
 
 def _component_channel(ds: xr.Dataset, k: int) -> int | None:
@@ -78,20 +92,25 @@ def _component_channel(ds: xr.Dataset, k: int) -> int | None:
 
 
 def component_labels(ds: xr.Dataset) -> list[str]:
-    """A readable name per reducer component.
+    """A readable name per reducer component, the same for one channel in every figure and sentence.
 
-    The ``component_label`` (or ``unit_type``) coord on ``component`` when present; else the
-    channel label when a component is one channel; else ``"mode k (c3+ c5-)"`` from its two
-    largest channel loadings.
+    The ``component_label`` (or ``unit_type``) coord on ``component`` when present (``[channel k]``
+    added where a label repeats, k the component's channel); else the channel's label
+    (:func:`channel_labels`) when a component is one channel; else ``"mode k (c3+ c5-)"`` from its
+    two largest channel loadings.
     """
     n = ds.sizes.get("component", 0)
+    chan_of = ds["unit_channel"].values if "unit_channel" in ds.coords else None
     for name in ("component_label", "unit_type"):
         if name in ds.coords and ds[name].dims == ("component",):
-            chans = [_component_channel(ds, k) for k in range(n)]
-            return [
-                (f"c{int(ds['unit_channel'].values[ch])} " if ch is not None else "") + str(v)
-                for ch, v in zip(chans, ds[name].values)
-            ]
+            values = [str(v) for v in ds[name].values]
+            out = []
+            for k, v in enumerate(values):
+                ch = _component_channel(ds, k)
+                if values.count(v) > 1 and ch is not None:
+                    v = f"{v} [channel {int(chan_of[ch]) if chan_of is not None else ch}]"
+                out.append(v)
+            return out
     labels = channel_labels(ds)
     out = []
     for k in range(n):
@@ -102,7 +121,8 @@ def component_labels(ds: xr.Dataset) -> list[str]:
         comp = ds["components"].isel(component=k)
         load = comp.sum([d for d in comp.dims if d != "unit_channel"]).values
         top = np.argsort(-np.abs(load))[:2]
-        out.append(f"mode {k} (" + " ".join(f"{labels[i].split()[0]}{'+' if load[i] >= 0 else '-'}" for i in top) + ")")
+        chans = [int(chan_of[i]) if chan_of is not None else int(i) for i in top]
+        out.append(f"mode {k} (" + " ".join(f"c{c}{'+' if load[i] >= 0 else '-'}" for c, i in zip(chans, top)) + ")")
     return out
 
 

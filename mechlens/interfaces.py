@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import xarray as xr
 
+import mechlens.memory as _memory
 import mechlens.parameters as _params
 from mechlens.errors import ParameterError, SchemaError, UsageError
 
@@ -80,24 +81,98 @@ class Plugin(abc.ABC):  # noqa: B024 - abstract by intent; each kind adds its ow
         return f"{type(self).__name__}({self.params!r})"
 
 
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    """The pixel grid and clock a model takes its movies on: what a stimulus needs to fit the model.
+
+    :attr:`Model.grid` makes it from the model's ``input_shape``, ``frame_period_s``, ``history`` and
+    ``pixel_um``; the pipeline hands it to :meth:`Stimulus.generate`, so a stimulus renders on the
+    model's grid by default (docs/contract.md, 'Kinds').
+
+    Attributes
+    ----------
+    shape : (int, int)
+        (y, x) pixels.
+    frame_period_s : float
+        Seconds per frame.
+    history : int
+        Frames per model window: a movie needs ``history - 1`` frames before time 0 for the model
+        to answer at time 0.
+    pixel_um : float or None
+        Pixel size in the stimulus plane, um; None when the model does not state one.
+    """
+
+    shape: tuple[int, int]
+    frame_period_s: float
+    history: int
+    pixel_um: float | None = None
+
+    def __post_init__(self) -> None:
+        ny, nx = (int(n) for n in self.shape)
+        object.__setattr__(self, "shape", (ny, nx))
+        object.__setattr__(self, "frame_period_s", float(self.frame_period_s))
+        object.__setattr__(self, "history", int(self.history))
+        if self.pixel_um is not None:
+            object.__setattr__(self, "pixel_um", float(self.pixel_um))
+        if ny < 1 or nx < 1 or self.history < 1 or not self.frame_period_s > 0:
+            raise UsageError(f"a grid needs >= 1 pixel per side, history >= 1 and a frame period > 0; got {self}")
+
+    @property
+    def history_s(self) -> float:
+        """The model's window in seconds (``history * frame_period_s``): the default history before time 0."""
+        return round(self.history * self.frame_period_s, 12)
+
+    def describe(self) -> str:
+        """``"18x16 px (y x x) of 55 um, 0.0333333 s frames, 20 frames of history"``, for messages."""
+        pixel = f" of {self.pixel_um:g} um" if self.pixel_um is not None else ""
+        return (
+            f"{self.shape[0]}x{self.shape[1]} px (y x x){pixel}, {self.frame_period_s:g} s frames, "
+            f"{self.history} frames of history"
+        )
+
+
 class Stimulus(Plugin):
     """A visual stimulus: makes a movie on a pixel grid.
 
     Subclasses implement :meth:`render` for one set of scalar parameters; :meth:`generate` handles
     sweeps (a list value of a ``sweepable`` parameter) by rendering once per value and stacking the
     results along a ``condition`` dim whose coordinate holds the values and whose attr ``swept``
-    names the parameter.
+    names the parameter. A stimulus that can fit a model's :class:`Grid` overrides
+    :meth:`on_grid`; :meth:`render` keeps its signature either way.
     """
 
     kind = "stimulus"
 
-    def generate(self, seed: int = 0) -> xr.Dataset:
+    def on_grid(self, params: Any, grid: Grid | None) -> Any:
+        """The parameters to render with on ``grid`` (None: no model's grid is known).
+
+        Override to fill grid-dependent parameters left unset (size, pixel size, frame period,
+        history before time 0) from ``grid`` and to refuse an explicit value that conflicts with it
+        (raise :class:`~mechlens.errors.ParameterError` naming the parameter and the model's value).
+        The default returns ``params`` unchanged: the stimulus ignores the grid (and a movie that
+        does not fit the model is refused by :meth:`Model.check_movie`).
+        """
+        return params
+
+    def parameters_on(self, grid: Grid | None = None) -> Any:
+        """:attr:`params` fitted to ``grid`` by :meth:`on_grid`; a refusal is named ``stimulus.<parameter>``."""
+        try:
+            return self.on_grid(self.params, grid)
+        except ParameterError as err:
+            if err.name.startswith("stimulus."):
+                raise
+            raise ParameterError(f"stimulus.{err.name}", err.message) from None
+
+    def generate(self, seed: int = 0, grid: Grid | None = None) -> xr.Dataset:
         """Make the stimulus Dataset.
 
         Parameters
         ----------
         seed : int
             Seed for every random choice; the same seed gives the same movie.
+        grid : Grid, optional
+            The model's grid (:attr:`Model.grid`): the stimulus renders on it where it can
+            (:meth:`on_grid`). The pipeline passes the model's.
 
         Returns
         -------
@@ -106,15 +181,18 @@ class Stimulus(Plugin):
             (0 = mean grey, negative = dark); ``time`` in s, ``y``/``x`` in um; attrs
             ``frame_period_s`` and ``pre_s`` (seconds of history before ``time == 0``).
         """
-        sweep = _params.swept(self.params)
+        params = self.parameters_on(grid)
+        _memory.check_stimulus(self, params)  # the whole sweep, before rendering any of it
+        sweep = _params.swept(params)
         if sweep is None:
-            ds = self.render(self.params, seed)
+            ds = self.render(params, seed)
         else:
             pname, values = sweep
-            parts = [self.render(dataclasses.replace(self.params, **{pname: v}), seed) for v in values]
+            parts = [self.render(dataclasses.replace(params, **{pname: v}), seed) for v in values]
             ds = stack_conditions(parts, pname, values)
         ds.attrs.setdefault("stimulus", self.name)
-        ds.attrs.setdefault("stimulus_parameters", self.parameters_json())
+        # the parameters it was rendered with (grid-dependent ones filled in)
+        ds.attrs.setdefault("stimulus_parameters", _params.to_json(params))
         ds.attrs.setdefault("seed", int(seed))
         return ds
 
@@ -196,6 +274,8 @@ class Model(Plugin):
     frame_period_s: float
     #: (y, x) pixels the model takes
     input_shape: tuple[int, int]
+    #: pixel size in the stimulus plane, um; None: the model states none (stimuli then use their own)
+    pixel_um: float | None = None
     #: predict() batch size, in time points
     batch_size: int = 512
 
@@ -208,6 +288,12 @@ class Model(Plugin):
                 "and input_shape as class attributes or in __init__ (see docs/contract.md, 'Kinds')"
             )
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def grid(self) -> Grid:
+        """The model's :class:`Grid`: ``input_shape``, ``frame_period_s``, ``history`` and ``pixel_um``."""
+        pixel = self.pixel_um
+        return Grid(tuple(self.input_shape), self.frame_period_s, self.history, None if pixel is None else float(pixel))  # type: ignore[arg-type]
 
     @property
     @abc.abstractmethod
@@ -302,6 +388,18 @@ class Model(Plugin):
                 f"model {self.name!r} runs at {self.frame_period_s} s per frame; the stimulus has "
                 f"frame_period_s={period}. Generate the stimulus at the model's frame period."
             )
+        pixel = self.pixel_um
+        if pixel is not None:
+            for dim in ("x", "y"):
+                c = movie.coords.get(dim)
+                if c is not None and c.size > 1:
+                    step = float(np.median(np.diff(np.asarray(c.values, dtype=float))))
+                    if not np.isclose(step, float(pixel), rtol=1e-6):
+                        raise SchemaError(
+                            f"model {self.name!r} takes pixels of {float(pixel):g} um; the stimulus's {dim} "
+                            f"pixels are {step:g} um apart. Generate the stimulus at the model's pixel size."
+                        )
+                    break
 
     def predict(self, stimulus: xr.Dataset) -> xr.Dataset:
         """Responses of every cell to a stimulus.
@@ -568,6 +666,7 @@ __all__ = [
     "Attributor",
     "Command",
     "Experiment",
+    "Grid",
     "Model",
     "ParameterError",
     "Plugin",

@@ -320,7 +320,7 @@ def check_output(path: str | os.PathLike[str], *, folder: bool, option: str = "-
     try:
         if folder and path.exists() and not path.is_dir():
             raise UsageError(f"{where}: exists and is not a directory; give a directory, e.g. -o results")
-        if not folder and path.is_dir():
+        if not folder and path.is_dir() and path.suffix != ".zarr":  # a .zarr store is a folder (zarrstore)
             raise UsageError(f"{where}: is a directory; give a file name, e.g. -o {path / 'result.nc'}")
         # the nearest folder that exists: the missing ones below it are created when writing
         probe = Path(os.path.abspath(path if folder else path.parent))
@@ -368,6 +368,10 @@ def save(ds: xr.Dataset, path: str | os.PathLike[str]) -> Path:
         The disk is full (``errno.ENOSPC``); nothing was written.
     """
     path = Path(path)
+    if path.suffix == ".zarr":  # a zarr store instead (mechlens.zarrstore, the optional extra mechlens[scale])
+        from mechlens import zarrstore
+
+        return zarrstore.save(prepare(ds)[0], path)  # netCDF-safe attrs and types; no netCDF encoding
     path.parent.mkdir(parents=True, exist_ok=True)
     out, encoding = prepare(ds)
     out, later = _set_aside(out)
@@ -408,15 +412,31 @@ def _stages_present(ds: xr.Dataset) -> list[str]:
     return found
 
 
-def load(path: str | os.PathLike[str], validate: bool = True) -> xr.Dataset:
-    """Read a Dataset written by :func:`save` into memory and check it.
+def _load_netcdf(path: Path, chunks: Any) -> xr.Dataset:
+    try:
+        if chunks is None:
+            return xr.load_dataset(path, engine="netcdf4")
+        return xr.open_dataset(path, engine="netcdf4", chunks=chunks)
+    except Exception as err:
+        if isinstance(err, (ImportError, ValueError)) and "dask" in str(err).lower():
+            raise UsageError(f"reading {path} lazily (chunks=) needs dask: pip install 'mechlens[scale]'") from None
+        raise FileFormatError(
+            f"{path}: cannot be read as netCDF ({type(err).__name__}: {err}); the file is corrupt, truncated, "
+            "or not a netCDF file"
+        ) from err
+
+
+def load(path: str | os.PathLike[str], validate: bool = True, chunks: Any = None) -> xr.Dataset:
+    """Read a Dataset written by :func:`save` into memory (or lazily, with ``chunks``) and check it.
 
     Parameters
     ----------
     path : path-like
-        A netCDF file written by mechlens.
+        A netCDF file or a ``*.zarr`` store written by mechlens.
     validate : bool
         Check the stage schemas of the variables present.
+    chunks : dict, int or "auto", optional
+        Open lazily, dask-backed, with these chunks (``{}``: the file's own); default: read into memory.
 
     Raises
     ------
@@ -426,15 +446,14 @@ def load(path: str | os.PathLike[str], validate: bool = True) -> xr.Dataset:
     path = Path(path)
     if not path.exists():
         raise FileFormatError(f"{path}: no such file")
-    if path.is_dir():
-        raise FileFormatError(f"{path}: is a directory, expected a netCDF file")
-    try:
-        ds = xr.load_dataset(path, engine="netcdf4")
-    except Exception as err:
-        raise FileFormatError(
-            f"{path}: cannot be read as netCDF ({type(err).__name__}: {err}); the file is corrupt, truncated, "
-            "or not a netCDF file"
-        ) from err
+    from mechlens import zarrstore
+
+    if path.is_dir() and (zarrstore.is_store(path) or (path / zarrstore.PROGRESS).exists()):
+        ds = zarrstore.open_store(path, chunks)
+    elif path.is_dir():
+        raise FileFormatError(f"{path}: is a directory, expected a netCDF file or a zarr store")
+    else:
+        ds = _load_netcdf(path, chunks)
     if "mechlens_version" not in ds.attrs:
         raise FileFormatError(
             f"{path}: is netCDF but was not written by mechlens (no 'mechlens_version' attr); "

@@ -81,6 +81,7 @@ class Lesioned(Model):
         # the intact model's parameters (grid, pixel size), so stimuli are made for both alike
         self.params = getattr(model, "params", None)
         self.history, self.frame_period_s = model.history, model.frame_period_s
+        self.pixel_um = model.pixel_um
         # a copy (a plugin may have set a list); cast: tuple() of a tuple[int, int] is typed tuple[int, ...]
         self.input_shape = cast(tuple[int, int], tuple(model.input_shape))
         self.batch_size = model.batch_size

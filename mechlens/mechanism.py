@@ -68,10 +68,9 @@ def contributions(ds: xr.Dataset) -> xr.DataArray:
 def _labels(ds: xr.Dataset) -> list[str]:
     from mechlens.figures import component_labels
 
-    labels = component_labels(ds)
-    # "c3 OFF-fast" -> "OFF-fast" unless two components share the type label
-    short = [lab.split(" ", 1)[1] if lab.startswith("c") and " " in lab else lab for lab in labels]
-    return [s if short.count(s) == 1 else lab for s, lab in zip(short, labels)]
+    # "OFF-fast", or "OFF-fast [channel 3]" where the model has several channels of that type: the
+    # figures' labels, so a channel reads the same in the sentence and in every figure
+    return component_labels(ds)
 
 
 def _timing(c: xr.DataArray, window: xr.DataArray) -> tuple[float, float]:

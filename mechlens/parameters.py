@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import math
+import operator
+import reprlib
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -21,6 +24,45 @@ from typing import Any, TypeVar
 from mechlens.errors import ParameterError
 
 _META = "mechlens"
+
+#: how a user's value is shown in a message: short, one line, whatever its size or nesting
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+_REPR.maxlong = 24
+_REPR.maxlevel = 3
+
+#: the largest seed: seeds are stored as 64-bit integers (netCDF attrs, numpy generators)
+MAX_SEED = 2**63 - 1
+
+
+def show(value: Any) -> str:
+    """A user's value for a message: its repr, shortened (long strings and lists, deep nesting, huge ints)."""
+    return _REPR.repr(value)
+
+
+def plain(value: Any) -> Any:
+    """A numpy scalar or array as the Python value it holds (``np.float64(0.1)`` -> ``0.1``); others unchanged."""
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
+        return value.tolist()
+    return value
+
+
+def check_seed(seed: Any, where: str = "seed") -> int:
+    """A seed as an int in ``0 .. 2**63 - 1`` (a numpy integer or a whole float is accepted).
+
+    Raises
+    ------
+    ParameterError
+        Not a whole number, negative, or too large to be stored.
+    """
+    value = plain(seed)
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ParameterError(where, f"expected an integer, got {show(value)}")
+    if not 0 <= value <= MAX_SEED:
+        raise ParameterError(where, f"got {show(value)}; allowed range in [0, 2**63 - 1]")
+    return value
 
 
 @dataclass(frozen=True)
@@ -184,6 +226,7 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
     ParameterError
         When the value does not fit the type.
     """
+    value = plain(value)
     if tp is Any:
         return value
     origin = typing.get_origin(tp)
@@ -194,48 +237,60 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
                 return coerce(value, alt, where)
             except ParameterError as err:
                 errors.append(err)
-        raise ParameterError(where, f"expected {type_name(tp)}, got {value!r}")
+        raise ParameterError(where, f"expected {type_name(tp)}, got {show(value)}")
     if tp is type(None):
         if value is None:
             return None
-        raise ParameterError(where, f"expected None, got {value!r}")
+        raise ParameterError(where, f"expected None, got {show(value)}")
     if origin is typing.Literal:
         if value in typing.get_args(tp):
             return value
-        raise ParameterError(where, f"expected one of {typing.get_args(tp)}, got {value!r}")
+        raise ParameterError(where, f"expected one of {typing.get_args(tp)}, got {show(value)}")
     if origin in (list, tuple, Sequence) or tp in (list, tuple):
         if isinstance(value, (list, tuple)):
             args = typing.get_args(tp)
             inner = args[0] if args else Any
             return [coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
-        raise ParameterError(where, f"expected {type_name(tp)}, got {value!r}")
+        raise ParameterError(where, f"expected {type_name(tp)}, got {show(value)}")
     if tp is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, int) and value in (0, 1):
             return bool(value)
-        raise ParameterError(where, f"expected true or false, got {value!r}")
+        raise ParameterError(where, f"expected true or false, got {show(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        raise ParameterError(where, f"expected an integer, got {value!r}")
+        raise ParameterError(where, f"expected an integer, got {show(value)}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        raise ParameterError(where, f"expected a number, got {value!r}")
+        raise ParameterError(where, f"expected a number, got {show(value)}")
     if tp is str:
         if isinstance(value, str):
             return value
-        raise ParameterError(where, f"expected a string, got {value!r}")
+        raise ParameterError(where, f"expected a string, got {show(value)}")
     if tp is Path:
         if isinstance(value, (str, Path)):
             return Path(value)
-        raise ParameterError(where, f"expected a path, got {value!r}")
+        raise ParameterError(where, f"expected a path, got {show(value)}")
     if isinstance(tp, type) and isinstance(value, tp):
         return value
-    raise ParameterError(where, f"expected {type_name(tp)}, got {value!r}")
+    raise ParameterError(where, f"expected {type_name(tp)}, got {show(value)}")
+
+
+def _scalar_type(tp: Any) -> Any:
+    """``float | list[float]`` -> ``float``: the type one value of a sweep must have."""
+    if typing.get_origin(tp) not in (typing.Union, types.UnionType):
+        return tp
+    alts = [
+        a for a in typing.get_args(tp) if typing.get_origin(a) not in (list, tuple, Sequence) and a not in (list, tuple)
+    ]
+    if not alts:
+        return tp
+    return functools.reduce(operator.or_, alts)
 
 
 def _check_bounds(spec: ParamSpec, value: Any, where: str) -> None:
@@ -244,7 +299,7 @@ def _check_bounds(spec: ParamSpec, value: Any, where: str) -> None:
             _check_bounds(spec, v, f"{where}[{i}]")
         return
     if spec.choices is not None and value not in spec.choices:
-        raise ParameterError(where, f"got {value!r}; allowed: {spec.range_text()}")
+        raise ParameterError(where, f"got {show(value)}; allowed: {spec.range_text()}")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if isinstance(value, float) and math.isnan(value):
             raise ParameterError(where, "got NaN; give a number")
@@ -258,7 +313,7 @@ def _check_bounds(spec: ParamSpec, value: Any, where: str) -> None:
         )
         if bad:
             unit = f" {spec.units}" if spec.units else ""
-            raise ParameterError(where, f"got {value!r}{unit}; allowed range {spec.range_text()}{unit}")
+            raise ParameterError(where, f"got {show(value)}{unit}; allowed range {spec.range_text()}{unit}")
 
 
 def suggest(name: str, known: Sequence[str]) -> str:
@@ -293,12 +348,15 @@ def build(params_cls: type[_P], values: Mapping[str, Any], where: str = "") -> _
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
         if key not in declared:
-            raise ParameterError(f"{prefix}{key}", "unknown parameter" + suggest(key, list(declared)))
+            shown = key if isinstance(key, str) and key.isprintable() else show(key)
+            raise ParameterError(f"{prefix}{shown}", "unknown parameter" + suggest(str(key), list(declared)))
         spec = declared[key]
         tp = spec.type
+        value = plain(value)
         if spec.sweepable and isinstance(value, (list, tuple)) and typing.get_origin(tp) not in (list,):
-            # a sweep: each element must fit the scalar type
-            value = [coerce(v, tp, f"{prefix}{key}[{i}]") for i, v in enumerate(value)]
+            # a sweep: each element must fit the scalar type (a list inside a sweep is no value)
+            scalar = _scalar_type(tp)
+            value = [coerce(v, scalar, f"{prefix}{key}[{i}]") for i, v in enumerate(value)]
             if not value:
                 raise ParameterError(f"{prefix}{key}", "an empty sweep; give at least one value")
         else:
@@ -316,6 +374,15 @@ def build(params_cls: type[_P], values: Mapping[str, Any], where: str = "") -> _
         if prefix and not err.name.startswith(prefix):
             raise ParameterError(f"{prefix}{err.name}", err.message) from None
         raise
+    except (ArithmeticError, ValueError, TypeError) as err:
+        # a plugin's cross-parameter check failed on extreme values (an overflow, a division by a
+        # vanishing number): still the user's values, so a usage error naming them
+        given = ", ".join(f"{k}={show(v)}" for k, v in values.items()) or "the defaults"
+        raise ParameterError(
+            where or params_cls.__name__,
+            f"these values cannot be used together ({given}): {type(err).__name__}: {' '.join(str(err).split())}; "
+            "use less extreme values",
+        ) from None
 
 
 def to_json(params: Any) -> str:

@@ -23,10 +23,13 @@ from typing import Any
 
 import xarray as xr
 
+import mechlens.completeness as completeness
+
 # ``import mechlens.x as y``, not ``from mechlens import x``: the same modules, but read without the
 # package facade (mechlens/__init__.py imports this module for mechlens.run), which keeps the layering
 # interfaces <- registry <- pipeline visible to the structure checks (tests/test_structure.py).
 import mechlens.interfaces as _interfaces
+import mechlens.parameters as _parameters
 import mechlens.registry as _registry
 import mechlens.schema as schema
 from mechlens.errors import MechlensError, PluginError, UsageError
@@ -64,7 +67,21 @@ def instantiate(
             raise UsageError(f"{kind} {spec.name!r} is already an instance; pass its parameters when creating it")
         return spec
     cls = spec if isinstance(spec, type) else (registry or _registry.default()).get(kind, spec)
-    return cls(**params)
+    try:
+        return cls(**params)
+    except MechlensError:
+        raise  # parameter errors already name the plugin and the parameter
+    except Exception as err:
+        # a third party's constructor may raise anything: name the plugin and where it comes from
+        entry = (registry or _registry.default()).find(cls)
+        name = entry.name if entry is not None else getattr(cls, "name", cls.__name__)
+        origin = ""
+        if entry is not None and entry.distribution:
+            origin = f" (distribution {entry.distribution}{' ' + entry.version if entry.version else ''})"
+        raise PluginError(
+            f"{kind} plugin {name!r}{origin} failed to start: {type(err).__name__}: {err}. Check its parameters; "
+            "if they are right, the plugin itself is broken: report it to its authors"
+        ) from err
 
 
 def checkpoint_parameters(cls: type[Model]) -> frozenset[str] | None:
@@ -170,6 +187,11 @@ def run(
     cells: Sequence[str] | None = None,
     seed: int = 0,
     registry: _registry.Registry | None = None,
+    client: Any = None,
+    store: str | Path | None = None,
+    n_parts: int | None = None,
+    completeness_tolerance: float = completeness.DEFAULT_TOLERANCE,
+    strict: bool = False,
 ) -> xr.Dataset:
     """Run stimulus -> model [-> attributor [-> reducer]] and return the merged Dataset.
 
@@ -190,6 +212,19 @@ def run(
         Stimulus seed.
     registry : Registry, optional
         Where names are looked up.
+    client : dask.distributed.Client, optional
+        Compute the attribution in parts on this cluster (:mod:`mechlens.distributed`; the same result).
+    store : path, optional
+        A ``*.zarr`` store the attribution's parts are written into as they finish; a run started
+        again resumes from it (:mod:`mechlens.zarrstore`). Save the result there with ``io.save``.
+    n_parts : int, optional
+        About how many parts to split the attribution into (default: 2 per worker; 8 without a client).
+    completeness_tolerance : float
+        Largest completeness error of the attribution accepted without a warning, as a fraction of
+        the response range (:mod:`mechlens.completeness`; recorded as ``completeness_ok``).
+    strict : bool
+        Refuse an attribution above the tolerance (:class:`~mechlens.completeness.IncompleteAttributionError`)
+        instead of warning.
 
     Returns
     -------
@@ -200,6 +235,8 @@ def run(
     """
     if reducer is not None and attributor is None:
         raise UsageError("a reducer needs an attributor: name one (e.g. --attributor integrated-gradients)")
+    seed = _parameters.check_seed(seed)  # before any work: a seed that cannot be stored fails only at the save
+    completeness_tolerance = completeness.check_tolerance(completeness_tolerance)
     m = load_model(model, model_params, model_checkpoint, registry)
     if cells is not None:
         unknown = [c for c in cells if c not in m.cells]
@@ -212,12 +249,15 @@ def run(
     layer = m.check_layer(layer) if a is not None else layer
 
     log.info("stimulus %s", s.name)
-    stim = _call(s, "generate", s.generate, seed, registry=registry)
+    # on the model's grid: a stimulus that can fit it renders on it (Stimulus.on_grid)
+    stim = _call(s, "generate", s.generate, seed, m.grid, registry=registry)
     schema.validate(stim, "stimulus", describe(s, registry))
     parts = [stim]
     attrs: dict[str, Any] = {}
     attrs.update(provenance(m, "model", registry))
     attrs.update(provenance(s, "stimulus", registry))
+    # the parameters it was rendered with (those left to the model's grid filled in)
+    attrs["stimulus_parameters"] = str(stim.attrs.get("stimulus_parameters", attrs["stimulus_parameters"]))
     attrs["model_checkpoint_sha256"] = m.checkpoint_sha256()
     attrs["seed"] = int(seed)
 
@@ -229,8 +269,21 @@ def run(
     else:
         assert isinstance(a, Attributor)
         log.info("attributor %s on layer %s", a.name, layer)
-        out = _call(a, "attribute", a.attribute, m, stim, layer, cells, registry=registry)
+        if client is not None or store is not None or n_parts is not None:  # in parts (mechlens.distributed)
+            import mechlens.distributed as _distributed
+
+            out = _distributed.attribute(
+                a, m, stim, layer, cells,
+                stages=_distributed.Stages(load_model, instantiate, _call),
+                recipe=_distributed.recipe_of(model, model_params, model_checkpoint, registry),
+                attributor_spec=_distributed.plugin_of("attributor", attributor, attributor_params, registry),
+                identity={**attrs, **provenance(a, "attributor", registry), "layer": layer, "cells": cells},
+                client=client, store=store, parts=n_parts,
+            )  # fmt: skip
+        else:
+            out = _call(a, "attribute", a.attribute, m, stim, layer, cells, registry=registry)
         schema.validate(out, "attribution", describe(a, registry))
+        out = completeness.check(out, describe(a, registry), completeness_tolerance, strict)
         parts.append(out)
         attrs.update(provenance(a, "attributor", registry))
         attrs["layer"] = layer

@@ -130,6 +130,9 @@ class Registry:
         # (kind, "<qualifier>:<plain name>") -> entry, for every entry under both qualifiers
         self._aliases: dict[tuple[str, str], Entry] = {}
         self.errors: list[str] = []
+        #: (kind or None for every kind, origin, what went wrong) of each plugin that did not load:
+        #: a name that is not found may be one of theirs, and a lookup says so (:meth:`entry`)
+        self.failures: list[tuple[str | None, str, str]] = []
 
     # -- loading ---------------------------------------------------------------------------
     def load(self) -> None:
@@ -156,6 +159,7 @@ class Registry:
                     f"plugin {ep.name!r} of {_who(dist, version)} is skipped: importing {ep.value} "
                     f"{_what_went_wrong(err)}. The other plugins still work; fix or uninstall {dist or ep.name}."
                 )
+                self.failures.append((None, _who(dist, version), f"importing {ep.value} {_what_went_wrong(err)}"))
                 continue
             self.register(obj, name=f"{dist}:{ep.name}", distribution=dist, version=version, source=ep.name)
 
@@ -196,6 +200,7 @@ class Registry:
             if self.pm.is_registered(plugin):
                 self.pm.unregister(plugin)
             self._warn(f"plugin {name or dist!r} of {who} is invalid and skipped: {' '.join(str(err).split())}")
+            self.failures.append((None, who, f"its plugin is invalid: {' '.join(str(err).split())}"))
             return
         qualifier = source or (name.rpartition(QUALIFIER_SEPARATOR)[2] if name else "") or dist
         for hook_name, kind in _hookspecs.HOOK_KINDS.items():
@@ -212,12 +217,14 @@ class Registry:
             result = function()
         except (Exception, SystemExit) as err:  # noqa: BLE001 - a third party's hook may do anything
             self._warn(f"hook {hook_name} of {who} {_what_went_wrong(err)}; its {kind} plugins are skipped")
+            self.failures.append((kind, who, f"hook {hook_name} {_what_went_wrong(err)}"))
             return []
         if not isinstance(result, (list, tuple)):
             self._warn(
                 f"hook {hook_name} of {who} returned {_describe_value(result)} ({type(result).__name__}); "
                 f"it must return a list of {KINDS[kind].__name__} subclasses, so its {kind} plugins are skipped"
             )
+            self.failures.append((kind, who, f"hook {hook_name} returned a {type(result).__name__}, not a list"))
             return []
         base = KINDS[kind]
         good: list[type] = []
@@ -334,6 +341,16 @@ class Registry:
             return found
         known = self.names(kind)
         listing = ", ".join(known) if known else "none installed"
+        failed = [(who, what) for k, who, what in self.failures if k in (None, kind)]
+        if failed:
+            # a name that is not found may belong to a package that failed to load: say so rather than
+            # suggest a different plugin that happens to be spelled alike
+            why = "; ".join(f"{who} ({what})" for who, what in failed)
+            raise PluginNotFoundError(
+                f"no {kind} named {name!r} is registered, and {len(failed)} plugin package(s) failed to load, so it "
+                f"may be theirs: {why}. Fix or uninstall that package (its warning above says how). Known {kind} "
+                f"plugins: {listing}."
+            )
         raise PluginNotFoundError(
             f"no {kind} named {name!r}{suggest(name, known) or '.'} Known {kind} plugins: {listing}."
         )

@@ -13,6 +13,18 @@ and experiment by :func:`slug` (one safe path component: a name read from a file
 outside ``DIR``) and made unique within the report (:func:`figures_folder`). A file with odd
 contents (attrs that are not valid JSON, an all-NaN response) still gets its section, which says
 what could not be drawn.
+
+Layout: the summary table; **Model and data** (every model the files name, its checkpoint and
+parameters, and what plugins say it was trained on); then one ``<h2>`` section per result file, in
+the order given, whose anchor is its figures folder. The page's only ``<h2>`` elements are those
+result sections. Each section opens with the mechanism in one short sentence (the focus cell's kept
+cell types, each with its sign and timing) and folds every cell's table away (``<details>``).
+
+Domain prose comes from plugins, never from this module: every implementation of the
+``mechlens_report_sections`` hook (:mod:`mechlens.hookspecs`) gets the loaded results
+(:class:`ReportResult`) and returns :class:`Section` objects, plain text that this module escapes,
+placed inside a result's section (``result=key``) or on the page (``topic="model"``: under Model and
+data). A hook that raises or returns something else is named on the page; the rest still show.
 """
 
 from __future__ import annotations
@@ -27,6 +39,7 @@ import os
 import re
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +66,11 @@ figcaption { font-size: 0.85em; color: #555; }
 details { margin: 1em 0; } code, pre { font-size: 0.85em; background: #f6f8fa; }
 pre { padding: 0.6em; overflow-x: auto; white-space: pre-wrap; word-break: break-all; }
 .meta { color: #666; font-size: 0.85em; }
+h3 { font-size: 1.1em; margin: 1.2em 0 0.3em; }
+.page-section > h3.page { font-size: 1.45em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }
+.plugin { border-left: 4px solid #8c959f; padding: 0.1em 1em; margin: 1em 0; background: #fafbfc; }
+.plugin.tone-fail { border-left-color: #cf222e; } .plugin.tone-pass { border-left-color: #1a7f37; }
+.plugin h3 { margin-top: 0.5em; }
 """
 
 #: what each standard figure shows (captions)
@@ -68,6 +86,182 @@ CAPTIONS = {
     "measure": "The phenomenon's measure across the sweep (grey: each analysed cell; black: mean).",
     "ground_truth": "The model's decomposition beside the ground truth's.",
 }
+
+
+#: the anchor of the Model and data section (no result section may take it)
+MODEL_ANCHOR = "model-and-data"
+#: the tones a plugin section may have (its left border: grey, red, green)
+TONES = ("", "note", "fail", "pass")
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """One result file of a report, as the ``mechlens_report_sections`` hook sees it.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The netCDF file.
+    key : str
+        Its section's anchor and figures folder (:func:`figures_folder`); a :class:`Section` with
+        ``result=key`` goes into that section.
+    dataset : xarray.Dataset
+        The loaded result (read it; changing it changes nothing on the page).
+    """
+
+    path: Path
+    key: str
+    dataset: xr.Dataset
+
+    @property
+    def experiment(self) -> str:
+        """The experiment that wrote the file (its ``experiment`` attr), or ``""``."""
+        return str(self.dataset.attrs.get("experiment") or "")
+
+
+@dataclass(frozen=True)
+class Section:
+    """Text a plugin adds to the report (returned by a ``mechlens_report_sections`` hook).
+
+    Everything is plain text: the report escapes it, so a plugin cannot break the page.
+
+    Attributes
+    ----------
+    title : str
+        Its heading.
+    paragraphs : sequence of str
+        Paragraphs, in order.
+    table : sequence of sequence of str
+        A table under the paragraphs; its first row is the header.
+    details : sequence of str
+        Items of a list folded under ``details_title`` (``<details>``), after the table.
+    details_title : str
+        The folded list's summary line.
+    result : str
+        The :attr:`ReportResult.key` of the result this section belongs in; ``""``: a page section.
+    topic : str
+        For a page section: ``"model"`` puts it under Model and data; anything else after it.
+    tone : str
+        ``""`` or ``"note"`` (grey), ``"fail"`` (red: why a measure fails), ``"pass"`` (green).
+    source : str
+        Who wrote it; the report fills in the plugin's name when empty.
+    """
+
+    title: str
+    paragraphs: Sequence[str] = ()
+    table: Sequence[Sequence[str]] = ()
+    details: Sequence[str] = ()
+    details_title: str = "Details"
+    result: str = ""
+    topic: str = ""
+    tone: str = ""
+    source: str = ""
+
+
+def plugin_sections(results: Sequence[ReportResult], registry: Any = None) -> tuple[list[Section], list[str]]:
+    """Every installed plugin's :class:`Section` objects for these results, and what went wrong.
+
+    Each ``mechlens_report_sections`` implementation is called on its own: one that raises, returns
+    something other than a list of :class:`Section`, or names a result that is not in the report
+    is listed in the second value (and logged) while the others' sections are kept.
+    """
+    from mechlens import registry as _registry
+
+    reg = registry if registry is not None else _registry.default()
+    reg.load()
+    keys = {r.key for r in results}
+    out: list[Section] = []
+    problems: list[str] = []
+
+    def problem(text: str) -> None:
+        log.warning("report: %s", text)
+        problems.append(text)
+
+    for impl in reg.pm.hook.mechlens_report_sections.get_hookimpls():
+        who = str(impl.plugin_name)
+        kwargs = {name: list(results) for name in impl.argnames if name == "results"}
+        try:
+            got = impl.function(**kwargs)
+        except Exception as err:  # noqa: BLE001 - a plugin's prose must not stop the report
+            problem(f"plugin {who}: mechlens_report_sections raised {type(err).__name__}: {err}")
+            continue
+        if not isinstance(got, (list, tuple)):
+            problem(f"plugin {who}: mechlens_report_sections returned {type(got).__name__}, not a list of Section")
+            continue
+        for item in got:
+            if not isinstance(item, Section):
+                problem(f"plugin {who}: mechlens_report_sections returned {type(item).__name__}, not a Section")
+            elif item.result and item.result not in keys:
+                problem(f"plugin {who}: a section for result {item.result!r}, which is not in this report")
+            else:
+                out.append(item if item.source else replace(item, source=who))
+    return out, problems
+
+
+def render_section(sec: Section, heading: str = "h3") -> str:
+    """A plugin :class:`Section` as HTML, every text escaped."""
+    tone = sec.tone if sec.tone in TONES else ""
+    parts = [f"<div class='plugin{f' tone-{tone}' if tone else ''}'><{heading}>{html.escape(sec.title)}</{heading}>"]
+    parts += [f"<p>{html.escape(str(p))}</p>" for p in sec.paragraphs]
+    rows = [list(map(str, r)) for r in sec.table]
+    if rows:
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
+        parts.append(f"<table><tr>{head}</tr>{body}</table>")
+    if sec.details:
+        items = "".join(f"<li>{html.escape(str(d))}</li>" for d in sec.details)
+        parts.append(f"<details><summary>{html.escape(sec.details_title)}</summary><ul>{items}</ul></details>")
+    if sec.source:
+        parts.append(f"<p class='meta'>from plugin {html.escape(sec.source)}</p>")
+    return "".join(parts) + "</div>"
+
+
+def _short_json(text: Any, limit: int = 160) -> str:
+    try:
+        out = json.dumps(json.loads(text), sort_keys=True) if text else ""
+    except (TypeError, ValueError):
+        out = str(text)
+    return out if len(out) <= limit else out[: limit - 3] + "..."
+
+
+def model_and_data(results: Sequence[ReportResult], sections: Sequence[Section]) -> str:
+    """The Model and data section: every model the files name (with checkpoint and parameters) and the
+    plugins' ``topic="model"`` sections (what it was trained on, how well it agrees with its data)."""
+    groups: dict[tuple[str, str, str], list[ReportResult]] = {}
+    for r in results:
+        a = r.dataset.attrs
+        key = (
+            str(a.get("model", "")),
+            str(a.get("model_checkpoint_sha256", "")),
+            _short_json(a.get("model_parameters")),
+        )
+        groups.setdefault(key, []).append(r)
+    rows = []
+    for (model, sha, params), members in groups.items():
+        a = members[0].dataset.attrs
+        where = " ".join(f"{a.get('model_distribution', '')} {a.get('model_version', '')}".split())
+        ckpt = f"sha256 {sha[:16]}..." if sha else "none: weights not from a checkpoint file"
+        links = ", ".join(
+            f"<a href='#{html.escape(m.key)}'>{html.escape(m.experiment or m.path.stem)}</a>" for m in members
+        )
+        rows.append(
+            f"<tr><td><code>{html.escape(model or '(not recorded)')}</code> "
+            f"<span class='meta'>{html.escape(where)}</span></td><td><code>{html.escape(ckpt)}</code></td>"
+            f"<td><code>{html.escape(params)}</code></td><td>{links}</td></tr>"
+        )
+    about = [s for s in sections if not s.result and s.topic == "model"]
+    told = "".join(render_section(s) for s in about) or (
+        "<p class='na'>The result files do not say what the model was trained on, and no installed plugin "
+        "describes it.</p>"
+    )
+    return (
+        f"<section class='page-section' id='{MODEL_ANCHOR}'><h3 class='page'>Model and data</h3>"
+        "<table><tr><th>model</th><th>checkpoint</th><th>parameters</th><th>results</th></tr>"
+        + "".join(rows)
+        + "</table>"
+        + told
+        + "</section>"
+    )
 
 
 #: device names Windows reserves; a folder so named cannot be created there
@@ -200,13 +394,130 @@ def _provenance(ds: xr.Dataset, source: Path) -> str:
     return "<table>" + "".join(rows) + "</table>"
 
 
-def _per_cell(ds: xr.Dataset) -> str:
-    """The ``mechanism_per_cell`` attr (one sentence per analysed cell) as a collapsed list."""
-    lines = [ln for ln in str(ds.attrs.get("mechanism_per_cell", "")).splitlines() if ln.strip()]
-    if not lines:
-        return ""
-    items = "".join(f"<li>{html.escape(ln)}</li>" for ln in lines)
-    return f"<details><summary>Every analysed cell</summary><ul>{items}</ul></details>"
+#: at most this many kept types are named in the short sentence (the rest are in the folded table)
+NAMED_TYPES = 3
+
+
+def _focus_cell(ds: xr.Dataset) -> str:
+    cells = [str(c) for c in ds["weights"]["cell"].values]
+    cell = str(ds.attrs.get("focus_cell", ""))
+    return cell if cell in cells else cells[0]
+
+
+def _cell_explained(ds: xr.Dataset, cell: str, nums: dict[str, float]) -> float:
+    if "explained_fraction" in ds and "cell" in ds["explained_fraction"].dims:
+        try:
+            return float(ds["explained_fraction"].sel(cell=cell))
+        except (KeyError, ValueError, TypeError):
+            pass
+    return float(nums.get("explained_fraction_mean", float("nan")))
+
+
+def _kept_rows(ds: xr.Dataset, cell: str) -> list[Any]:
+    from mechlens.mechanism import component_table
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return list(component_table(ds, cell))
+
+
+def _when(row: Any) -> str:
+    lo, hi = float(row["onset_ms"]), float(row["offset_ms"])
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "timing undefined"
+    return f"{lo:.0f} ms" if f"{lo:.0f}" == f"{hi:.0f}" else f"{lo:.0f}-{hi:.0f} ms"
+
+
+def mechanism_summary(ds: xr.Dataset, nums: dict[str, float]) -> tuple[str, str]:
+    """The mechanism in one short sentence (focus cell) and in a few words (the summary table's cell).
+
+    ``"gc00: ON-fast [channel 0] excites (50-150 ms), OFF-slow [channel 5] inhibits (90-160 ms); 82 %
+    of its response deviation."`` names at most :data:`NAMED_TYPES` kept types, largest net
+    contribution first, each with sign and timing (from the window's start); the rest are counted.
+    Without a reduction, the ``mechanism`` attr as it stands (a plugin's own sentence), said once.
+    """
+    attr = " ".join(str(ds.attrs.get("mechanism", "")).split())
+    if "weights" not in ds or "components" not in ds or "cell" not in ds["weights"].dims:
+        return attr, attr
+    try:
+        cell = _focus_cell(ds)
+        rows = _kept_rows(ds, cell)
+    except Exception:  # noqa: BLE001 - odd data in a file: fall back to the sentence stored in it
+        return attr, attr
+    n_types = ds.attrs.get("n_types", "")
+    explained = _cell_explained(ds, cell, nums)
+    share = f"; {_pct(explained)} of its response deviation" if math.isfinite(explained) else ""
+    try:
+        all_kept = bool(int(ds.attrs.get("all_kept", 0)))
+    except (TypeError, ValueError):
+        all_kept = False
+    if all_kept or not rows:
+        text = f"every one of the {n_types or len(rows)} types is needed: no reduction, not a mechanism"
+        return f"{cell}: {text}.", text
+    named = [f"{r['label']} {'excites' if r['sign'] > 0 else 'inhibits'} ({_when(r)})" for r in rows[:NAMED_TYPES]]
+    more = len(rows) - len(named)
+    listed = named[0] if len(named) == 1 else ", ".join(named[:-1]) + " and " + named[-1]
+    if more:
+        listed += f" (and {more} more kept type{'s' if more > 1 else ''})"
+    sentence = f"{cell}: {listed}{share}."
+    of = f" of {n_types}" if n_types != "" else ""
+    compact = f"{len(rows)}{of} types: " + ", ".join(f"{r['label']} ({'+' if r['sign'] > 0 else '-'})" for r in rows)
+    return sentence, compact
+
+
+def _cell_checks(ds: xr.Dataset, cell: str) -> list[str]:
+    out = []
+    for name, text in (("reduced_r", "reduced r {:.2f}"), ("complement_r", "complement r {:.2f}")):
+        if name in ds and ds[name].dims == ("cell",):
+            try:
+                out.append(text.format(float(ds[name].sel(cell=cell))))
+            except (KeyError, ValueError, TypeError):
+                pass
+    return out
+
+
+def mechanism_table(ds: xr.Dataset, nums: dict[str, float]) -> str:
+    """Every analysed cell's kept types (sign, timing, net contribution) as one folded table.
+
+    Without a reduction, the ``mechanism_per_cell`` lines the file holds, less the one already shown.
+    """
+    shown = " ".join(str(ds.attrs.get("mechanism", "")).split())
+    if "weights" not in ds or "components" not in ds or "cell" not in ds["weights"].dims:
+        lines = [" ".join(ln.split()) for ln in str(ds.attrs.get("mechanism_per_cell", "")).splitlines()]
+        lines = [ln for ln in dict.fromkeys(lines) if ln and ln != shown]
+        if not lines:
+            return ""
+        items = "".join(f"<li>{html.escape(ln)}</li>" for ln in lines)
+        return f"<details><summary>Every analysed cell</summary><ul>{items}</ul></details>"
+    rows = []
+    try:
+        for cell in (str(c) for c in ds["weights"]["cell"].values):
+            kept = _kept_rows(ds, cell)
+            checks = "; ".join(_cell_checks(ds, cell))
+            head = (
+                f"<td rowspan='{max(len(kept), 1)}'>{html.escape(cell)}</td>"
+                f"<td rowspan='{max(len(kept), 1)}' class='num'>{_pct(_cell_explained(ds, cell, nums))}</td>"
+                f"<td rowspan='{max(len(kept), 1)}'>{html.escape(checks) or '&ndash;'}</td>"
+            )
+            for j, r in enumerate(kept):
+                rows.append(
+                    "<tr>" + (head if j == 0 else "") + f"<td>{html.escape(str(r['label']))}</td>"
+                    f"<td>{'excitatory' if r['sign'] > 0 else 'inhibitory'}</td><td class='num'>{_when(r)}</td>"
+                    f"<td class='num'>{float(r['net']):+.3g}</td></tr>"
+                )
+    except Exception as err:  # noqa: BLE001 - odd data in a file must not stop the report
+        return f"<p class='na'>The per-cell table could not be computed ({html.escape(type(err).__name__)}).</p>"
+    check = str(ds.attrs.get("reduction_check", ""))
+    note = f"<p class='meta'>Reducer's check: {html.escape(CHECKS.get(check, check))}.</p>" if check else ""
+    return (
+        "<details><summary>Every analysed cell: kept types, sign, timing, net contribution</summary>"
+        "<table><tr><th>cell</th><th>explained</th><th>reduced-model check</th><th>kept type</th><th>sign</th>"
+        "<th>timing</th><th>net (Hz, summed over the window)</th></tr>"
+        + "".join(rows)
+        + "</table>"
+        + note
+        + "</details>"
+    )
 
 
 #: the reducer's ``reduction_check`` verdicts in words
@@ -239,18 +550,7 @@ def _check_text(ds: xr.Dataset, nums: dict[str, float]) -> str:
     return out
 
 
-def _details(ds: xr.Dataset) -> str:
-    """The ``mechanism_details`` attr (every kept type of every cell) as a collapsed list."""
-    lines = [ln for ln in str(ds.attrs.get("mechanism_details", "")).splitlines() if ln.strip()]
-    if not lines:
-        return ""
-    items = "".join(f"<li>{html.escape(ln)}</li>" for ln in lines)
-    return (
-        f"<details><summary>Every kept type, and the reduced-model check, per cell</summary><ul>{items}</ul></details>"
-    )
-
-
-def _figures(ds: xr.Dataset, key: str, outdir: Path) -> tuple[list[Path], list[str]]:
+def _figures(ds: xr.Dataset, key: str, outdir: Path, registry: Any = None) -> tuple[list[Path], list[str]]:
     """Draw a result's figures into ``outdir/figures/<key>/``; the files, and what could not be drawn."""
     from mechlens import figures
 
@@ -264,10 +564,11 @@ def _figures(ds: xr.Dataset, key: str, outdir: Path) -> tuple[list[Path], list[s
     paths = figures.standard_figures(ds, figdir, on_error=failed)
     exp_name = ds.attrs.get("experiment")
     if exp_name:
-        from mechlens import registry
+        from mechlens import registry as _registry
 
+        reg = registry if registry is not None else _registry.default()
         try:
-            cls = registry.get("experiment", str(exp_name))
+            cls = reg.get("experiment", str(exp_name))
         except Exception:  # noqa: BLE001 - the plugin is not installed here: standard figures only
             cls = None
         if cls is not None:
@@ -298,28 +599,46 @@ def _summary(ds: xr.Dataset) -> tuple[dict[str, float], str]:
         return dict.fromkeys(keys, float("nan")), f"the summary numbers ({type(err).__name__}: {err})"
 
 
-def section(ds: xr.Dataset, source: Path, outdir: Path, key: str | None = None, embed: bool = False) -> tuple[str, str]:
+def _failure_note(ds: xr.Dataset) -> str:
+    """What a failed measure means, in the core's neutral words (a plugin's section says more)."""
+    return (
+        "<p class='fail-note'>The model does not show the phenomenon by this experiment's own rule "
+        f"({_measure_text(ds)}; target: {_fmt(ds.attrs.get('measure_target', ''))}). The attribution and the "
+        "kept types below explain the response the model gives, which is not the phenomenon.</p>"
+    )
+
+
+def section(
+    ds: xr.Dataset,
+    source: Path,
+    outdir: Path,
+    key: str | None = None,
+    embed: bool = False,
+    extra: Sequence[Section] = (),
+    registry: Any = None,
+) -> tuple[str, str]:
     """The summary-table row and the report section of one result Dataset (figures drawn into ``outdir``).
 
     ``key`` names its figures folder and anchor (default: :func:`figures_folder` of ``source``);
-    with ``embed`` the figures are written into the page as data URIs instead of linked.
+    with ``embed`` the figures are written into the page as data URIs instead of linked; ``extra``:
+    the plugins' sections for this result (:func:`plugin_sections`), shown after the measure.
     """
     name = str(ds.attrs.get("experiment") or source.stem)
-    key = key or figures_folder(source, ds, set())
+    key = key or figures_folder(source, ds, {MODEL_ANCHOR})
     anchor = html.escape(key)
     nums, failed_summary = _summary(ds)
     title = ds.attrs.get("experiment_title") or ds.attrs.get("title") or name
-    mechanism = ds.attrs.get("mechanism", "")
+    sentence, compact = mechanism_summary(ds, nums)
     row = (
         f"<tr><td><a href='#{anchor}'>{html.escape(name)}</a></td>"
         f"<td>{_measure_text(ds)}</td><td>{_fmt(ds.attrs.get('measure_target', ''))}</td><td>{_verdict(ds)}</td>"
-        f"<td>{html.escape(str(mechanism)) or '&ndash;'}</td>"
+        f"<td>{html.escape(compact) or '&ndash;'}</td>"
         f"<td class='num'>{_fmt(nums['completeness_error_rel'], 2)}</td>"
         f"<td class='num'>{_fmt(nums['explained_fraction_mean'], 2)}</td>"
         f"<td class='num'>{_fmt(nums['reduced_r_mean'], 3)}</td></tr>"
     )
     figs = []
-    paths, problems = _figures(ds, key, outdir)
+    paths, problems = _figures(ds, key, outdir, registry)
     if failed_summary:
         problems.insert(0, failed_summary)
     for path in paths:
@@ -344,21 +663,27 @@ def section(ds: xr.Dataset, source: Path, outdir: Path, key: str | None = None, 
         f"{_fmt(nums['reduced_peak_shift_s'] * 1000 if math.isfinite(nums['reduced_peak_shift_s']) else None, 3)} ms "
         f"(all over {html.escape(str(ds.attrs.get('window_doc') or 'the window of interest'))})" + _check_text(ds, nums)
     )
+    failed = str(ds.attrs.get("measure_pass", "")).strip() in ("0", "False")
+    explained_by_plugin = any(e.tone == "fail" for e in extra)
     body = (
         f"<h2 id='{anchor}'>{html.escape(str(title))} <span class='meta'>({html.escape(name)})</span></h2>"
-        + (f"<div class='mechanism'>{html.escape(str(mechanism))}</div>" if mechanism else "")
+        + (f"<div class='mechanism'>{html.escape(sentence)}</div>" if sentence else "")
         + f"<p>Measure: {_measure_text(ds)} &mdash; target: {_fmt(ds.attrs.get('measure_target', ''))} "
         f"&mdash; {_verdict(ds)}.<br>{numbers}.</p>"
+        + (_failure_note(ds) if failed and not explained_by_plugin else "")
+        + "".join(render_section(e) for e in extra)
         + "".join(figs)
-        + _per_cell(ds)
-        + _details(ds)
+        + mechanism_table(ds, nums)
         + f"<details><summary>Provenance</summary>{_provenance(ds, source)}</details>"
     )
     return row, body
 
 
 def build(
-    files: Sequence[str | os.PathLike[str]], outdir: str | os.PathLike[str], self_contained: bool = False
+    files: Sequence[str | os.PathLike[str]],
+    outdir: str | os.PathLike[str],
+    self_contained: bool = False,
+    registry: Any = None,
 ) -> Path:
     """Write ``outdir/report.html`` and its figures from saved result files.
 
@@ -373,6 +698,9 @@ def build(
     self_contained : bool
         Embed the figures in the HTML (base64 PNG data URIs), so ``report.html`` alone carries the
         whole report; the PNGs are still written beside it.
+    registry : mechlens.registry.Registry, optional
+        Where experiments (their extra figures) and ``mechlens_report_sections`` hooks are looked up;
+        default the installed plugins.
 
     Returns
     -------
@@ -391,15 +719,28 @@ def build(
 
     outdir = io.check_output(outdir, folder=True)
     outdir.mkdir(parents=True, exist_ok=True)
-    rows, bodies = [], []
-    taken: set[str] = set()
-    for f in bar(list(files), desc="report", unit="file"):
+    results: list[ReportResult] = []
+    taken: set[str] = {MODEL_ANCHOR}
+    for f in list(files):
         path = Path(f)
         ds = io.load(path)
         log.info("report: %s", path)
-        row, body = section(ds, path, outdir, figures_folder(path, ds, taken), embed=self_contained)
+        results.append(ReportResult(path, figures_folder(path, ds, taken), ds))
+    sections, hook_problems = plugin_sections(results, registry)
+    rows, bodies = [], []
+    for r in bar(results, desc="report", unit="file"):
+        mine = [s for s in sections if s.result == r.key]
+        row, body = section(r.dataset, r.path, outdir, r.key, embed=self_contained, extra=mine, registry=registry)
         rows.append(row)
         bodies.append(body)
+    page_sections = "".join(
+        f"<section class='page-section'>{render_section(s, 'h3')}</section>"
+        for s in sections
+        if not s.result and s.topic != "model"
+    )
+    if hook_problems:
+        items = "".join(f"<li>{html.escape(p)}</li>" for p in hook_problems)
+        page_sections += f"<div class='na'>Plugin sections that could not be shown:<ul>{items}</ul></div>"
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>mechlens report</title>
@@ -412,12 +753,16 @@ to the first-layer cell types, keeps the few types that generate the response, a
 (every other type clamped to its baseline) that they suffice. <i>completeness</i>: largest
 |sum of attributions - (response - baseline)| over the response range; <i>explained</i>: fraction of the response
 change accounted for by the kept types; <i>reduced r</i>: correlation of the reduced model's response with the
-full model's; all over each experiment's time window.</p>
+full model's; all over each experiment's time window. A kept type's sign is + (excites) or - (inhibits); its
+timing is the span where its contribution is at least half its largest, from the window's start. A label that
+several channels share is followed by its channel (<i>ON-fast [channel 7]</i>), the same in every figure.</p>
 <table>
-<tr><th>experiment</th><th>measure</th><th>target</th><th>pass</th><th>mechanism</th>
+<tr><th>experiment</th><th>measure</th><th>target</th><th>pass</th><th>kept types (sign)</th>
 <th>completeness</th><th>explained</th><th>reduced r</th></tr>
 {"".join(rows)}
 </table>
+{model_and_data(results, sections)}
+{page_sections}
 {"".join(bodies)}
 </body></html>
 """

@@ -35,10 +35,12 @@ import numpy as np
 import xarray as xr
 
 from mechlens import io, schema
-from mechlens.interfaces import Attributor, Model, Plugin, Reducer, Stimulus
+from mechlens.errors import ParameterError
+from mechlens.interfaces import Attributor, Grid, Model, Plugin, Reducer, Stimulus
 from mechlens.parameters import specs
 
 __all__ = [
+    "CHECK_GRID",
     "Check",
     "assert_round_trip",
     "check_attributor",
@@ -51,6 +53,10 @@ __all__ = [
     "noise_stimulus",
     "parametrize_with_checks",
 ]
+
+#: the model grid a stimulus is checked on (``check_stimulus_on_grid``): not square, 30 frames per
+#: second, 7 frames of history and 50 um pixels, unlike any stimulus's own defaults
+CHECK_GRID = Grid((14, 12), 1 / 30, 7, 50.0)
 
 _KEBAB = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 _T = TypeVar("_T")
@@ -135,7 +141,8 @@ def noise_stimulus(model: Model, n_times: int = 24, seed: int = 0, contrast: flo
     n = n_times + h - 1
     movie = (rng.standard_normal((n, ny, nx)) * contrast).astype(np.float32)
     coords: dict[str, Any] = {"time": schema.time_coord(n, model.frame_period_s, -(h - 1) * model.frame_period_s)}
-    coords.update(schema.grid_coords(ny, nx, 55.0))
+    pixel = getattr(model, "pixel_um", None)
+    coords.update(schema.grid_coords(ny, nx, 55.0 if pixel is None else float(pixel)))
     stim = xr.DataArray(movie, dims=("time", "y", "x"), coords=coords, attrs={"units": "1", "long_name": "contrast"})
     return xr.Dataset(
         {"stimulus": stim},
@@ -289,6 +296,7 @@ class _StimulusSubject(_Subject):
             ("check_stimulus_movie", _stimulus_movie),
             ("check_stimulus_deterministic", _stimulus_deterministic),
             ("check_stimulus_round_trip", lambda s: assert_round_trip(s.ds())),
+            ("check_stimulus_on_grid", _stimulus_on_grid),
         ]
 
 
@@ -324,6 +332,38 @@ def _stimulus_movie(s: _StimulusSubject) -> None:
 
 def _stimulus_deterministic(s: _StimulusSubject) -> None:
     _assert_same(s.ds(), s.again(), f"{s.what} with seed {s.seed}")
+
+
+def _stimulus_on_grid(s: _StimulusSubject) -> None:
+    """Given a model's grid (:data:`CHECK_GRID`), the stimulus renders on it: shape, frame period, pixels, history.
+
+    With its defaults it must; with explicit parameters it may instead refuse the grid with a
+    ParameterError naming the parameter that conflicts.
+    """
+    grid = CHECK_GRID
+    try:
+        ds = s.make().generate(s.seed, grid)
+    except ParameterError:
+        if s.params:
+            return  # an explicit value that contradicts the grid, refused by name
+        raise
+    where = f"{s.what} given the grid {grid.describe()}"
+    hint = "; follow the grid in Stimulus.on_grid (docs/plugin-authoring.md)"
+    shape = (ds.sizes.get("y"), ds.sizes.get("x"))
+    assert shape == grid.shape, f"{where}: the movie is {shape[0]}x{shape[1]} px{hint}"
+    period = float(ds.attrs.get("frame_period_s", np.nan))
+    assert np.isclose(period, grid.frame_period_s, rtol=1e-6), f"{where}: frame_period_s is {period:g} s{hint}"
+    np.testing.assert_allclose(
+        np.diff(ds["time"].values), grid.frame_period_s, rtol=1e-6, err_msg=f"{where}: time steps != frame period"
+    )
+    before = int(np.sum(ds["time"].values < -1e-9))
+    assert before >= grid.history - 1, (
+        f"{where}: {before} frames before time 0, fewer than the {grid.history - 1} the model needs to answer "
+        f"at time 0{hint}"
+    )
+    step = float(np.diff(ds["x"].values).mean())
+    assert np.isclose(step, float(grid.pixel_um or 0), rtol=1e-6), f"{where}: pixels are {step:g} um apart{hint}"
+    schema.validate(ds, "stimulus", where)
 
 
 class _ModelSubject(_Subject):

@@ -6,13 +6,14 @@ without any model plugin installed.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from mechlens.interfaces import Model, Stimulus
+from mechlens.interfaces import Grid, Model, Stimulus
 from mechlens.parameters import param
 from mechlens.schema import grid_coords, time_coord
 
@@ -96,17 +97,36 @@ class ToyNoise(Stimulus):
     @dataclass(frozen=True)
     class Parameters:
         frames: int = param(30, "frames after the history", min=1)
-        pre_frames: int = param(5, "frames of history before time 0", min=0)
-        size: int = param(12, "pixels per side", min=1)
+        pre_frames: int | None = param(None, "frames of history before time 0 (default: the model's, else 5)", min=0)
+        size: int | None = param(None, "pixels per side (default: the model's grid, else 12)", min=1)
+        width: int | None = param(None, "pixels along x, for a grid that is not square (default: size)", min=1)
         contrast: float | list[float] = param(1.0, "standard deviation", min=0, sweepable=True)
-        frame_period_s: float = param(0.01, "seconds per frame", units="s", gt=0)
+        frame_period_s: float | None = param(
+            None, "seconds per frame (default: the model's, else 0.01 s)", units="s", gt=0
+        )
+        pixel_um: float | None = param(None, "pixel size (default: the model's, else 55 um)", units="um", gt=0)
+
+    def on_grid(self, params: Any, grid: Grid | None) -> Any:
+        """Values left unset follow the model's grid; explicit ones are kept (the model refuses a mismatch)."""
+        if params.size is not None:
+            shape = (params.size, params.width or params.size)
+        else:
+            shape = grid.shape if grid is not None else (12, params.width or 12)
+        return dataclasses.replace(
+            params,
+            size=shape[0],
+            width=shape[1],
+            pre_frames=params.pre_frames if params.pre_frames is not None else (grid.history - 1 if grid else 5),
+            frame_period_s=params.frame_period_s or (grid.frame_period_s if grid else 0.01),
+            pixel_um=params.pixel_um or (grid.pixel_um if grid is not None and grid.pixel_um else 55.0),
+        )
 
     def render(self, params: Any, seed: int) -> xr.Dataset:
         rng = np.random.default_rng(seed)
         n = params.frames + params.pre_frames
-        movie = rng.standard_normal((n, params.size, params.size)).astype(np.float32) * params.contrast
+        movie = rng.standard_normal((n, params.size, params.width)).astype(np.float32) * params.contrast
         coords = {"time": time_coord(n, params.frame_period_s, -params.pre_frames * params.frame_period_s)}
-        coords.update(grid_coords(params.size, params.size, 55.0))
+        coords.update(grid_coords(params.size, params.width, params.pixel_um))
         da = xr.DataArray(movie, dims=("time", "y", "x"), coords=coords, attrs={"units": "1", "long_name": "contrast"})
         return xr.Dataset(
             {"stimulus": da},

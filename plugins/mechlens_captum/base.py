@@ -11,7 +11,7 @@ error and the labeled output.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -174,6 +174,10 @@ class LayerAttributor(Attributor):
     path = "activation"
     #: whether :meth:`attribute_chunk` needs ``ctx.response_span`` (costs one forward pass over the stimulus)
     needs_response_span = False
+    #: dims a run may be split along with results equal to one call (:mod:`mechlens.distributed`):
+    #: :meth:`attribute_part` computes one condition and one group of whole chunks of time points with
+    #: the context of the whole problem (baseline, response span, chunk size)
+    shard_dims: tuple[str, ...] = ("condition", "time")
 
     # -- subclass API -----------------------------------------------------------------------------
     def check_split(self, model: Model, layer: str, below: torch.nn.Module, above: torch.nn.Module) -> None:
@@ -295,7 +299,24 @@ class LayerAttributor(Attributor):
         layer: str | None = None,
         cells: Sequence[str] | None = None,
     ) -> xr.Dataset:
+        """Attribute each selected cell's response at each time to the units of ``layer`` (:meth:`attribute_part`)."""
+        return self.attribute_part(model, stimulus, layer, cells)
+
+    def attribute_part(
+        self,
+        model: Model,
+        stimulus: xr.Dataset,
+        layer: str | None = None,
+        cells: Sequence[str] | None = None,
+        part: Mapping[str, Any] | None = None,
+    ) -> xr.Dataset:
         """Attribute each selected cell's response at each time to the units of ``layer``.
+
+        With ``part`` (:mod:`mechlens.distributed`), only a piece of the result is computed, equal to
+        that piece of the whole: ``part["condition"]`` (an index, or None) keeps one condition (the
+        dim stays, length 1) and ``part["time"] = (k, n)`` the ``k``-th of ``n`` groups of whole chunks
+        of output times (possibly empty); the baseline and the response span are those of the whole
+        stimulus. The completeness error then carries attr ``max_abs`` (Hz) for the merge.
 
         Parameters
         ----------
@@ -334,7 +355,11 @@ class LayerAttributor(Attributor):
             )
             if self.needs_response_span:
                 ctx.response_span = self._response_span(ctx, movies)
-            parts = [self._one_movie(ctx, m) for m in movies]
+            chosen = list(range(len(movies)))
+            if part is not None and part.get("condition") is not None:
+                chosen = [int(part["condition"])]
+            group = tuple(part["time"]) if part is not None and part.get("time") is not None else None
+            parts = [self._one_movie(ctx, movies[i], group) for i in chosen]
             lead: tuple[str, ...] = ("condition",) if "condition" in movie.dims else ()
             stack = np.stack if lead else (lambda xs: xs[0])
             attr = stack([p[0] for p in parts])
@@ -347,15 +372,16 @@ class LayerAttributor(Attributor):
         udims = unit_dims(ctx.shape)
         if not self.params.keep_space:
             udims = udims[:1]
-        coords: dict[str, Any] = {
-            "time": model.time_of_outputs(movie),
-            "cell": ("cell", list(ctx.cell_ids)),
-        }
+        times = model.time_of_outputs(movie)
+        if group is not None:
+            lo, hi = self._row_range(ctx, times.sizes["time"], group)
+            times = times.isel(time=slice(lo, hi))
+        coords: dict[str, Any] = {"time": times, "cell": ("cell", list(ctx.cell_ids))}
         for d, n in zip(unit_dims(ctx.shape), ctx.shape):
             if d in udims:
                 coords[d] = (d, np.arange(n))
         if lead:
-            coords["condition"] = movie["condition"]
+            coords["condition"] = movie["condition"].isel(condition=chosen)
         info = {"layer": ctx.layer, **self.describe_method(ctx)}
         description = ctx.baseline
         x0_np = ctx.x0[0].detach().cpu().numpy()
@@ -375,6 +401,8 @@ class LayerAttributor(Attributor):
         set_units(completeness, "Hz", "sum of attributions minus (response - baseline_response)")
         span = float(np.ptp(resp)) if resp.size else 0.0
         completeness.attrs["max_abs_relative_to_response_range"] = float(np.abs(err).max() / span) if span else 0.0
+        if part is not None:
+            completeness.attrs["max_abs"] = float(np.abs(err).max()) if err.size else 0.0
         out = xr.Dataset(
             {
                 "attribution": attribution,
@@ -428,13 +456,27 @@ class LayerAttributor(Attributor):
                 lo, hi = min(lo, float(r.min())), max(hi, float(r.max()))
         return hi - lo
 
+    def _row_range(self, ctx: LayerContext, n_rows: int, group: tuple[int, int]) -> tuple[int, int]:
+        """Rows ``[lo, hi)`` of the ``k``-th of ``n`` groups (``group = (k, n)``) of whole chunks of one call."""
+        k, n = int(group[0]), int(group[1])
+        step = self.rows_per_chunk(ctx)
+        n_chunks = -(-n_rows // step)
+        first, last = (n_chunks * k) // n, (n_chunks * (k + 1)) // n
+        return min(first * step, n_rows), min(last * step, n_rows)
+
     def _one_movie(
-        self, ctx: LayerContext, movie: xr.DataArray
+        self, ctx: LayerContext, movie: xr.DataArray, group: tuple[int, int] | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-        """Attributions (T, N, units), responses (T, N), completeness errors (T, N) and extras for one movie."""
+        """Attributions (T, N, units), responses (T, N), completeness errors (T, N) and extras for one movie.
+
+        With ``group`` only the rows of :meth:`_row_range` (whole chunks, so the numbers are those of a whole run).
+        """
         import torch
 
         windows = ctx.model.windows(movie)
+        if group is not None:
+            lo, hi = self._row_range(ctx, windows.shape[0], group)
+            windows = windows[lo:hi]
         n_rows = windows.shape[0]
         keep = self.params.keep_space
         out_shape = (n_rows, ctx.n_cells, *(ctx.shape if keep else ctx.shape[:1]))

@@ -200,7 +200,7 @@ class ExactIntegratedGradients(LayerAttributor):
             out = self._sweep.attribute(z - ctx.z0, per_unit=self.params.keep_space)
             self.stats["rows"] += z.shape[0]
             self.stats["segments"] = self._sweep.stats["regions"]
-            for key in ("sweep_cpu_s", "rest_cpu_s"):
+            for key in ("sweep_cpu_s", "rest_cpu_s", "per_unit_cpu_s"):
                 self.stats[key] = self._sweep.stats[key]
             return out
         plan = self._stages_plan

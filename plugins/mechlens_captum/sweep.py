@@ -33,10 +33,15 @@ passes. That replaces ~7 600 network passes per time point of the refinement alg
 
 Per-unit attributions (``keep_space``) follow from the same breakpoints: unit ``u`` of the layer gets
 ``b_u * integral over its active interval of g'(p_n) V_n(u, alpha)`` with
-``V_n(u, alpha) = sum_j K[j, u] w3[n, j] [h2_j > 0]``, which changes only when a unit ``j`` that ``u``
-feeds crosses zero; so it is ``V(0+)`` weighted by ``G`` over ``u``'s active interval, plus one
-correction per crossing over the crossing unit's receptive field (~0.1 s per white-noise time point
-for the retina CNN, against ~34 s for the refinement).
+``V_n(u, alpha) = sum_j K[j, u] w3[n, j] [h2_j > 0]``. Written with ``H_j(alpha)``, the integral of
+``[h2_j > 0] g'(p_n)`` from 0, that is ``sum_j K[j, u] w3[n, j] H_j(.)`` at the ends of ``u``'s active
+interval. At ``u``'s own switch, ``H_j = [h2_j > 0] G`` less one term per crossing of ``j`` found by
+then, and ``sum_j K[j, u] w3[n, j] [h2_j > 0]`` there is that switch's ``dR`` (the sweep has it);
+``H_j(1)`` gives the baseline's map ``V0`` (once per call) times ``G(1)`` plus one term per crossing.
+So the per-unit pass (:func:`mechlens_captum.sweep_kernels.per_unit`)
+visits each (crossing, unit of its receptive field) pair once -- ~2 500 crossings x 968 per
+white-noise time point of the retina CNN, fewer than the sweep's visits -- eight cells per vector
+operation; about one forward pass's worth of CPU time (docs/attribution.md).
 """
 
 from __future__ import annotations
@@ -337,11 +342,16 @@ class Sweep:
         self.p0_8 = np.zeros(m8)
         self.p0_8[: self.p0.size] = self.p0
         self.chan = (np.arange(self.n1) // (self.n1 // n_channels)).astype(np.int64)
+        # per-unit attributions (keep_space): the second-layer units at zero at the baseline, and the map
+        # V0 of those on there (made by the first per-unit call)
+        self.zero_units = np.flatnonzero(self.h0 == 0.0).astype(np.int64)
+        self.v0: np.ndarray | None = None
         self.crossings_per_row = n2 / 2  # grows when a chunk needs more
         # CPU seconds (of the threads doing the work): the sorts of switch points and crossings and the
         # compiled sweep loop; the rest (slopes at alpha = 0+, pieces of p, integrals of g', sums)
         self.stats: dict[str, float] = {
             "rows": 0, "breakpoints": 0, "crossings": 0, "regions": 0, "sweep_cpu_s": 0.0, "rest_cpu_s": 0.0,
+            "per_unit_cpu_s": 0.0,
         }  # fmt: skip
         self._lock = threading.Lock()
 
@@ -357,7 +367,8 @@ class Sweep:
         # per event: dR, p, the two Softplus terms and the integrals (cells padded to m8), the slopes per
         # channel at a crossing, and six numbers (alpha, units, lengths, kinds, references)
         total = self.n1 * 5 + 2 * self.n_channels * n2 + events * (5 * m8 + self.n_channels + 6)
-        return 8.0 * (total + (2 * n * self.n1 if per_unit else 0))
+        # per unit: the output (and its copy when the groups are joined), G at every event
+        return 8.0 * (total + (2 * n * self.n1 + events * m8 if per_unit else 0))
 
     def attribute(self, dz: torch.Tensor, per_unit: bool = False) -> torch.Tensor:
         """Channel attributions for path directions ``dz``.
@@ -378,6 +389,8 @@ class Sweep:
         import torch
 
         rows = dz.shape[0]
+        if per_unit and self.v0 is None:
+            self.v0 = self._baseline_map()
         # rows go through in small groups: each group's event tables (~1 MB per row) stay in the cache
         # between the loops that write and read them; the compiled loops release the GIL, so groups are
         # spread over torch's CPU threads (one thread: in turn). The slopes at alpha = 0+ are made for a
@@ -457,7 +470,7 @@ class Sweep:
             if out[-1] <= cap:
                 break
             self.crossings_per_row *= 2  # the table overflowed: it is sized from what earlier chunks needed
-        ptr1, ev_alpha, ev_unit, ev_dr, ptr2, cr_alpha, cr_unit, cr_sign, cr_sc, found = out
+        ptr1, ev_alpha, ev_unit, ev_dr, ptr2, cr_alpha, cr_unit, cr_sign, cr_sc, _, found = out
         cr_order = crossing_order(ptr2, cr_alpha)
         swept = time.thread_time()
         self.crossings_per_row = max(self.crossings_per_row, 1.25 * found / rows)
@@ -483,15 +496,64 @@ class Sweep:
             p_t = torch.from_numpy(p)
             w = final_integral(plan.final, p_t[at], p_t[at + 1], torch.from_numpy(length[:, None]))
             w = np.ascontiguousarray(w.numpy())
+        per_unit_s = 0.0
         if not per_unit:
             acc = kernels.accumulate(ptr, kind, ref, ev_dr, cr_sign, cr_sc, unit, self.w3_8, w, r0)
             result = np.ascontiguousarray(acc[:, :, : self.w3.shape[1]].transpose(0, 2, 1))
         else:
-            on0 = act0.astype(np.float64)
-            result = kernels.per_unit(
-                ptr, kind, unit, cr_sign, self.a, b, self.din, self.dout, self.wt, self.geom, self.w3, on0, w
-            )
+            before = time.thread_time()
+            result = self._per_unit(b, act0, ptr, kind, ref, w, out)
+            per_unit_s = time.thread_time() - before
         with self._lock:
             self.stats["sweep_cpu_s"] += swept - start
-            self.stats["rest_cpu_s"] += time.thread_time() - swept
+            self.stats["per_unit_cpu_s"] += per_unit_s
+            self.stats["rest_cpu_s"] += time.thread_time() - swept - per_unit_s
         return result
+
+    def _per_unit(
+        self,
+        b: np.ndarray,
+        act0: np.ndarray,
+        ptr: np.ndarray,
+        kind: np.ndarray,
+        ref: np.ndarray,
+        w: np.ndarray,
+        swept: tuple[np.ndarray, ...],
+    ) -> np.ndarray:
+        """Per-unit attributions (rows, n, N1) of rows ``b`` from their sweep (``swept``) and pieces.
+
+        ``G`` at every breakpoint (:func:`~mechlens_captum.sweep_kernels.breakpoint_integrals`), then
+        one visit per (crossing, unit of its receptive field) and each switching unit's ``dR`` at its
+        event (:func:`~mechlens_captum.sweep_kernels.per_unit`).
+        """
+        from mechlens_captum import sweep_kernels as kernels
+
+        ptr1, _, ev_unit, ev_dr, ptr2, _, cr_unit, cr_sign, _, cr_det, _ = swept
+        g_ev, g_cr, g1 = kernels.breakpoint_integrals(ptr, kind, ref, w, ev_dr.shape[0], cr_unit.shape[0])
+        return kernels.per_unit(
+            ptr1, ev_unit, ev_dr, ptr2, cr_unit, cr_sign, cr_det, g_ev, g_cr, g1, act0.astype(np.float64),
+            self.zero_units, self.v0, self.a, b, self.din, self.dout, self.w3_8, self.wt, self.geom,
+            self.w3.shape[1],
+        )  # fmt: skip
+
+    def _baseline_map(self) -> np.ndarray:
+        """``V0[u, n] = sum_j K[j, u] dout_j w3[j, n] [h0_j > 0]`` (N1, m8).
+
+        ``V0`` is the transposed mixing map (torch, float64) of the second-layer units on at the
+        baseline, the same for every row.
+        """
+        import torch
+        from torch.nn.grad import conv2d_input
+
+        geom = self.geom
+        c_in, hh, ww, oo, ho, wo = (int(v) for v in geom[:6])
+        m8 = self.w3_8.shape[1]
+        y = (self.dout * (self.h0 > 0))[:, None] * self.w3_8  # (N2, m8)
+        y_t = torch.from_numpy(np.ascontiguousarray(y.T)).view(m8, oo, ho, wo)
+        kernel = torch.from_numpy(self.wt).transpose(0, 1)  # torch's (out, in, kh, kw)
+        with torch.no_grad():
+            v0 = conv2d_input(
+                (m8, c_in, hh, ww), kernel, y_t, stride=(int(geom[6]), int(geom[7])),
+                padding=(int(geom[8]), int(geom[9])), dilation=(int(geom[10]), int(geom[11])),
+            )  # fmt: skip
+        return np.ascontiguousarray(v0.reshape(m8, -1).T.numpy())

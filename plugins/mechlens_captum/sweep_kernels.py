@@ -108,20 +108,24 @@ def _kernel(*, superword: bool = False, **options: Any) -> Callable[[Callable[..
 #: scalars along a row; the vectoriser makes vector instructions of them, without the loop vectoriser's
 #: per-loop alias checks and remainder dispatch. Timed in turn in one process on saved white-noise inputs
 #: of the retina CNN: the sweep's loop 0.84x the time of its loop-vectorised version, pieces 0.72x,
-#: accumulate 0.66x.
-SUPERWORD = ("sweep", "pieces", "accumulate")
+#: accumulate 0.66x. :func:`per_unit` adds eight cells per visit of a crossing's receptive field.
+SUPERWORD = ("sweep", "pieces", "accumulate", "per_unit")
 
 
 @_kernel()
-def record_crossing(found, cap_cr, alpha, j, on, cst, jj, cr_alpha, cr_unit, cr_sign, cr_sc):  # pragma: no cover
+def record_crossing(
+    found, cap_cr, alpha, j, on, cst, jj, det, cr_alpha, cr_unit, cr_sign, cr_sc, cr_det
+):  # pragma: no cover
     """Write crossing number ``found`` (second-layer unit ``j``, which was ``on``) if it fits.
 
-    Its slope per channel of origin is column ``jj`` of ``cst``.
+    Its slope per channel of origin is column ``jj`` of ``cst``; ``det`` is the number (in the row's
+    order) of the first-layer event at which the sweep found it (the row's event count: after the last).
     """
     if found < cap_cr:
         cr_alpha[found] = alpha
         cr_unit[found] = j
         cr_sign[found] = 1.0 - 2.0 * on
+        cr_det[found] = det
         for cc in range(cr_sc.shape[1]):
             cr_sc[found, cc] = cst[cc, jj]
 
@@ -379,6 +383,10 @@ def sweep(a, b, switch, order, n_switch, chan, din, dout, wt, geom, h0, s0, w3, 
         +1 where the crossing unit turned on, -1 where it turned off.
     cr_sc : (X, C)
         Slope of ``h2_j`` per channel of origin at the crossing.
+    cr_det : (X,) int64
+        The row's first-layer event (its number in the row's order) at which the crossing was found,
+        before that event's ``dR`` was summed (``n_switch[r]``: after the last event). The per-unit
+        attributions (:func:`crossing_terms`) count a crossing before an event exactly when this does.
     found : int
         Crossings found; if more than ``cap_cr`` the tables are incomplete: call again with more.
 
@@ -467,6 +475,7 @@ def sweep(a, b, switch, order, n_switch, chan, din, dout, wt, geom, h0, s0, w3, 
     cr_unit = np.empty(cap_cr, np.int64)
     cr_sign = np.empty(cap_cr, np.float64)
     cr_alpha = np.empty(cap_cr, np.float64)
+    cr_det = np.empty(cap_cr, np.int64)
     ev_d = np.empty(n1, np.float64)
     # each event's unit's channel, input channel of the mixing map, row and column, in event order: the
     # per-row loops read them in turn instead of looking them up by unit (scattered loads)
@@ -561,8 +570,8 @@ def sweep(a, b, switch, order, n_switch, chan, din, dout, wt, geom, h0, s0, w3, 
                             if (hn > 0.0) != (st[2, q] > 0.5) and hn != 0.0:
                                 # at the root of the piece that just ended
                                 record_crossing(
-                                    found, cap_cr, min(-hq / hs, al), orig[q], st[2, q], cst, q,
-                                    cr_alpha, cr_unit, cr_sign, cr_sc,
+                                    found, cap_cr, min(-hq / hs, al), orig[q], st[2, q], cst, q, k,
+                                    cr_alpha, cr_unit, cr_sign, cr_sc, cr_det,
                                 )  # fmt: skip
                                 found += 1
                                 st[2, q] = 1.0 - st[2, q]
@@ -588,15 +597,15 @@ def sweep(a, b, switch, order, n_switch, chan, din, dout, wt, geom, h0, s0, w3, 
             hn = st[0, jj] + st[1, jj]
             if (hn > 0.0) != (st[2, jj] > 0.5) and hn != 0.0:
                 record_crossing(
-                    found, cap_cr, min(-st[0, jj] / st[1, jj], 1.0), orig[jj], st[2, jj], cst, jj,
-                    cr_alpha, cr_unit, cr_sign, cr_sc,
+                    found, cap_cr, min(-st[0, jj] / st[1, jj], 1.0), orig[jj], st[2, jj], cst, jj, m,
+                    cr_alpha, cr_unit, cr_sign, cr_sc, cr_det,
                 )  # fmt: skip
                 found += 1
         ptr2[r + 1] = found
         if found > cap_cr:
             break
     k = min(found, cap_cr)
-    return ptr1, ev_alpha, ev_unit, ev_dr, ptr2, cr_alpha[:k], cr_unit[:k], cr_sign[:k], cr_sc[:k], found
+    return ptr1, ev_alpha, ev_unit, ev_dr, ptr2, cr_alpha[:k], cr_unit[:k], cr_sign[:k], cr_sc[:k], cr_det[:k], found
 
 
 @_kernel(superword=True)
@@ -931,152 +940,253 @@ def softplus_pieces(ptr, p, e, lg, length, beta, threshold):  # pragma: no cover
 
 
 @_kernel()
-def receptive_field(j, geom, kh, kw, c_in, units, taps):  # pragma: no cover
-    """The input units feeding second-layer unit ``j`` of the mixing map (``geom`` as in :func:`sweep`).
-
-    Fills ``units[:count]`` with their indices and ``taps[:count]`` with ``(ci * kh + ky) * kw + kx``,
-    the kernel entry joining each to ``j``; returns ``count``.
-    """
-    hh, ww, ho, wo = geom[1], geom[2], geom[4], geom[5]
-    sy, sx, py, px, dy_, dx_ = geom[6], geom[7], geom[8], geom[9], geom[10], geom[11]
-    plane = ho * wo
-    oy = (j % plane) // wo
-    ox = j % wo
-    count = 0
-    for ci in range(c_in):
-        for ky in range(kh):
-            y = oy * sy - py + ky * dy_
-            if y < 0 or y >= hh:
-                continue
-            for kx in range(kw):
-                x = ox * sx - px + kx * dx_
-                if x < 0 or x >= ww:
-                    continue
-                units[count] = (ci * hh + y) * ww + x
-                taps[count] = (ci * kh + ky) * kw + kx
-                count += 1
-    return count
-
-
-@_kernel()
-def fan_in_add(v, j, coef, wt, dout, w3, geom, units, taps):  # pragma: no cover
-    """``v[u] += coef * K[j, u] * dout[j] * w3[j]`` for every input unit ``u`` feeding second-layer unit ``j``.
-
-    ``v`` (N1, n); ``K`` is the mixing map's kernel (``wt``, ``geom`` as in :func:`sweep`), without
-    the input scale ``din``; ``units``, ``taps`` are work arrays of length ``wt[0].size``.
-    """
-    c_in, kh, kw = wt.shape[0], wt.shape[2], wt.shape[3]
-    o = j // (geom[4] * geom[5])
-    flat = wt.reshape(c_in, wt.shape[1], kh * kw)
-    base = coef * dout[j]
-    for k in range(receptive_field(j, geom, kh, kw, c_in, units, taps)):
-        t = taps[k]
-        f = base * flat[t // (kh * kw), o, t % (kh * kw)]
-        u = units[k]
-        for i in range(w3.shape[1]):
-            v[u, i] += f * w3[j, i]
-
-
-@_kernel()
-def per_unit(ptr, kind, unit, cr_sign, a, b, din, dout, wt, geom, w3, on0, w):  # pragma: no cover
-    """Attributions to every unit of the layer (``keep_space``) from a sweep's breakpoints.
-
-    ``A[n, u] = b_u din_u * integral over u's active interval of g'(p_n) V_n(u, alpha)``, where
-    ``V_n(u, alpha) = sum_j K[j, u] dout_j w3[j, n] [h2_j > 0]`` changes only when a unit ``j`` fed by
-    ``u`` crosses zero. So ``A = b din (V(0+) G(I_u) + sum_crossings sign K dout w3[j] G(I_u and
-    after the crossing))`` with ``G`` the integral of ``g'(p_n)`` (cumulated from ``w``).
+def breakpoint_integrals(ptr, kind, ref, w, n_ev, n_cr):  # pragma: no cover
+    """``G_n(alpha) = integral_0^alpha g'(p_n)`` at every breakpoint, by the sweep's own numbering.
 
     Parameters
     ----------
-    ptr, kind, unit, cr_sign
+    ptr, kind, ref
+        From :func:`pieces`.
+    w : (E + rows, m8)
+        Integral of g'(p) over each piece (as :func:`accumulate` reads it).
+    n_ev, n_cr : int
+        Sizes of :func:`sweep`'s first-layer and crossing tables.
+
+    Returns
+    -------
+    g_ev : (n_ev, m8)
+        G at each first-layer event (:func:`sweep`'s numbering).
+    g_cr : (n_cr, m8)
+        G at each crossing (crossing number).
+    g1 : (rows, m8)
+        G(1).
+    """
+    rows = ptr.shape[0] - 1
+    m8 = w.shape[1]
+    g_ev = np.zeros((n_ev, m8), np.float64)
+    g_cr = np.zeros((n_cr, m8), np.float64)
+    g1 = np.empty((rows, m8), np.float64)
+    g = np.empty(m8, np.float64)
+    for r in range(rows):
+        g[:] = 0.0
+        for e in range(ptr[r], ptr[r + 1]):
+            q = e + r  # the piece before event e
+            for i in range(m8):
+                g[i] += w[q, i]
+            x = ref[e]
+            if kind[e] >= 0:
+                for i in range(m8):
+                    g_ev[x, i] = g[i]
+            else:
+                for i in range(m8):
+                    g_cr[x, i] = g[i]
+        q = ptr[r + 1] + r  # the last piece
+        for i in range(m8):
+            g1[r, i] = g[i] + w[q, i]
+    return g_ev, g_cr, g1
+
+
+@_kernel()
+def kernel_ranges(n_out, stride, pad, dil, k, n_in):  # pragma: no cover
+    """For each output position of one axis of the mixing map, the kernel taps whose input lies inside.
+
+    Returns ``lo``, ``hi`` (n_out,): taps ``lo <= t < hi`` read inputs ``o * stride - pad + t * dil``
+    in ``[0, n_in)`` (the taps between are all inside: the input position grows with ``t``).
+    """
+    lo = np.zeros(n_out, np.int64)
+    hi = np.zeros(n_out, np.int64)
+    for o in range(n_out):
+        first = k
+        last = -1
+        for t in range(k):
+            x = o * stride - pad + t * dil
+            if 0 <= x < n_in:
+                first = min(first, t)
+                last = t
+        lo[o] = first
+        hi[o] = max(last + 1, first)
+    return lo, hi
+
+
+@_kernel(superword=True)
+def per_unit(
+    ptr1,
+    ev_unit,
+    ev_dr,
+    ptr2,
+    cr_unit,
+    cr_sign,
+    cr_det,
+    g_ev,
+    g_cr,
+    g1,
+    on0,
+    zero_units,
+    v0,
+    a,
+    b,
+    din,
+    dout,
+    w3,
+    wt,
+    geom,
+    n,
+):  # pragma: no cover
+    """Attributions to every unit of the layer (``keep_space``) from a sweep's events and crossings.
+
+    With ``D[j, n] = dout_j w3[j, n]`` and ``H_j(alpha) = integral_0^alpha [h2_j > 0] g'(p_n)``, unit
+    ``u`` of the layer gets ``A[n, u] = b_u din_u sum_j K[j, u] D[j, n] integral_{I_u} [h2_j > 0] g'(p_n)``
+    over its active interval ``I_u``: ``H_j(1)`` for a unit on throughout, ``H_j(alpha_u)`` for one on
+    at the start that switches off at ``alpha_u``, ``H_j(1) - H_j(alpha_u)`` for one that switches on.
+    Now ``H_j(alpha) = on_j(alpha) G(alpha) - sum_{crossings c of j before alpha} sign_c G(alpha_c)``
+    (``G``: the integral of ``g'`` from 0), and ``sum_j K[j, u] D[j] on_j(alpha_u)`` is the sweep's
+    ``dR`` of ``u``'s event divided by its ``d`` (``-b_u din_u`` for a unit on at the start,
+    ``b_u din_u`` else). So, with ``s_u = b_u din_u`` for units on at alpha = 1 (0 else),
+
+        A[n, u] = s_u G1 V0[u] - dR_u G(alpha_u)
+                  + sum_{crossings c, u feeding j_c} K[j_c, u] sign_c D[j_c]
+                        * (s_u (G1 - G(alpha_c)) + d_u [c found by u's event] G(alpha_c))
+
+    with ``V0 = sum_j K[j, u] D[j] [h0_j > 0]`` the same for every row (second-layer units exactly at
+    zero at the baseline and on just after it enter as crossings at alpha = 0). One visit per
+    (crossing, unit of its receptive field): ~2 500 crossings x 968 per white-noise time point of the
+    retina CNN, against ~5 000 switches x 968 visits of the sweep. The visits go along a kernel row's
+    contiguous units, eight cells at a time (written out for the superword vectoriser), and the mask
+    (``u`` switches at or after the event where the sweep found the crossing, exactly the crossings
+    its ``dR`` counts) is a select, not a branch.
+
+    Parameters
+    ----------
+    ptr1, ev_unit, ev_dr, ptr2, cr_unit, cr_sign, cr_det
         From :func:`sweep`.
-    a, b, din, dout, wt, geom, w3
-        As for :func:`sweep`.
+    g_ev, g_cr, g1
+        From :func:`breakpoint_integrals`.
     on0 : (rows, N2)
         1.0 where a second-layer unit is on just after alpha = 0.
-    w : (E + rows, n)
-        Integral of g'(p) over each piece (as :func:`accumulate` reads it).
+    zero_units : (Z,) int64
+        The second-layer units with ``h0 == 0`` (their state at 0+ depends on the row).
+    v0 : (N1, m8)
+        ``sum_j K[j, u] D[j, n] [h0_j > 0]``.
+    a, b, din, dout, wt, geom
+        As for :func:`sweep`.
+    w3 : (N2, m8)
+        As for :func:`pieces` (cells zero-padded to a multiple of 8).
+    n : int
+        Number of cells.
 
     Returns
     -------
     (rows, n, N1)
     """
-    rows, n1 = b.shape
-    n2, n = w3.shape
-    out = np.zeros((rows, n, n1), np.float64)
-    c_in, kh, kw = wt.shape[0], wt.shape[2], wt.shape[3]
-    flat = wt.reshape(c_in, wt.shape[1], kh * kw)
-    plane = geom[4] * geom[5]
-    rf_units = np.empty(c_in * kh * kw, np.int64)
-    rf_taps = np.empty(c_in * kh * kw, np.int64)
-    v = np.empty((n1, n), np.float64)
-    g_at = np.empty((n1, n), np.float64)  # G at each first-layer unit's switch
-    pos = np.empty(n1, np.int64)  # its breakpoint number in the row (-1: no switch)
-    g = np.empty(n, np.float64)
-    g1 = np.empty(n, np.float64)
+    zero, one, two, three, four = np.uint64(0), np.uint64(1), np.uint64(2), np.uint64(3), np.uint64(4)
+    five, six, seven = np.uint64(5), np.uint64(6), np.uint64(7)
+    rows = ptr1.shape[0] - 1
+    m8 = w3.shape[1]
+    c_in, hh, ww, ho, wo = geom[0], geom[1], geom[2], geom[4], geom[5]
+    sy, sx, py, px, dy_, dx_ = geom[6], geom[7], geom[8], geom[9], geom[10], geom[11]
+    kh, kw = wt.shape[2], wt.shape[3]
+    n1 = c_in * hh * ww
+    plane = ho * wo
+    ky_lo, ky_hi = kernel_ranges(ho, sy, py, dy_, kh, hh)
+    kx_lo, kx_hi = kernel_ranges(wo, sx, px, dx_, kw, ww)
+    dxu = np.uint64(dx_)
+    # the kernel output-channel first, flat (each kernel row's taps contiguous)
+    kfl = np.empty(wt.size, np.float64)
+    for o in range(wt.shape[1]):
+        for ci in range(c_in):
+            for ky in range(kh):
+                for kx in range(kw):
+                    kfl[((o * c_in + ci) * kh + ky) * kw + kx] = wt[ci, o, ky, kx]
+    out = np.empty((rows, n, n1), np.float64)
+    acc = np.empty((n1, m8), np.float64)
+    # per unit, together (one cache line per visit): 0 b din where on at alpha = 1 (else 0), 1 the sweep's
+    # d of a switching unit (else 0), 2 its event's number in the row (-1: it does not switch)
+    info = np.empty((n1, 4), np.float64)
+    pc = np.empty(m8, np.float64)
+    qc = np.empty(m8, np.float64)
+    n_zero = zero_units.shape[0]
     for r in range(rows):
-        first = ptr[r] + r
-        count = ptr[r + 1] - ptr[r]
-        for i in range(n):
-            g1[i] = 0.0
-            for q in range(first, first + count + 1):
-                g1[i] += w[q, i]
-        # G at every breakpoint, walked in order
-        gb = np.empty((count, n), np.float64)
-        for i in range(n):
-            g[i] = 0.0
-        for e in range(count):
-            for i in range(n):
-                g[i] += w[first + e, i]
-                gb[e, i] = g[i]
-        for u in range(n1):
-            pos[u] = -1
-        for e in range(count):
-            if kind[ptr[r] + e] >= 0:
-                u = unit[ptr[r] + e]
-                pos[u] = e
-                for i in range(n):
-                    g_at[u, i] = gb[e, i]
-        # V(0+): the units on at the start
-        v[:, :] = 0.0
-        for j in range(n2):
-            if on0[r, j] > 0.5:
-                fan_in_add(v, j, 1.0, wt, dout, w3, geom, rf_units, rf_taps)
+        ru = np.uint64(r)
         for u in range(n1):
             bu = b[r, u] * din[u]
-            if bu == 0.0:
-                continue
-            on_start = a[u] > 0.0 or (a[u] == 0.0 and b[r, u] > 0.0)
-            for i in range(n):
-                if pos[u] >= 0:
-                    gi = g_at[u, i] if on_start else g1[i] - g_at[u, i]
-                else:
-                    gi = g1[i] if on_start else 0.0
-                out[r, i, u] = bu * v[u, i] * gi
-        # each crossing changes V for the units feeding it, from the crossing on
-        for e in range(count):
-            kd = kind[ptr[r] + e]
-            if kd >= 0:
-                continue
-            j = unit[ptr[r] + e]
-            o = j // plane
-            base = cr_sign[-kd - 1] * dout[j]
-            for k in range(receptive_field(j, geom, kh, kw, c_in, rf_units, rf_taps)):
-                u = rf_units[k]
-                bu = b[r, u] * din[u]
-                if bu == 0.0:
+            info[u, 0] = bu if (a[u] > 0.0 or (a[u] == 0.0 and b[r, u] > 0.0)) else 0.0
+            info[u, 1] = 0.0
+            info[u, 2] = -1.0
+            for i in range(m8):
+                acc[u, i] = 0.0
+        first = ptr1[r]
+        for k in range(ptr1[r + 1] - first):
+            u = ev_unit[first + k]
+            bu = b[r, u] * din[u]
+            info[u, 0] = 0.0 if a[u] > 0.0 else bu  # on at alpha = 1 only if it switched on
+            info[u, 1] = -bu if a[u] > 0.0 else bu
+            info[u, 2] = k
+        n_cr = ptr2[r + 1] - ptr2[r]
+        for x_ in range(n_cr + n_zero):
+            if x_ < n_cr:
+                x = ptr2[r] + x_
+                j = cr_unit[x]
+                det = float(cr_det[x])
+                sg = cr_sign[x]
+                for i in range(m8):
+                    d_ji = dout[j] * w3[j, i]
+                    pc[i] = sg * d_ji * (g1[r, i] - g_cr[x, i])
+                    qc[i] = sg * d_ji * g_cr[x, i]
+            else:  # a unit at zero at the baseline and on at 0+: on from alpha = 0 (G = 0 there)
+                j = zero_units[x_ - n_cr]
+                if on0[r, j] < 0.5:
                     continue
-                on_start = a[u] > 0.0 or (a[u] == 0.0 and b[r, u] > 0.0)
-                t = rf_taps[k]
-                f = bu * base * flat[t // (kh * kw), o, t % (kh * kw)]
-                pu = pos[u]
-                for i in range(n):
-                    # G over u's active interval after the crossing (breakpoint e)
-                    if pu < 0:
-                        gi = g1[i] - gb[e, i] if on_start else 0.0
-                    elif on_start:  # active on [0, alpha_u]
-                        gi = g_at[u, i] - gb[e, i] if pu > e else 0.0
-                    else:  # active on [alpha_u, 1]
-                        gi = g1[i] - (g_at[u, i] if pu > e else gb[e, i])
-                    out[r, i, u] += f * w3[j, i] * gi
+                det = -1.0
+                for i in range(m8):
+                    pc[i] = dout[j] * w3[j, i] * g1[r, i]
+                    qc[i] = 0.0
+            o = j // plane
+            pos = j - o * plane
+            oy = pos // wo
+            ox = pos - oy * wo
+            x0 = ox * sx - px
+            for g_ in range(0, m8, 8):
+                g = np.uint64(g_)
+                p0, p1, p2, p3 = pc[g], pc[g + one], pc[g + two], pc[g + three]
+                p4, p5, p6, p7 = pc[g + four], pc[g + five], pc[g + six], pc[g + seven]
+                q0, q1, q2, q3 = qc[g], qc[g + one], qc[g + two], qc[g + three]
+                q4, q5, q6, q7 = qc[g + four], qc[g + five], qc[g + six], qc[g + seven]
+                for ci in range(c_in):
+                    for ky in range(ky_lo[oy], ky_hi[oy]):
+                        base = np.uint64((ci * hh + oy * sy - py + ky * dy_) * ww + x0)
+                        kb = np.uint64(((o * c_in + ci) * kh + ky) * kw)
+                        for kx_ in range(kx_lo[ox], kx_hi[ox]):
+                            kx = np.uint64(kx_)
+                            uu = base + kx * dxu
+                            f = kfl[kb + kx]
+                            fs = f * info[uu, zero]
+                            # a select, not a branch (the mask is unpredictable)
+                            fd = f * info[uu, one] * (1.0 if info[uu, two] >= det else 0.0)
+                            # loads, then stores (the superword vectoriser keeps them in this order)
+                            a0 = acc[uu, g] + fs * p0 + fd * q0
+                            a1 = acc[uu, g + one] + fs * p1 + fd * q1
+                            a2 = acc[uu, g + two] + fs * p2 + fd * q2
+                            a3 = acc[uu, g + three] + fs * p3 + fd * q3
+                            a4 = acc[uu, g + four] + fs * p4 + fd * q4
+                            a5 = acc[uu, g + five] + fs * p5 + fd * q5
+                            a6 = acc[uu, g + six] + fs * p6 + fd * q6
+                            a7 = acc[uu, g + seven] + fs * p7 + fd * q7
+                            acc[uu, g] = a0
+                            acc[uu, g + one] = a1
+                            acc[uu, g + two] = a2
+                            acc[uu, g + three] = a3
+                            acc[uu, g + four] = a4
+                            acc[uu, g + five] = a5
+                            acc[uu, g + six] = a6
+                            acc[uu, g + seven] = a7
+        # the switching units' dR at their events
+        for k in range(ptr1[r + 1] - first):
+            e = first + k
+            u = ev_unit[e]
+            for i in range(m8):
+                acc[u, i] -= ev_dr[e, i] * g_ev[e, i]
+        for i in range(n):
+            gi = g1[r, i]
+            for u in range(n1):
+                out[ru, i, u] = info[u, 0] * gi * v0[u, i] + acc[u, i]
     return out

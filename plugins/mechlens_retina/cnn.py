@@ -152,6 +152,48 @@ def state_shapes(metadata: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
     return {name: tuple(tensor.shape) for name, tensor in module.state_dict().items()}
 
 
+def check_memory(arch: Mapping[str, Any], parameter: str, what: str = "") -> dict[str, tuple[int, ...]]:
+    """Refuse an architecture whose weights would not fit the memory budget, before building it.
+
+    The weights are counted twice (the module, and the state it is loaded from or trained with);
+    the shapes come from :func:`state_shapes` (the meta device: nothing is allocated).
+
+    Returns
+    -------
+    dict
+        The state_dict shapes.
+
+    Raises
+    ------
+    mechlens.memory.MemoryBudgetError
+        Naming ``parameter`` and the weights' size.
+    """
+    from mechlens import memory
+
+    shapes = state_shapes({"architecture": arch})
+    n = sum(float(np.prod(shape, dtype=float)) for shape in shapes.values())
+    sizes = ", ".join(f"{k} {arch[k]}" for k in ("image_size", "channels1", "channels2", "n_cells") if k in arch)
+    memory.check(
+        2 * 4 * n,
+        parameter,
+        what or f"the retina CNN's weights ({n:.3g} parameters: {sizes})",
+        "use a smaller image_size or fewer channels or cells",
+    )
+    return shapes
+
+
+def _checked_shapes(path: Path) -> Callable[[Mapping[str, Any]], dict[str, tuple[int, ...]]]:
+    """:func:`state_shapes` for a checkpoint's metadata, refusing one too big for memory before any tensor is read."""
+
+    def shapes(metadata: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+        arch = metadata["architecture"]
+        return check_memory(
+            arch, "model.checkpoint", f"the weights of checkpoint {path} (image_size {arch['image_size']})"
+        )
+
+    return shapes
+
+
 def fix_first_layer(module: torch.nn.Sequential) -> None:
     """Set ``conv1`` to the synthetic retina's bipolar filters (bias 0) and freeze it.
 
@@ -293,7 +335,7 @@ class RetinaCNN(Model):
                     "or use checkpoint='random' for freshly initialised weights"
                 )
             # metadata validated and tensor shapes checked against it before any tensor is read
-            state, self.metadata, self._sha256 = ckpt.load_checkpoint(path, expected_shapes=state_shapes)
+            state, self.metadata, self._sha256 = ckpt.load_checkpoint(path, expected_shapes=_checked_shapes(path))
             source = str(path)
             p = self._merge_checkpoint_params(p, given, self.metadata, source)
             self.params = p
@@ -307,6 +349,8 @@ class RetinaCNN(Model):
             raise FileFormatError(f"checkpoint {source}: metadata lists {len(cells)} cells but n_cells is {p.n_cells}")
         self._cells = [str(c) for c in cells]
         # seed only the weight initialisation, leaving the caller's global RNG as it was
+        if state is None:  # a checkpoint's size was checked before its tensors were read
+            check_memory(self.architecture(), "model.image_size")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(p.seed)
             module = build_module(**self.architecture(), noise=p.noise, bn_momentum=p.bn_momentum)
@@ -371,7 +415,7 @@ class RetinaCNN(Model):
         return {k: int(getattr(self.params, k)) for k in ARCHITECTURE}
 
     @property
-    def pixel_um(self) -> float:
+    def pixel_um(self) -> float:  # type: ignore[override]  # read-only: the checkpoint/parameters fix it
         """Micrometres per stimulus pixel."""
         return float(self.params.pixel_um)
 

@@ -336,6 +336,31 @@ def _open_h5_split(path: Path, split: str, response: str, pixel_um: float, stimu
     return ds
 
 
+#: bytes per frame a split holds in memory when it is opened and trained on, beyond the movie's blocks:
+#: the time axis (read, as a coordinate, and an index over it), the sample index
+_FRAME_BYTES = 4 * 8
+
+
+def check_memory(path: Path, split: str, n_time: int, n_cells: int, n_repeats: int = 0) -> None:
+    """Refuse, from its shape alone, a split whose per-frame arrays would not fit the memory budget.
+
+    Training holds a split's time axis, responses (read, then made contiguous), sample index and
+    (test split) repeats in memory; only the movie is streamed. A header claiming 1e8 frames is
+    refused here, before any of it is allocated.
+    """
+    from mechlens import memory
+
+    per_frame = _FRAME_BYTES + 2 * 4 * n_cells + 4 * n_cells * n_repeats
+    memory.check(
+        float(n_time) * per_frame,
+        "--data",
+        f"the {split} split of {path} ({n_time} frames, {n_cells} cells"
+        + (f", {n_repeats} repeats" if n_repeats else "")
+        + "), its time axis, responses and sample index",
+        "use a shorter recording",
+    )
+
+
 def _h5_dataset(
     f: Any, path: Path, split: str, response: str, pixel_um: float, stimulus_type: str
 ) -> xr.Dataset | None:
@@ -362,6 +387,12 @@ def _h5_dataset(
             f"the {n_t} stimulus frames (is the response at another bin width than the stimulus frames?)"
         )
     n_cell = int(resp.shape[0])
+    n_rep = (
+        max((int(m.shape[0]) for m in g["repeats"].values() if getattr(m, "ndim", 0) == 2), default=0)
+        if "repeats" in g
+        else 0
+    )
+    check_memory(path, split, n_t, n_cell, n_rep)
     time: np.ndarray
     if "time" in g:
         time = np.asarray(g["time"][()], dtype=np.float64).ravel()
@@ -512,6 +543,11 @@ def _open_nc_split(path: Path, split: str) -> xr.Dataset | None:
                 f"{path} has neither a 'train' group nor a stimulus in its root group (see docs/recordings.md)"
             )
         ds = root
+    try:
+        check_memory(path, split, ds.sizes.get("time", 0), ds.sizes.get("cell", 0), ds.sizes.get("repeat", 0))
+    except BaseException:
+        ds.close()
+        raise
     if "frame_period_s" not in ds.attrs and "time" in ds.coords and ds.sizes["time"] > 1:
         ds.attrs["frame_period_s"] = float(np.round(np.median(np.diff(ds["time"].values)), 9))
     if "pixel_um" not in ds.attrs and "x" in ds.coords and ds.sizes.get("x", 0) > 1:

@@ -52,23 +52,52 @@ EXPLAINED = 0.8
 
 
 def pixel_um(model: Model) -> float:
-    """The model's pixel size on the retina: its ``pixel_um`` parameter, else :data:`PIXEL_UM`."""
-    return float(getattr(getattr(model, "params", None), "pixel_um", PIXEL_UM))
+    """The model's pixel size on the retina (:attr:`~mechlens.interfaces.Model.pixel_um`), else :data:`PIXEL_UM`."""
+    stated = getattr(model, "pixel_um", None)
+    return float(PIXEL_UM if stated is None else stated)
 
 
-def fit_to_model(params: dict[str, Any], model: Model) -> dict[str, Any]:
-    """Stimulus parameters on a model's grid: its history before time 0, frame period, pixel size, (square) size.
+def on_frames(seconds: float, model: Model) -> float:
+    """``seconds`` rounded to a whole number of the model's frames (at least one frame when > 0)."""
+    dt = float(model.frame_period_s)
+    n = round(seconds / dt)
+    if n == 0 and seconds > 0:
+        n = 1
+    return round(n * dt, 12)
 
-    Parameters the recipe sets itself are kept; the built-in stimuli all take ``pre_s``,
-    ``frame_period_s``, ``pixel_um`` and ``size_px``.
+
+def fit_to_model(params: dict[str, Any], model: Model, stimulus: str = "") -> dict[str, Any]:
+    """A recipe's stimulus parameters fitted to a model's clock: every duration in whole frames of the model.
+
+    The grid itself (shape, pixel size, frame period, the history before time 0) reaches the stimulus
+    from the pipeline (:attr:`~mechlens.interfaces.Model.grid`); what is left is the recipe's own
+    durations, which are chosen at 10 ms frames: each parameter the ``stimulus`` plugin declares in
+    seconds is rounded to whole frames of the model (a swept list keeps its distinct values), so a
+    recipe runs at 20 ms or 30 Hz as well. Without ``stimulus`` (or when it is not registered) the
+    parameters are returned unchanged.
     """
     out = dict(params)
-    out.setdefault("pre_s", round(model.history * model.frame_period_s, 6))
-    out.setdefault("frame_period_s", float(model.frame_period_s))
-    out.setdefault("pixel_um", pixel_um(model))
-    ny, nx = model.input_shape
-    if ny == nx:
-        out.setdefault("size_px", int(ny))
+    seconds: set[str] = set()
+    if stimulus:
+        from mechlens import registry as _registry
+        from mechlens.errors import MechlensError
+
+        try:
+            cls = _registry.default().get("stimulus", stimulus)
+        except MechlensError:
+            return out
+        seconds = {s.name for s in cls.parameter_specs() if s.units == "s" and s.name != "frame_period_s"}
+    for key in seconds & set(out):
+        value = out[key]
+        if isinstance(value, (list, tuple)):
+            rounded: list[float] = []
+            for v in value:
+                r = on_frames(float(v), model)
+                if r not in rounded:
+                    rounded.append(r)
+            out[key] = rounded
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = on_frames(float(value), model)
     return out
 
 
@@ -134,8 +163,8 @@ class RetinaExperiment(Experiment):
     exact: ClassVar[bool] = True
 
     def stimulus_parameters(self, model: Model) -> dict[str, Any]:
-        """The recipe's stimulus parameters on the model's grid (see :func:`fit_to_model`)."""
-        return fit_to_model(self.stimulus_params, model)
+        """The recipe's stimulus parameters on the model's clock (see :func:`fit_to_model`)."""
+        return fit_to_model(self.stimulus_params, model, self.stimulus)
 
     def reducer_parameters(self, model: Model | None = None) -> dict[str, Any]:
         """The reducer's parameters, with the experiment's window (so its numbers are over the same times).
@@ -192,6 +221,9 @@ class RetinaExperiment(Experiment):
             registry=registry,
         )
         ds = self.controls(ds, model, seed, registry)
+        from mechlens_retina.reporting import model_record
+
+        ds.attrs.update(model_record(model))  # what the model was trained on, for the report
         return ground_truth(ds, model, self.attributor, self.attributor_params, registry)
 
     def controls(self, result: xr.Dataset, model: Model, seed: int, registry: Any) -> xr.Dataset:
@@ -386,7 +418,7 @@ class MotionAnticipation(RetinaExperiment):
         half = model.input_shape[1] * pixel_um(model) / 2
         positions = [float(x) for x in self.flash_positions if abs(x) < half]
         flashed = run(
-            model, "flashed-bar", stimulus_params=fit_to_model({"position": positions}, model),
+            model, "flashed-bar", stimulus_params=fit_to_model({"position": positions}, model, "flashed-bar"),
             seed=seed, registry=registry,
         )  # fmt: skip
         flashed_resp = flashed[["response"]].sel(cell=cells).dropna("time", how="all")
@@ -601,7 +633,7 @@ class NaturalScenes(RetinaExperiment):
         name, params = self.attribution_plan(model, registry)
         noise = run(
             model, self.control_stimulus, name,
-            stimulus_params=fit_to_model(self.control_params, model),
+            stimulus_params=fit_to_model(self.control_params, model, self.control_stimulus),
             attributor_params=params, layer=self.layer, cells=[str(c) for c in result["cell"].values],
             seed=seed, registry=registry,
         )  # fmt: skip

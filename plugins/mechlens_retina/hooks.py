@@ -5,6 +5,8 @@ Classes are imported inside the hooks so that discovery never imports torch.
 
 from __future__ import annotations
 
+from typing import Any
+
 from mechlens import hookimpl
 
 
@@ -28,3 +30,10 @@ def mechlens_experiments() -> list[type]:
     from mechlens_retina.experiments import EXPERIMENTS
 
     return list(EXPERIMENTS)
+
+
+@hookimpl
+def mechlens_report_sections(results: list[Any]) -> list[Any]:
+    from mechlens_retina.reporting import report_sections
+
+    return report_sections(results)

@@ -28,7 +28,9 @@ import argparse
 import dataclasses
 import datetime as _dt
 import json
+import math
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -39,7 +41,7 @@ import numpy as np
 from mechlens import __version__
 from mechlens.errors import UsageError
 from mechlens.interfaces import Command, Model, Stimulus
-from mechlens.parameters import specs
+from mechlens.parameters import check_seed, specs
 
 #: stimulus parameters that set a movie's length, and the unit each is in ("duration" alone often means
 #: a flash's duration, so it counts only where the class names it as its ``length_parameter``)
@@ -231,10 +233,14 @@ def simulate(
 
     from mechlens.progress import bar
 
-    if minutes <= 0:
-        raise UsageError(f"--minutes must be > 0, got {minutes}")
-    if test_minutes < 0 or repeats < 1 or chunk_s <= 0:
-        raise UsageError("--test-minutes must be >= 0, --repeats >= 1 and --chunk-s > 0")
+    for flag, value, positive in (("--minutes", minutes, True), ("--test-minutes", test_minutes, False)):
+        if not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
+            raise UsageError(f"{flag} must be a finite number {'> 0' if positive else '>= 0'}, got {value}")
+    if not (math.isfinite(chunk_s) and chunk_s > 0):
+        raise UsageError(f"--chunk-s must be a finite number > 0, got {chunk_s}")
+    if repeats < 1:
+        raise UsageError(f"--repeats must be >= 1, got {repeats}")
+    seed = check_seed(seed, "--seed")
     if compression == "none":
         compression = None
     if compression not in ("gzip", None):
@@ -243,10 +249,11 @@ def simulate(
     h = int(model.history)
     ny, nx = model.input_shape
     cells = list(model.cells)
-    chunk = max(1, round(chunk_s / dt))
-    parts = [_Part("train", round(minutes * 60 / dt), 0)]
+    chunk = max(1, round(min(chunk_s / dt, 1e15)))
+    parts = [_Part("train", max(1, round(min(minutes * 60 / dt, 1e18))), 0)]
     if test_minutes > 0:
-        parts.append(_Part("test", round(test_minutes * 60 / dt), 1))
+        parts.append(_Part("test", max(1, round(min(test_minutes * 60 / dt, 1e18))), 1))
+    _check_size(parts, chunk, (ny, nx), h, len(cells), repeats, poisson, compression, Path(output))
     rng = np.random.default_rng(_seed(seed, 2))
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -285,6 +292,44 @@ def simulate(
         Path(tmp).unlink(missing_ok=True)
         raise
     return output
+
+
+def _check_size(
+    parts: list[_Part],
+    chunk: int,
+    shape: tuple[int, int],
+    history: int,
+    n_cells: int,
+    repeats: int,
+    poisson: bool,
+    compression: str | None,
+    output: Path,
+) -> None:
+    """Refuse, before writing anything, a chunk too big for memory or a file that cannot fit on the disk."""
+    from mechlens import memory
+
+    frame = 4 * shape[0] * shape[1]
+    chunk = min(chunk, max(p.n_frames for p in parts))
+    # one chunk of movie with its lead-in, its windows' first layer and rates, the repeats drawn for it
+    per_chunk = (chunk + history) * frame * 3 + chunk * n_cells * 4 * (3 + repeats)
+    memory.check(
+        per_chunk, "--chunk-s", f"one chunk of {chunk} frames of {shape[0]}x{shape[1]} px", "give a smaller --chunk-s"
+    )
+    n = sum(p.n_frames for p in parts)
+    raw = n * (frame + 8 + n_cells * 4 * (3 if poisson else 1)) + parts[-1].n_frames * n_cells * repeats * 4
+    # gzip shrinks a movie at most ~10x in practice: refuse only what cannot fit even so
+    least = raw / 10 if compression == "gzip" else raw
+    folder = next((p for p in (output.parent, *output.parent.parents) if p.exists()), Path("."))
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    if least > free:
+        raise UsageError(
+            f"--minutes: the recording ({n} frames of {shape[0]}x{shape[1]} px) would take at least "
+            f"{memory.size_text(least)} on disk{' (compressed)' if compression == 'gzip' else ''}, more than the "
+            f"{memory.size_text(free)} free in {folder}; give fewer --minutes or another -o"
+        )
 
 
 def _write_attrs(
@@ -354,7 +399,8 @@ def _simulate_part(
     )
     stim.attrs["units"] = "1"
     stim.attrs["long_name"] = "z-scored contrast"
-    t = g.create_dataset("time", data=np.round(np.arange(n) * dt, 9))
+    # written chunk by chunk below: a whole time axis of a long recording would not fit in memory
+    t = g.create_dataset("time", (n,), dtype="f8", chunks=(min(n, 6000),))
     t.attrs["units"] = "s"
     resp = g.create_group("response")
     rate_chunks = (n_cells, min(n, 6000))
@@ -383,6 +429,7 @@ def _simulate_part(
         movie = frames if tail is None else np.concatenate([tail, frames])
         rates = np.clip(model_rates(model, movie), 0.0, None).T  # (cells, stop - start)
         stim[start:stop] = frames
+        t[start:stop] = np.round(np.arange(start, stop) * dt, 9)
         if poisson:
             assert binned is not None and true_rate is not None  # created above when poisson
             counts = rng.poisson(rates * dt)

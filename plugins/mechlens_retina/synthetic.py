@@ -487,6 +487,7 @@ class SyntheticRetina(Model):
     history = HISTORY
     frame_period_s = FRAME_S
     input_shape = (SIZE, SIZE)
+    pixel_um = PIXEL_UM
 
     @dataclass(frozen=True)
     class Parameters:

@@ -9,22 +9,26 @@ mass follows the bar with sub-pixel accuracy. Speeds are in um/s; at 55 um pixel
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
 from mechlens.errors import ParameterError
-from mechlens.interfaces import Stimulus
+from mechlens.interfaces import Grid
 from mechlens.parameters import param
 from mechlens_stimuli._render import (
     Bounds,
+    LibraryStimulus,
     assemble,
     check_width,
     each,
     event,
     from_profile,
+    grid_shape,
     interval_coverage,
+    known_screen,
     n_frames,
     pixel_centres,
     pulse_train,
@@ -45,13 +49,13 @@ def speed_um_s(px_per_frame: float, pixel_um: float = 55.0, frame_period_s: floa
 
 
 def bar_movie(params: Any, centre_um: np.ndarray, width_um: float, intensity: float) -> np.ndarray:
-    """A full-height bar at ``centre_um`` (one per frame), area-weighted: (n_frames, size, size) float32."""
+    """A full-height bar at ``centre_um`` (one per frame), area-weighted: (n_frames, height, width) float32."""
     centre = np.asarray(centre_um, dtype=float)
     cover = interval_coverage(centre - width_um / 2, centre + width_um / 2, pixel_centres(params), params.pixel_um)
-    return from_profile(intensity * cover, params.size_px)
+    return from_profile(intensity * cover, grid_shape(params))
 
 
-class MovingBar(Stimulus):
+class MovingBar(LibraryStimulus):
     """A dark or bright bar drifting across the grid at constant speed (motion anticipation)."""
 
     name = "moving-bar"
@@ -111,16 +115,27 @@ class MovingBar(Stimulus):
         )
 
 
-class FlashedBar(Stimulus):
+def default_positions(params: Any) -> list[float]:
+    """Bar centres one bar width apart from the grid centre, each on the grid (|x| <= half its width), um.
+
+    On the default 50 px grid of 55 um with a 110 um bar: the 25 positions -1320 .. 1320 um.
+    """
+    half = screen_um(params) / 2
+    k = int(np.floor(half / params.width_um + 1e-9))
+    return [float(x) for x in np.arange(-k, k + 1) * params.width_um]
+
+
+class FlashedBar(LibraryStimulus):
     """The moving bar's control: the same bar flashed briefly at one position per condition."""
 
     name = "flashed-bar"
 
     @stimulus_parameters
     class Parameters:
-        position: float | list[float] = param(
-            [float(x) for x in np.arange(-1320.0, 1321.0, 110.0)],
-            "bar centre (x); a list flashes it at each position (one condition each)",
+        position: float | list[float] | None = param(
+            None,
+            "bar centre (x); a list flashes it at each position (one condition each); default: every "
+            "position one bar width apart, from the grid centre, whose bar centre lies on the grid",
             units="um",
             sweepable=True,
         )
@@ -131,6 +146,8 @@ class FlashedBar(Stimulus):
 
         def __post_init__(self) -> None:
             check_width("width_um", self.width_um, self)
+            if self.position is None or known_screen(self) is None:
+                return
             reach = screen_um(self) / 2 + self.width_um / 2
             for p in each(self.position):
                 if abs(p) >= reach:
@@ -139,6 +156,12 @@ class FlashedBar(Stimulus):
                         f"got {p:g} um: the bar would be entirely off the grid; allowed range "
                         f"(-{reach:g}, {reach:g}) um",
                     )
+
+    def on_grid(self, params: Any, grid: Grid | None) -> Any:
+        params = super().on_grid(params, grid)
+        if params.position is None:
+            params = dataclasses.replace(params, position=default_positions(params))
+        return params
 
     def render(self, params: Any, seed: int) -> xr.Dataset:
         dt = params.frame_period_s
@@ -164,7 +187,7 @@ class FlashedBar(Stimulus):
         )
 
 
-class MotionReversal(Stimulus):
+class MotionReversal(LibraryStimulus):
     """A bar that drifts rightward, reverses at a set position and drifts back (motion reversal)."""
 
     name = "motion-reversal"

@@ -12,14 +12,15 @@ import numpy as np
 import xarray as xr
 
 from mechlens.errors import ParameterError
-from mechlens.interfaces import Stimulus
 from mechlens.parameters import param
 from mechlens_stimuli._render import (
     Bounds,
+    LibraryStimulus,
     assemble,
     each,
     event,
     fullfield,
+    grid_shape,
     n_frames,
     pulse_train,
     stimulus_parameters,
@@ -29,7 +30,7 @@ from mechlens_stimuli._render import (
 _INTENSITY: Bounds = {"min": -10.0, "max": 10.0}
 
 
-class Flash(Stimulus):
+class Flash(LibraryStimulus):
     """Full-field step or flash to a contrast (latency coding: sweep the intensity)."""
 
     name = "flash"
@@ -48,7 +49,7 @@ class Flash(Stimulus):
         env = pulse_train(n_pre + n_on + n_post, np.array([n_pre]), n_on, params.intensity)
         return assemble(
             params,
-            fullfield(env, params.size_px),
+            fullfield(env, grid_shape(params)),
             n_pre,
             events={
                 "flash_onset": event(0.0, "s", "flash onset"),
@@ -60,7 +61,7 @@ class Flash(Stimulus):
         )
 
 
-class OmittedStimulus(Stimulus):
+class OmittedStimulus(LibraryStimulus):
     """Periodic train of brief dark full-field flashes, then one omitted (the omitted stimulus response)."""
 
     name = "osr"
@@ -93,7 +94,7 @@ class OmittedStimulus(Stimulus):
         env = pulse_train(n_total, n_pre + onsets, n_on, params.intensity)
         return assemble(
             params,
-            fullfield(env, params.size_px),
+            fullfield(env, grid_shape(params)),
             n_pre,
             events={
                 "flash_onset": event(onsets * dt, "s", "flash onsets", dims=("flash",)),
@@ -111,7 +112,7 @@ class OmittedStimulus(Stimulus):
         )
 
 
-class PairedFlash(Stimulus):
+class PairedFlash(LibraryStimulus):
     """Two brief full-field flashes separated by a grey gap (paired-flash depression / recovery)."""
 
     name = "paired-flash"
@@ -134,7 +135,7 @@ class PairedFlash(Stimulus):
         env = pulse_train(n_pre + 2 * n_on + n_gap + n_post, n_pre + onsets, n_on, params.intensity)
         return assemble(
             params,
-            fullfield(env, params.size_px),
+            fullfield(env, grid_shape(params)),
             n_pre,
             events={"flash_onset": event(onsets * dt, "s", "flash onsets", dims=("flash",))},
             coords={"flash": ("flash", np.arange(2), {"long_name": "flash index"})},

@@ -7,24 +7,25 @@ displacement is drawn faithfully.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
 
 from mechlens.errors import ParameterError
-from mechlens.interfaces import Stimulus
 from mechlens.parameters import param
 from mechlens_stimuli._render import (
+    LibraryStimulus,
     assemble,
     check_width,
     chunk_rng,
     disk_coverage,
     event,
     from_profile,
+    grid_shape,
+    known_screen,
     n_frames,
     pixel_centres,
-    screen_um,
     square_wave,
     stimulus_parameters,
 )
@@ -33,7 +34,7 @@ from mechlens_stimuli._render import (
 _STREAM = 3
 
 
-class ReversingGrating(Stimulus):
+class ReversingGrating(LibraryStimulus):
     """Square-wave grating whose polarity reverses periodically (frequency doubling, polarity reversal)."""
 
     name = "reversing-grating"
@@ -58,7 +59,7 @@ class ReversingGrating(Stimulus):
         # the grating's own background in the history; the first reversal is at time 0
         polarity = np.where((np.clip(i, -1, None) // n_half) % 2 == 0, -1.0, 1.0)
         profile = square_wave(pixel_centres(params), params.pixel_um, params.bar_um, np.array([params.phase_um]))
-        movie = from_profile(params.contrast * polarity[:, None] * profile, params.size_px)
+        movie = from_profile(params.contrast * polarity[:, None] * profile, grid_shape(params))
         reversals = np.arange(0, n_after, n_half) * dt
         return assemble(
             params,
@@ -79,7 +80,7 @@ class ReversingGrating(Stimulus):
         )
 
 
-class ObjectMotion(Stimulus):
+class ObjectMotion(LibraryStimulus):
     """A grating disk (the object) moving differentially from, or globally with, a grating background."""
 
     name = "object-motion"
@@ -106,13 +107,20 @@ class ObjectMotion(Stimulus):
         duration: float = param(4.0, "movie length after time 0", units="s", gt=0)
         contrast: float = param(1.0, "grating contrast (+-contrast)", min=0, max=10)
 
+        if TYPE_CHECKING:  # appended by @stimulus_parameters (declaring it here would reorder the fields)
+            pixel_um: float | None
+
         def __post_init__(self) -> None:
             check_width("bar_um", self.bar_um, self)
-            if self.object_radius_um > screen_um(self) / 2:
+            shape = known_screen(self)
+            if shape is None or self.pixel_um is None:
+                return
+            half = min(shape) * self.pixel_um / 2  # the shorter side's half
+            if self.object_radius_um > half:
                 raise ParameterError(
                     "object_radius_um",
-                    f"got {self.object_radius_um:g} um: the object would cover the whole grid and hide the "
-                    f"background; allowed range (0, {screen_um(self) / 2:g}] um",
+                    f"got {self.object_radius_um:g} um: the object would cover the whole grid ({shape[0]}x"
+                    f"{shape[1]} px of {self.pixel_um:g} um) and hide the background; allowed range (0, {half:g}] um",
                 )
 
     def paths(self, params: Any, seed: int, n_pre: int, n_after: int) -> tuple[np.ndarray, np.ndarray]:
@@ -147,9 +155,8 @@ class ObjectMotion(Stimulus):
         obj_prof = params.contrast * square_wave(x, params.pixel_um, params.bar_um, obj)
         bg_prof = params.contrast * square_wave(x, params.pixel_um, params.bar_um, bg)
         mask = disk_coverage(params, (0.0, 0.0), params.object_radius_um).astype(np.float32)
-        movie = mask[None] * from_profile(obj_prof, params.size_px) + (1 - mask)[None] * from_profile(
-            bg_prof, params.size_px
-        )
+        shape = grid_shape(params)
+        movie = mask[None] * from_profile(obj_prof, shape) + (1 - mask)[None] * from_profile(bg_prof, shape)
         return assemble(
             params,
             movie,

@@ -34,7 +34,16 @@ from scipy import ndimage
 from mechlens.errors import FileFormatError, ParameterError
 from mechlens.parameters import param
 from mechlens_stimuli._chunked import ChunkedStimulus
-from mechlens_stimuli._render import assemble, chunk_rng, event, n_frames, pixel_centres, stimulus_parameters
+from mechlens_stimuli._render import (
+    assemble,
+    chunk_rng,
+    event,
+    grid_shape,
+    known_shape,
+    n_frames,
+    pixel_centres,
+    stimulus_parameters,
+)
 
 #: the image library: name -> (package, path inside the package folder)
 IMAGES: dict[str, tuple[str, str]] = {
@@ -109,23 +118,23 @@ def sample_image(image: np.ndarray, centre_px: tuple[float, float], jitter_um: n
     jitter_um : numpy.ndarray
         (n_frames, 2) image displacement (y, x), um.
     params
-        Parameters with ``size_px``, ``pixel_um``, ``zoom``.
+        Parameters with the grid (``height_px`` / ``width_px`` or ``size_px``), ``pixel_um``, ``zoom``.
 
     Returns
     -------
     numpy.ndarray
-        (n_frames, size_px, size_px) float32.
+        (n_frames, height, width) float32.
     """
     scale = params.zoom / params.pixel_um
     # uniform_filter with an even size centres its window half a pixel before the index
     half = 0.5 if params.zoom % 2 == 0 else 0.0
-    pos = pixel_centres(params)
-    rows = centre_px[0] + half + (pos[None, :] - jitter_um[:, :1]) * scale  # (T, n)
-    cols = centre_px[1] + half + (pos[None, :] - jitter_um[:, 1:]) * scale
-    n_t, n = rows.shape
+    rows = centre_px[0] + half + (pixel_centres(params, "y")[None, :] - jitter_um[:, :1]) * scale  # (T, ny)
+    cols = centre_px[1] + half + (pixel_centres(params, "x")[None, :] - jitter_um[:, 1:]) * scale  # (T, nx)
+    n_t, ny = rows.shape
+    nx = cols.shape[1]
     coords = np.stack(np.broadcast_arrays(rows[:, :, None], cols[:, None, :]))
     out = ndimage.map_coordinates(image, coords.reshape(2, -1), order=1, mode="mirror")
-    return out.reshape(n_t, n, n).astype(np.float32)
+    return out.reshape(n_t, ny, nx).astype(np.float32)
 
 
 class NaturalScenes(ChunkedStimulus):
@@ -150,16 +159,20 @@ class NaturalScenes(ChunkedStimulus):
         images: str = param("all", "which library images to draw from", choices=("all", *IMAGES))
 
         if TYPE_CHECKING:  # appended by @stimulus_parameters (declaring it here would reorder the fields)
-            size_px: int
+            size_px: int | None
 
         def __post_init__(self) -> None:
+            shape = known_shape(self)
+            if shape is None:
+                return
+            n = max(shape)
             names = list(IMAGES) if self.images == "all" else [self.images]
-            side = min(min(image_shape(n)) for n in names)
-            if self.size_px * self.zoom > side:
+            side = min(min(image_shape(name)) for name in names)
+            if n * self.zoom > side:
                 raise ParameterError(
                     "zoom",
-                    f"got {self.zoom}: a {self.size_px} px grid would need {self.size_px * self.zoom} image px, "
-                    f"more than the smallest image side ({side} px); allowed range [1, {side // self.size_px}]",
+                    f"got {self.zoom}: a {shape[0]}x{shape[1]} px grid would need {n * self.zoom} image px, "
+                    f"more than the smallest image side ({side} px); allowed range [1, {side // n}]",
                 )
 
     def span(self, params: Any) -> tuple[int, int]:
@@ -172,8 +185,12 @@ class NaturalScenes(ChunkedStimulus):
         rng = chunk_rng(seed, _STREAM, k)
         name = names[int(rng.integers(len(names)))]
         h, w = image_shape(name)
-        half = params.size_px * params.zoom / 2
-        centre = (float(rng.uniform(half - 0.5, h - 0.5 - half)), float(rng.uniform(half - 0.5, w - 0.5 - half)))
+        ny, nx = grid_shape(params)
+        half_y, half_x = ny * params.zoom / 2, nx * params.zoom / 2
+        centre = (
+            float(rng.uniform(half_y - 0.5, h - 0.5 - half_y)),
+            float(rng.uniform(half_x - 0.5, w - 0.5 - half_x)),
+        )
         n_img = n_frames(params.image_s, params.frame_period_s)
         steps = rng.standard_normal((n_img - 1, 2)) * params.jitter_um
         path = np.vstack([np.zeros((1, 2)), np.cumsum(steps, axis=0)])
@@ -189,7 +206,7 @@ class NaturalScenes(ChunkedStimulus):
         n_img = n_frames(params.image_s, dt)
         frames = np.arange(start, stop)
         k_of = frames // n_img
-        movie = np.empty((len(frames), params.size_px, params.size_px), dtype=np.float32)
+        movie = np.empty((len(frames), *grid_shape(params)), dtype=np.float32)
         jitter = np.empty((len(frames), 2))
         ks = np.unique(k_of)
         names, centres = [], []

@@ -18,7 +18,7 @@ import xarray as xr
 from mechlens.errors import ParameterError
 from mechlens.parameters import param
 from mechlens_stimuli._chunked import ChunkedStimulus
-from mechlens_stimuli._render import assemble, chunk_rng, event, n_frames, stimulus_parameters
+from mechlens_stimuli._render import assemble, chunk_rng, event, grid_shape, known_shape, n_frames, stimulus_parameters
 
 #: random stream of the unit noise samples (white noise and contrast steps share it)
 _STREAM = 1
@@ -28,12 +28,17 @@ _CHUNK_VALUES = 1 << 22
 _MAX_CHUNK_SAMPLES = 4096
 
 
-def _checkers(params: Any) -> tuple[int, np.ndarray]:
-    """Checkers per side and each pixel's checker index (0 for every pixel when full field)."""
+def _checkers(params: Any) -> tuple[int, np.ndarray, np.ndarray]:
+    """Checkers per side of the (square) sample array, and each row's and column's checker index.
+
+    The samples are drawn on a square of checkers covering the longer side, so a grid's noise does
+    not depend on its aspect (a square grid draws as before); all 0 when full field.
+    """
+    ny, nx = grid_shape(params)
     if params.checker_px == 0:
-        return 1, np.zeros(params.size_px, dtype=int)
-    n = -(-params.size_px // params.checker_px)
-    return n, np.arange(params.size_px) // params.checker_px
+        return 1, np.zeros(ny, dtype=int), np.zeros(nx, dtype=int)
+    n = -(-max(ny, nx) // params.checker_px)
+    return n, np.arange(ny) // params.checker_px, np.arange(nx) // params.checker_px
 
 
 def unit_samples(seed: int, distribution: str, first: int, stop: int, n_checkers: int) -> np.ndarray:
@@ -69,20 +74,24 @@ def unit_samples(seed: int, distribution: str, first: int, stop: int, n_checkers
 
 
 def noise_frames(params: Any, seed: int, start: int, stop: int) -> np.ndarray:
-    """Unit-contrast noise frames ``start .. stop - 1``: (n, size, size) float32."""
+    """Unit-contrast noise frames ``start .. stop - 1``: (n, height, width) float32."""
     frames = np.arange(start, stop)
     sample = frames // params.frames_per_sample
-    n_chk, index = _checkers(params)
+    n_chk, rows, cols = _checkers(params)
     samples = unit_samples(seed, params.distribution, int(sample[0]), int(sample[-1]) + 1, n_chk)
-    return samples[np.ix_(sample - sample[0], index, index)]
+    return samples[np.ix_(sample - sample[0], rows, cols)]
 
 
 def _check_checker(params: Any) -> None:
-    if params.checker_px > params.size_px:
+    shape = known_shape(params)
+    if shape is None:
+        return
+    side = max(shape)
+    if params.checker_px > side:
         raise ParameterError(
             "checker_px",
-            f"got {params.checker_px} px, larger than the grid ({params.size_px} px); allowed range "
-            f"[0, {params.size_px}] px (0: full field)",
+            f"got {params.checker_px} px, larger than the grid ({shape[0]}x{shape[1]} px); allowed range "
+            f"[0, {side}] px (0: full field)",
         )
 
 

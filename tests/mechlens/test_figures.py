@@ -69,7 +69,9 @@ def test_type_colours_are_fixed_per_channel_and_components_take_their_channel_co
 
 def test_labels_use_unit_types_and_name_mixed_components_as_modes(result):
     ds = result.assign_coords(unit_type=("unit_channel", ["OFF-fast", "ON-slow", "OFF-slow"]))
-    assert figures.channel_labels(ds) == ["c0 OFF-fast", "c1 ON-slow", "c2 OFF-slow"]
+    assert figures.channel_labels(ds) == ["OFF-fast", "ON-slow", "OFF-slow"]
+    same = result.assign_coords(unit_type=("unit_channel", ["ON-fast", "OFF-slow", "ON-fast"]))
+    assert figures.channel_labels(same) == ["ON-fast [channel 0]", "OFF-slow", "ON-fast [channel 2]"]
     mixed = ds.drop_vars(["components", "weights", "component"])
     mixed["components"] = xr.DataArray([[0.7, -0.3, 0.0]], dims=("component", "unit_channel"))
     assert figures.component_labels(mixed) == ["mode 0 (c0+ c1-)"]

@@ -376,11 +376,14 @@ def test_cli_list_help_and_version_work_despite_broken_plugins(broken_world, cap
     (no_args,) = [m for m in messages if "'toy-no-args'" in m]
     assert "cmd-dist 4.2" in no_args and "ValueError: bad arguments" in no_args
 
-    for argv in (["--help"], ["--version"]):
+    registry.reset()
+    with pytest.warns(PluginWarning), pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    for argv in (["--version"], ["-VV"]):  # -VV lists the distributions, the broken ones' warnings aside
         registry.reset()
-        with pytest.warns(PluginWarning), pytest.raises(SystemExit) as exit_:
-            main(argv)
-        assert exit_.value.code == 0
+        with pytest.warns(PluginWarning):
+            assert main(argv) == 0
     help_text = capsys.readouterr().out
     assert "toy-hello" in help_text and "labplug:train" in help_text
     assert "toy-no-init" not in help_text and "toy-no-args" not in help_text
@@ -415,3 +418,50 @@ def test_cli_subprocess_with_a_plugin_that_exits_at_import(make_dist, tmp_path):
     assert "osr" in res.stdout
     warned = [line for line in res.stderr.splitlines() if "exit-dist" in line]
     assert len(warned) == 1 and "exit-dist 0.7" in warned[0] and "sys.exit(3)" in warned[0]
+
+
+def test_a_name_not_found_after_a_package_failed_to_load_says_so_not_did_you_mean(make_dist):
+    make_dist("toy-dist", {"toy_good": GOOD}, {"toy": "toy_good"})
+    make_dist("broken-dist", {"toy_broken": BROKEN}, {"broken": "toy_broken"}, version="0.2")
+    reg = Registry()
+    with pytest.warns(PluginWarning):
+        reg.load()
+    with pytest.raises(PluginNotFoundError) as err:
+        reg.get("stimulus", "toy-gry")  # spelled like toy-grey, but it may be the broken package's
+    message = str(err.value)
+    assert "failed to load" in message and "broken-dist 0.2" in message and "ModuleNotFoundError" in message
+    assert "did you mean" not in message and "toy-grey" in message  # the known ones are still listed
+
+
+def test_a_failed_hook_of_one_kind_leaves_did_you_mean_for_the_others(make_dist):
+    make_dist("toy-dist", {"toy_good": GOOD}, {"toy": "toy_good"})
+    make_dist("raising-dist", {"toy_raising": RAISING_HOOK}, {"raising": "toy_raising"})
+    reg = Registry()
+    with pytest.warns(PluginWarning):
+        reg.load()
+    with pytest.raises(PluginNotFoundError, match=r"raising-dist.*boom inside the hook"):
+        reg.get("stimulus", "toy-gry")
+    with pytest.raises(PluginNotFoundError, match="did you mean") as err:
+        reg.get("model", "retina-cn")  # the failed hook was a stimulus hook: no reason to blame it
+    assert "raising-dist" not in str(err.value)
+
+
+RAISING_CONSTRUCTOR = GOOD.replace(
+    "    def render(self, params, seed):",
+    "    def __init__(self, **params):\n"
+    "        super().__init__(**params)\n"
+    '        raise OSError("calibration file lab.cal missing")\n\n'
+    "    def render(self, params, seed):",
+)
+
+
+def test_a_raising_constructor_names_the_plugin_and_its_distribution(make_dist, fresh_default_registry):
+    make_dist("lab-dist", {"toy_raising_init": RAISING_CONSTRUCTOR}, {"lab": "toy_raising_init"}, version="1.4")
+    with pytest.raises(mechlens.errors.PluginError) as err:
+        pipeline.instantiate("stimulus", "toy-grey")
+    message = str(err.value)
+    assert "stimulus plugin 'toy-grey' (distribution lab-dist 1.4) failed to start" in message
+    assert "OSError: calibration file lab.cal missing" in message
+    # a parameter error is the user's, and stays a usage error naming the parameter
+    with pytest.raises(mechlens.errors.ParameterError, match="frames"):
+        pipeline.instantiate("stimulus", "toy-grey", {"frames": 0})

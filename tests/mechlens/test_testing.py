@@ -144,7 +144,7 @@ def test_a_failing_check_hides_none_of_the_others():
     with pytest.raises(AssertionError) as info:
         check_stimulus(Misnamed)
     message = str(info.value)
-    assert "failed 2 of 10 conformance checks" in message
+    assert "failed 2 of 11 conformance checks" in message
     assert "- check_name: " in message and "- check_stimulus_deterministic: " in message
     assert "check_stimulus_schema" not in message
 
@@ -153,7 +153,9 @@ def test_an_output_that_cannot_be_made_fails_each_check_needing_it_reported_once
     with pytest.raises(AssertionError) as info:
         check_stimulus(Broken)
     message = str(info.value)
-    assert message.count("RuntimeError: no movie today") == 1
+    # once for the movie on its own grid, once for the movie on a model's grid (another output)
+    assert message.count("RuntimeError: no movie today") == 2
+    assert "- check_stimulus_on_grid: RuntimeError: no movie today" in message
     assert "- check_stimulus_round_trip: the same error as check_stimulus_schema" in message
     assert "check_name" not in message  # the declaration checks need no movie
     assert isinstance(info.value.__cause__, RuntimeError)

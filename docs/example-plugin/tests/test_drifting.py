@@ -5,6 +5,7 @@ import pytest
 from mechlens_gratings.drifting import DriftingGrating
 
 from mechlens.errors import ParameterError
+from mechlens.interfaces import Grid
 from mechlens.testing import parametrize_with_checks
 
 
@@ -27,4 +28,15 @@ def test_phase_moves_at_the_stated_speed():
 
 def test_unresolvable_wavelength_is_rejected():
     with pytest.raises(ParameterError, match="wavelength_um"):
-        DriftingGrating(wavelength_um=60.0)
+        DriftingGrating(wavelength_um=60.0, pixel_um=55.0)
+    with pytest.raises(ParameterError, match="wavelength_um"):  # on the default 55 um pixels
+        DriftingGrating(wavelength_um=60.0).generate(0)
+
+
+def test_it_renders_on_the_model_grid():
+    grid = Grid((18, 16), 1 / 30, 20, 50.0)
+    ds = DriftingGrating().generate(0, grid)
+    assert (ds.sizes["y"], ds.sizes["x"]) == (18, 16)
+    assert ds.attrs["frame_period_s"] == pytest.approx(1 / 30)
+    with pytest.raises(ParameterError, match="pixel_um"):
+        DriftingGrating(pixel_um=55.0).generate(0, grid)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from captum_test_models import SeqModel, seeded, single_relu_model, stimulus_for
+from captum_test_models import SeqModel, full_field_stimulus, seeded, single_relu_model, stimulus_for
 from mechlens_captum import sweep as sweep_module
 from mechlens_captum.exact import ExactIntegratedGradients
 from mechlens_captum.structure import UnsupportedModelError, piecewise_plan
@@ -209,6 +209,67 @@ def test_a_stimulus_equal_to_the_baseline_gets_zero_attribution():
     stim["stimulus"].values[:] = 0.0
     ds = ExactIntegratedGradients(algorithm="sweep").attribute(model, stim)
     assert np.all(ds["attribution"].values == 0.0)
+    kept = ExactIntegratedGradients(algorithm="sweep", keep_space=True).attribute(model, stim)
+    assert np.all(kept["attribution"].values == 0.0)
+
+
+def test_per_unit_where_switches_and_crossings_coincide():
+    """Full-field flicker: all units of a channel switch at the same alpha, second-layer crossings with them.
+
+    The per-unit terms count a crossing before a unit's switch exactly when the sweep's dR of that switch
+    does (the event at which the sweep found it), so ties between the two cost nothing.
+    """
+    model = _conv_model(nn.Conv2d(3, 4, 3), final=nn.Softplus())
+    stim = full_field_stimulus(model, n_times=8, seed=2)
+    _assert_per_unit_agrees(model, stim)
+    attributor = ExactIntegratedGradients(algorithm="sweep", keep_space=True)
+    attributor.attribute(model, stim)
+    stats = attributor._sweep.stats
+    assert stats["crossings"] > 0
+    assert stats["regions"] < stats["breakpoints"] / 2  # the switches come in coinciding groups
+
+
+def test_per_unit_with_units_at_the_kinks_at_the_baseline():
+    """First-layer units exactly at zero at the baseline (they never switch inside the path) and second-layer
+    units exactly at zero there (on or off just after alpha = 0 depending on the time point)."""
+    model = _conv_model(nn.Conv2d(3, 4, 3), final=nn.Softplus())
+    conv0, bn1 = model.below[0], model.above[0]
+    mix, bn2 = model.above[2], model.above[4]
+    plane = bn2.num_features // 4
+    with torch.no_grad():
+        # layer channel 0: a = 0 exactly (zero baseline stimulus, no bias, BN centred on zero, no shift)
+        conv0.bias[0] = 0.0
+        bn1.running_mean[0] = 0.0
+        bn1.bias[0] = 0.0
+        # mixing output 0 reads channel 0 only: h2 = 0 exactly at the baseline for its units
+        mix.weight[0, 1:] = 0.0
+        mix.bias[0] = 0.0
+        bn2.running_mean[:plane] = 0.0
+        bn2.bias[:plane] = 0.0
+    stim = stimulus_for(model, n_times=6, seed=7)
+    _assert_per_unit_agrees(model, stim)
+    sweep = Sweep(
+        sweep_plan(piecewise_plan(model.above))[0], model.below(torch.zeros(1, 2, 12, 12)), torch.arange(3), 3
+    )
+    assert sweep.zero_units.size == plane and np.all(sweep.a[: sweep.n1 // 3] == 0.0)
+
+
+def test_per_unit_white_noise_through_the_retina_architecture_sums_to_the_channels_and_the_response():
+    """keep_space on dense white noise (thousands of switches and crossings): completeness per unit sums and
+    the space sums equal the channel attributions (float64 sums of the float32 output)."""
+    cnn = pytest.importorskip("mechlens_retina.cnn")
+    model = cnn.RetinaCNN(
+        checkpoint="random", history=6, image_size=20, kernel1=5, kernel2=5, channels1=4, channels2=4, n_cells=3
+    )
+    stim = stimulus_for(model, n_times=6, seed=3)
+    kept = ExactIntegratedGradients(algorithm="sweep", keep_space=True).attribute(model, stim, layer="conv1")
+    sums = ExactIntegratedGradients(algorithm="sweep").attribute(model, stim, layer="conv1")
+    attr = kept["attribution"].values.astype(np.float64)  # (time, cell, channel, y, x)
+    change = kept["response"].values.astype(np.float64) - kept["baseline_response"].values.astype(np.float64)
+    span = float(np.ptp(kept["response"].values))
+    np.testing.assert_allclose(attr.sum((2, 3, 4)), change, atol=1e-5 * span)
+    scale = float(np.abs(sums["attribution"]).max())
+    np.testing.assert_allclose(attr.sum((3, 4)), sums["attribution"].values, atol=1e-6 * scale)
 
 
 @pytest.mark.parametrize(("beta", "threshold"), [(1.0, 20.0), (2.5, 3.0)])
@@ -243,6 +304,7 @@ def test_sweep_matches_refinement_for_more_cells_than_one_pass_sums():
     sweep, refine = _both(model, stim)
     assert sweep["attribution"].sizes["cell"] == 11
     _assert_agree(sweep, refine)
+    _assert_per_unit_agrees(model, stim)  # per unit: eight cells per visit, two groups (the second padded)
 
 
 def test_sweep_rows_in_groups_and_over_threads_give_the_same_result(monkeypatch: pytest.MonkeyPatch):
@@ -257,14 +319,17 @@ def test_sweep_rows_in_groups_and_over_threads_give_the_same_result(monkeypatch:
         torch.set_num_threads(1)
         monkeypatch.setattr(Sweep, "rows_per_group", rows)
         whole = ExactIntegratedGradients(algorithm="sweep").attribute(model, stim)
+        whole_kept = ExactIntegratedGradients(algorithm="sweep", keep_space=True).attribute(model, stim)
         monkeypatch.setattr(Sweep, "rows_per_group", -(-rows // 3))
         serial = ExactIntegratedGradients(algorithm="sweep").attribute(model, stim)
         torch.set_num_threads(3)
         parallel = ExactIntegratedGradients(algorithm="sweep").attribute(model, stim)
+        parallel_kept = ExactIntegratedGradients(algorithm="sweep", keep_space=True).attribute(model, stim)
     finally:
         torch.set_num_threads(threads)
     np.testing.assert_array_equal(serial["attribution"].values, whole["attribution"].values)
     np.testing.assert_array_equal(parallel["attribution"].values, serial["attribution"].values)
+    np.testing.assert_array_equal(parallel_kept["attribution"].values, whole_kept["attribution"].values)
 
 
 def test_switch_order_keeps_the_switches_inside_the_path_in_order():
@@ -337,11 +402,16 @@ def test_sweep_kernels_are_bound_once_and_leave_numba_config_alone():
     from numba.core import config
     from numba.core.errors import TypingError
 
-    names = ("sweep", "pieces", "accumulate", "softplus_pieces", "per_unit", "record_crossing", "column_runs")
+    names = (
+        "sweep", "pieces", "accumulate", "softplus_pieces", "per_unit", "record_crossing", "column_runs",
+        "breakpoint_integrals", "kernel_ranges",
+    )  # fmt: skip
     bound = {name: getattr(sweep_kernels, name) for name in names}
     before = config.SLP_VECTORIZE
     model = _conv_model(nn.Conv2d(3, 4, 3), final=nn.Softplus())
-    ExactIntegratedGradients(algorithm="sweep").attribute(model, stimulus_for(model, n_times=4, seed=2))
+    stim = stimulus_for(model, n_times=4, seed=2)
+    for keep_space in (False, True):
+        ExactIntegratedGradients(algorithm="sweep", keep_space=keep_space).attribute(model, stim)
     assert config.SLP_VECTORIZE == before
     assert {name: getattr(sweep_kernels, name) for name in names} == bound
     for name in names:

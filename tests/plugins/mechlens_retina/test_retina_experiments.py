@@ -142,10 +142,13 @@ def test_stimuli_follow_the_model_grid():
     from mechlens_retina.cnn import RetinaCNN
 
     small = RetinaCNN(checkpoint="random", image_size=20, history=10, kernel1=7, kernel2=5)
-    params = fit_to_model({"intensity": -1.0, "size_px": 20}, small)
-    assert params == {"intensity": -1.0, "size_px": 20, "pre_s": 0.1, "frame_period_s": 0.01, "pixel_um": 55.0}
+    # the grid reaches the stimulus from the pipeline; the recipe's durations are put on the model's frames
+    assert fit_to_model({"intensity": -1.0, "duration": 0.3}, small, "flash") == {"intensity": -1.0, "duration": 0.3}
+    slow = RetinaCNN(checkpoint="random", image_size=20, history=10, kernel1=7, kernel2=5, frame_period_s=0.02)
+    periods = fit_to_model({"period": [0.06, 0.1, 0.15], "duration": 0.01}, slow, "osr")
+    assert periods == {"period": [0.06, 0.1, 0.16], "duration": 0.02}
     for cls in EXPERIMENTS:
-        stim = registry.get("stimulus", cls.stimulus)(**cls().stimulus_parameters(small)).generate(0)
+        stim = registry.get("stimulus", cls.stimulus)(**cls().stimulus_parameters(small)).generate(0, small.grid)
         assert stim.sizes["y"] == stim.sizes["x"] == 20
         assert stim["time"].values[small.history - 1] == pytest.approx(-0.01)
 

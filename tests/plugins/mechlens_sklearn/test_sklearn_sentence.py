@@ -38,7 +38,7 @@ def test_types_are_named_by_their_label_and_the_details_list_every_kept_type() -
     out = reduction().assign_coords(unit_type=("unit_channel", ["a", "ON-slow", "b", "OFF-fast"]))
     assert mechanism_sentence(out, "gc00").startswith("gc00: OFF-fast (excitatory, 150-250 ms) and ON-slow (inhibitory")
     same = out.assign_coords(unit_type=("unit_channel", ["x", "OFF-slow", "y", "OFF-slow"]))
-    assert "c3 OFF-slow (excitatory" in mechanism_sentence(same, "gc00")
+    assert "OFF-slow [channel 3] (excitatory" in mechanism_sentence(same, "gc00")
     details = mechanism_details(out, "gc00").splitlines()
     assert details[0].startswith("gc00: OFF-fast: excitatory, net +")
     assert details[-1].startswith("gc00: check: ")

@@ -9,6 +9,7 @@ import pytest
 from mechlens_stimuli.bars import FlashedBar, MotionReversal, MovingBar, speed_um_s
 
 from mechlens.errors import ParameterError
+from mechlens.interfaces import Grid
 from mechlens.testing import check_stimulus, parametrize_with_checks
 
 PIXEL = 55.0
@@ -111,7 +112,8 @@ def test_moving_bar_speed_sweep() -> None:
 )
 def test_bad_parameters_are_rejected_naming_the_range(cls: type, params: dict, name: str, allowed: str) -> None:
     with pytest.raises(ParameterError, match=rf"{name}.*{allowed}"):
-        cls(**params)
+        # what depends on the grid is checked once the grid is known: when generating
+        cls(**params).generate(0)
 
 
 def test_flashed_bar_positions_and_timing() -> None:
@@ -131,9 +133,12 @@ def test_flashed_bar_positions_and_timing() -> None:
 
 
 def test_flashed_bar_default_sweeps_the_grid() -> None:
-    p = FlashedBar().params
+    p = FlashedBar().parameters_on(None)
     assert isinstance(p.position, list) and len(p.position) == 25
     assert min(p.position) == -1320.0 and max(p.position) == 1320.0
+    # on a model's 30 px grid: the positions whose bar centre lies on it (|x| <= 825 um)
+    p = FlashedBar().parameters_on(Grid((30, 30), 0.01, 10, 55.0))
+    assert p.position == [float(x) for x in np.arange(-770.0, 771.0, 110.0)]
 
 
 def test_motion_reversal_reverses_where_and_when_stated() -> None:

@@ -85,7 +85,7 @@ def test_the_image_moves_with_the_jitter(monkeypatch: pytest.MonkeyPatch) -> Non
     est = (crop - ds["stimulus"].values.mean(axis=(1, 2))) * 55.0 / 3
     np.testing.assert_allclose(est, ds["jitter_x"].values, atol=0.01)  # um; float32 frames
     # sample_image directly, along y: the image moves down (+y) by the jitter
-    p = stim.params
+    p = stim.parameters_on(None)
     jit = np.array([[0.0, 0.0], [55.0 / 3 * 2.5, 0.0]])
     out = natural.sample_image(rows, (100.0, 200.0), jit, p)
     assert out[0].mean() - out[1].mean() == pytest.approx(2.5, abs=1e-4)
@@ -130,10 +130,10 @@ def test_seeds_choose_different_crops() -> None:
 
 def test_bad_parameters() -> None:
     with pytest.raises(ParameterError, match=r"zoom.*allowed range \[1, 8\]"):
-        NaturalScenes(zoom=9)
+        NaturalScenes(zoom=9).generate(0)
     with pytest.raises(ParameterError, match=r"jitter_um.*>= 0"):
         NaturalScenes(jitter_um=-1.0)
     with pytest.raises(ParameterError, match=r"images.*'china'"):
         NaturalScenes(images="lena")
     with pytest.raises(ParameterError, match=r"image_s.*whole number of frames"):
-        NaturalScenes(image_s=0.555)
+        NaturalScenes(image_s=0.555).generate(0)

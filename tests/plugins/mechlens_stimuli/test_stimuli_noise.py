@@ -11,6 +11,7 @@ import xarray as xr
 from mechlens_stimuli.noise import ContrastSteps, WhiteNoise
 
 from mechlens.errors import ParameterError, UsageError
+from mechlens.interfaces import Grid
 from mechlens.testing import check_stimulus, parametrize_with_checks
 
 SMALL = {"size_px": 20, "duration": 20.0}
@@ -142,6 +143,8 @@ def test_contrast_steps_statistics_over_many_cycles() -> None:
 def test_noise_parameter_errors() -> None:
     with pytest.raises(ParameterError, match=r"checker_px.*\[0, 20\]"):
         WhiteNoise(size_px=20, checker_px=21)
+    with pytest.raises(ParameterError, match=r"checker_px.*\[0, 18\]"):
+        WhiteNoise(checker_px=21).generate(0, Grid((18, 16), 0.01, 5, 55.0))
     with pytest.raises(ParameterError, match=r"contrast.*\[0, 10\]"):
         WhiteNoise(contrast=-1.0)
     with pytest.raises(ParameterError, match=r"distribution.*'binary', 'gaussian'"):

@@ -18,6 +18,7 @@ from mechlens_stimuli._render import (
 )
 
 from mechlens.errors import ParameterError
+from mechlens.interfaces import Grid
 from mechlens.parameters import param, specs
 
 GRID = SimpleNamespace(size_px=20, pixel_um=55.0)
@@ -89,18 +90,75 @@ class _Demo:
 def test_common_parameters_follow_the_stimulus_own() -> None:
     names = [f.name for f in fields(_Demo)]
     assert names == ["gap", "count", *COMMON_PARAMETERS]
-    assert {s.name: s.default for s in specs(_Demo)}["pixel_um"] == 55.0
+    # the grid's parameters default to the model's grid, else to the library's defaults
+    assert {s.name: s.default for s in specs(_Demo)}["pixel_um"] is None
+    fitted = _render.fit_grid(_Demo(), None)
+    assert (fitted.size_px, fitted.height_px, fitted.width_px) == (50, 50, 50)
+    assert (fitted.pixel_um, fitted.frame_period_s, fitted.pre_s) == (55.0, 0.01, 0.4)
     assert _Demo.__dataclass_params__.frozen
 
 
 def test_durations_must_be_whole_frames_and_own_checks_still_run() -> None:
-    _Demo(gap=0.07)
-    _Demo(gap=[0.02, 0.03])
+    _Demo(gap=0.07, frame_period_s=0.01)
+    _Demo(gap=[0.02, 0.03], frame_period_s=0.01)
     with pytest.raises(ParameterError, match=r"gap.*whole number of frames.*0\.01 or 0\.02"):
-        _Demo(gap=0.015)
+        _Demo(gap=0.015, frame_period_s=0.01)
     with pytest.raises(ParameterError, match=r"gap.*whole number"):
-        _Demo(gap=[0.02, 0.025])
+        _Demo(gap=[0.02, 0.025], frame_period_s=0.01)
     with pytest.raises(ParameterError, match=r"pre_s"):
-        _Demo(pre_s=0.405)
+        _Demo(pre_s=0.405, frame_period_s=0.01)
+    # without a frame period the check waits for the grid (the model's, else 10 ms)
+    with pytest.raises(ParameterError, match=r"gap.*whole number of frames of 0\.01 s"):
+        _render.fit_grid(_Demo(gap=0.015), None)
+    _render.fit_grid(_Demo(gap=0.02), Grid((4, 4), 0.02, 3))
+    with pytest.raises(ParameterError, match=r"gap.*whole number of frames of 0\.02 s"):
+        _render.fit_grid(_Demo(gap=0.03), Grid((4, 4), 0.02, 3))
     with pytest.raises(ParameterError, match=r"count"):
         _Demo(count=6)
+
+
+MODEL_GRID = Grid((18, 16), 1 / 30, 20, 50.0)
+
+
+def test_unset_grid_parameters_follow_the_model_grid() -> None:
+    p = _render.fit_grid(_Demo(), MODEL_GRID)
+    assert (p.height_px, p.width_px, p.size_px) == (18, 16, None)  # not square: no size_px
+    assert (p.pixel_um, p.frame_period_s) == (50.0, 1 / 30)
+    assert p.pre_s == pytest.approx(20 / 30)  # the model's whole window before time 0
+    # a duration left at its default is rounded to whole frames of the model (0.05 s -> 2 frames)
+    assert p.gap == pytest.approx(2 / 30)
+    # one the user gave must be whole frames
+    with pytest.raises(ParameterError, match=r"gap.*whole number of frames"):
+        _render.fit_grid(_Demo(gap=0.04), MODEL_GRID)
+    assert _render.fit_grid(_Demo(gap=0.1), MODEL_GRID).gap == 0.1
+    # a model that states no pixel size leaves the stimulus's own
+    assert _render.fit_grid(_Demo(), Grid((18, 16), 0.01, 5)).pixel_um == 55.0
+    assert _render.fit_grid(_Demo(pixel_um=40.0), Grid((18, 16), 0.01, 5)).pixel_um == 40.0
+
+
+@pytest.mark.parametrize(
+    ("given", "name", "model_value"),
+    [
+        ({"size_px": 30}, "size_px", "18 px in height"),
+        ({"height_px": 18, "width_px": 18}, "width_px", "16 px in width"),
+        ({"pixel_um": 55.0}, "pixel_um", "model's pixels are 50 um"),
+        ({"frame_period_s": 0.01}, "frame_period_s", "model's frames are 0.0333333 s"),
+        ({"pre_s": 0.1}, "pre_s", "history of 20 frames"),
+    ],
+)
+def test_explicit_values_that_contradict_the_grid_are_refused(given: dict, name: str, model_value: str) -> None:
+    with pytest.raises(ParameterError, match=rf"^{name}: .*{model_value}.*") as err:
+        _render.fit_grid(_Demo(**given), MODEL_GRID)
+    assert err.value.name == name
+    # the same through a stimulus: named as the CLI spells it
+    from mechlens_stimuli.fullfield import Flash
+
+    with pytest.raises(ParameterError, match=rf"^stimulus\.{name}: .*{model_value}"):
+        Flash(**given).generate(0, MODEL_GRID)
+
+
+def test_explicit_values_that_agree_with_the_grid_are_kept() -> None:
+    p = _render.fit_grid(_Demo(height_px=18, width_px=16, pixel_um=50.0, frame_period_s=1 / 30, pre_s=1.0), MODEL_GRID)
+    assert (p.height_px, p.width_px, p.pre_s) == (18, 16, 1.0)
+    with pytest.raises(ParameterError, match=r"height_px.*size_px = 20"):
+        _Demo(size_px=20, height_px=18)
