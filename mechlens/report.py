@@ -608,6 +608,17 @@ def _failure_note(ds: xr.Dataset) -> str:
     )
 
 
+def _incomplete_note(ds: xr.Dataset) -> str:
+    """The warning of a result whose attributions do not add up to the response (``completeness_ok = 0``)."""
+    return (
+        "<p class='fail-note'><b>The attributions do not account for the response</b>: they miss the response "
+        f"change by up to {_fmt(ds.attrs.get('completeness_error_rel', ''), 2)} of the response range, over the "
+        f"tolerance {_fmt(ds.attrs.get('completeness_tolerance', ''))} (mechlens.completeness). The kept types and "
+        "contributions below are therefore not a mechanism of this response; rerun with an exact or finer "
+        "attributor.</p>"
+    )
+
+
 def section(
     ds: xr.Dataset,
     source: Path,
@@ -629,11 +640,14 @@ def section(
     nums, failed_summary = _summary(ds)
     title = ds.attrs.get("experiment_title") or ds.attrs.get("title") or name
     sentence, compact = mechanism_summary(ds, nums)
+    # mechlens.completeness records whether the attributions add up to the response change
+    incomplete = str(ds.attrs.get("completeness_ok", "")).strip() in ("0", "False")
     row = (
         f"<tr><td><a href='#{anchor}'>{html.escape(name)}</a></td>"
         f"<td>{_measure_text(ds)}</td><td>{_fmt(ds.attrs.get('measure_target', ''))}</td><td>{_verdict(ds)}</td>"
         f"<td>{html.escape(compact) or '&ndash;'}</td>"
-        f"<td class='num'>{_fmt(nums['completeness_error_rel'], 2)}</td>"
+        f"<td class='num{' fail' if incomplete else ''}'>{_fmt(nums['completeness_error_rel'], 2)}"
+        f"{' (over tolerance)' if incomplete else ''}</td>"
         f"<td class='num'>{_fmt(nums['explained_fraction_mean'], 2)}</td>"
         f"<td class='num'>{_fmt(nums['reduced_r_mean'], 3)}</td></tr>"
     )
@@ -668,6 +682,7 @@ def section(
     body = (
         f"<h2 id='{anchor}'>{html.escape(str(title))} <span class='meta'>({html.escape(name)})</span></h2>"
         + (f"<div class='mechanism'>{html.escape(sentence)}</div>" if sentence else "")
+        + (_incomplete_note(ds) if incomplete else "")
         + f"<p>Measure: {_measure_text(ds)} &mdash; target: {_fmt(ds.attrs.get('measure_target', ''))} "
         f"&mdash; {_verdict(ds)}.<br>{numbers}.</p>"
         + (_failure_note(ds) if failed and not explained_by_plugin else "")

@@ -90,6 +90,12 @@ def test_cli_warns_on_an_incomplete_attribution_and_strict_refuses_it(toys, tmp_
     exact = tmp_path / "exact.nc"
     assert main([*argv[:-1], "integrated-gradients", "-o", str(exact)]) == 0
     assert io.load(exact).attrs["completeness_ok"] == 1
+    # the report flags the incomplete one, and only that one
+    from mechlens import report
+
+    page = report.build([out, exact], tmp_path / "rep").read_text()
+    assert page.count("The attributions do not account for the response") == 1
+    assert "(over tolerance)" in page
     # the experiments warn and record it, but do not take the flag
     assert main(["run", "--model", "toy-cnn", "--strict", "-o", str(tmp_path / "exp")]) == 2
     assert "--strict applies to a single pipeline" in capsys.readouterr().err
