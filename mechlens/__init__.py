@@ -16,7 +16,13 @@ __all__ = ["__version__", "hookimpl", "run"]
 
 
 def run(*args: Any, **kwargs: Any) -> Any:
-    """Run the pipeline; see :func:`mechlens.pipeline.run`."""
-    from mechlens.pipeline import run as _run
+    """Run the pipeline; see :func:`mechlens.pipeline.run`.
 
-    return _run(*args, **kwargs)
+    On a terminal or in a notebook it shows its progress (each stage, the attribution's bar, the run
+    time) unless the program configured logging itself; elsewhere it is silent (:mod:`mechlens.progress`).
+    """
+    from mechlens.pipeline import run as _run
+    from mechlens.progress import reporting
+
+    with reporting("mechlens.run"):
+        return _run(*args, **kwargs)

@@ -2,6 +2,10 @@
 
 Exit status: 0 success, 2 bad usage or config, 1 failure while running. A user error prints one
 clear message; ``--debug`` shows the traceback.
+
+Why one file (about 600 lines): the parser of every built-in command and the process-level handling
+(exit codes, signals, warnings) belong together; turning ``run``'s arguments into a configuration is
+:mod:`mechlens.runargs`, and what ``info`` prints is :mod:`mechlens.info`.
 """
 
 from __future__ import annotations
@@ -131,6 +135,13 @@ def _add_run(sub: Any) -> None:
         help="run in parts on a running dask cluster, e.g. tcp://host:8786 (default $MECHLENS_SCHEDULER)",
     )
     p.add_argument(
+        "--chunk-time",
+        type=int,
+        metavar="N",
+        help="stream a movie longer than N output time points through the stages in chunks of N, written as "
+        "they go (default 6000; 0: never); pipeline runs only (docs/scale-out.md)",
+    )
+    p.add_argument(
         "--dry-run",
         action="store_true",
         help="print the resolved configuration of every stage (plugins, distributions, parameters) and exit",
@@ -251,6 +262,19 @@ def _format_default(value: Any) -> str:
     return repr(value)
 
 
+def _model_contract(cls: Any) -> list[str]:
+    """What a model states (docs/contract.md, 'Kinds'), read from an instance made with its defaults."""
+    try:
+        model = cls()
+        grid, layers = model.grid.describe(), model.layers()
+    except Exception as err:  # noqa: BLE001 - a listing shows every model, whatever one fails to build
+        return [f"(not described: building it with its defaults failed: {type(err).__name__}: {err})"]
+    how = "split by forward hooks" if model.split_by_hooks() else "its own split"
+    shapes = ", ".join(f"{name} {tuple(shape)}" for name, shape in layers.items()) or "none"
+    outputs = "signed" if model.signed else "non-negative rates (Hz)"
+    return [f"grid: {grid}", f"layers ({how}): {shapes}", f"cells: {len(model.cells)}; outputs: {outputs}"]
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     """``mechlens list [KIND] [--verbose]``."""
     from mechlens import registry
@@ -281,139 +305,19 @@ def cmd_list(args: argparse.Namespace) -> int:
                     )
                     if s.doc:
                         out.write(f"          {s.doc}\n")
+            if args.verbose and kind == "model":
+                out.writelines(f"      {line}\n" for line in _model_contract(e.cls))
         out.write("\n")
     return 0
 
 
 # -- run -------------------------------------------------------------------------------------------
-def _config_from_args(args: argparse.Namespace) -> Any:
-    from mechlens import config
-
-    if args.config and not args.config.exists() and args.config.suffix != ".toml" and (args.cells or args.experiment):
-        raise UsageError(
-            f"{args.config}: no such config file; to give several cells or experiments separate them with "
-            "commas (--cells gc00,gc01) or repeat the flag (--cells gc00 --cells gc01)"
-        )
-    cfg = config.load(args.config) if args.config else config.RunConfig()
-    for stage in config.SECTIONS:
-        name = getattr(args, stage)
-        if name:
-            cfg.stage(stage).name = name
-    config.apply_overrides(cfg, args.overrides)
-    for key in ("layer", "seed"):
-        if getattr(args, key) is not None:
-            cfg.run[key] = getattr(args, key)
-    if args.cells:
-        cfg.run["cells"] = [c for group in args.cells for c in group]
-    if args.model_checkpoint:
-        cfg.run["model_checkpoint"] = str(args.model_checkpoint)
-    if args.experiment:
-        cfg.run["experiment"] = [e for group in args.experiment for e in group]
-    _refuse_unused(cfg, args)
-    # model parameters without a model name are the experiments' default models' (checked below)
-    unnamed_ok = ("model",) if cfg.stimulus.name is None else ()
-    config.check(cfg, source=_source(args), unnamed_ok=unnamed_ok)
-    _check_model_params(cfg, args)
-    return cfg
-
-
-def _source(args: argparse.Namespace) -> str:
-    return str(args.config) if args.config else "command line"
-
-
-def _given(args: argparse.Namespace, stage: str, key: str | None = None) -> str:
-    """How the user gave ``stage`` (its name when ``key`` is None, else the parameter ``key``), in CLI words."""
-    if key is None and stage != "run" and getattr(args, stage, None):
-        return f"--{stage}"
-    if key is not None and stage == "run" and getattr(args, key, None):
-        return f"--{key}"
-    for item in args.overrides:
-        k = item.partition("=")[0].strip()
-        if k == f"{stage}.{key or 'name'}" or (key is None and k.startswith(f"{stage}.")):
-            return f"--set {item}"
-    return f"[{stage}] {key or 'name'} in {args.config}" if args.config else f"--{key or stage}"
-
-
-def _refuse_unused(cfg: Any, args: argparse.Namespace) -> None:
-    """Refuse what would be silently ignored: every flag of ``run`` takes effect or is an error (issue 18)."""
-    opts = cfg.run
-    pipeline = "give --stimulus NAME to run a single pipeline"
-    if cfg.stimulus.name is None:  # the experiments run: they choose their own stages and layer
-        if cfg.stimulus.params:
-            first = next(iter(cfg.stimulus.params))
-            raise UsageError(
-                f"{_given(args, 'stimulus', first)}: no stimulus named, so the experiments run, and they choose "
-                f"their own stimulus; {pipeline}, or drop it"
-            )
-        for stage in ("attributor", "reducer"):
-            sc = cfg.stage(stage)
-            if sc.name is not None or sc.params:
-                where = _given(args, stage, None if sc.name is not None else next(iter(sc.params)))
-                raise UsageError(
-                    f"{where} is ignored by experiments, which choose their own {stage}; {pipeline}, or drop it"
-                )
-        if opts.get("layer"):
-            raise UsageError(
-                f"{_given(args, 'run', 'layer')} is ignored by experiments, which attribute their own layer; "
-                f"{pipeline}, or drop it"
-            )
-        return
-    if opts.get("experiment"):
-        raise UsageError(
-            f"{_given(args, 'run', 'experiment')} runs experiments, which choose their own stimulus; "
-            f"drop {_given(args, 'stimulus')} to run them, or drop the experiments to run one pipeline"
-        )
-    for stage in ("model", "attributor", "reducer"):
-        sc = cfg.stage(stage)
-        if sc.name is None and sc.params:
-            raise UsageError(
-                f"{_given(args, stage, next(iter(sc.params)))}: no {stage} named; give --{stage} NAME "
-                f"(or --set {stage}.name=NAME)"
-            )
-
-
-def _check_model_params(cfg: Any, args: argparse.Namespace) -> None:
-    """Check model parameters against the model(s) they will reach, and against a checkpoint, before any work."""
-    from mechlens import parameters, registry
-    from mechlens.errors import ParameterError, PluginNotFoundError
-    from mechlens.pipeline import checkpoint_conflicts, checkpoint_parameters
-
-    checkpoint = cfg.run.get("model_checkpoint")
-    if not cfg.model.params and not checkpoint:
-        return
-    targets: list[tuple[str, dict[str, Any]]]  # (model name, the parameters its experiment gives it)
-    if cfg.model.name is not None:
-        targets = [(cfg.model.name, {})]
-    else:  # the experiments' default models (experiment mode; the pipeline mode asks for a name later)
-        from mechlens import experiments
-
-        chosen = experiments.resolve(cfg.options().experiment or None)
-        targets = [(c.model, {} if checkpoint else dict(c.model_params)) for c in chosen if c.model]
-    for name, own in targets:
-        try:
-            cls = registry.get("model", name)
-        except PluginNotFoundError:
-            continue  # the experiment that needs it fails alone, saying so
-        refused = checkpoint_conflicts(cls, cfg.model.params) if checkpoint else []
-        if refused:
-            allowed = sorted(checkpoint_parameters(cls) or ())
-            takes = ", ".join(f"model.{a}" for a in allowed)
-            raise UsageError(
-                f"{_given(args, 'model', refused[0])}: --model-checkpoint fixes {', '.join(refused)} of model "
-                f"{name!r}; drop the parameter or the checkpoint"
-                + (f" (with a checkpoint only {takes} can be set)" if allowed else "")
-            )
-        try:
-            parameters.build(cls.Parameters, {**own, **cfg.model.params}, where="model")
-        except ParameterError as err:
-            raise UsageError(f"{_source(args)}: {err} (model {name!r})") from None
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     """``mechlens run``: one pipeline, or the experiments."""
     from mechlens import completeness, io, pipeline
+    from mechlens.runargs import config_from_args
 
-    cfg = _config_from_args(args)
+    cfg = config_from_args(args)
     opts = cfg.options()
     history = "mechlens " + " ".join(shlex.quote(a) for a in getattr(args, "argv", sys.argv[1:]))
     if cfg.stimulus.name is None:
@@ -433,7 +337,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.dry_run:
             return _dry_run(cfg, outdir)
         with _engine(args) as client:
-            experiments.run_all(
+            written = experiments.run_all(
                 names=opts.experiment or None,
                 outdir=outdir,
                 model=cfg.model.name,
@@ -444,6 +348,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                 cells=opts.cells or None,
                 client=client,
             )
+        if not log.isEnabledFor(logging.INFO):  # else the log announced each file as it was written
+            for path in [*written, *([outdir / "report.html"] if written else [])]:
+                print(f"wrote {path}")
         return 0
     if cfg.model.name is None:
         raise UsageError("name a model: --model NAME or [model] name = ... (see `mechlens list model`)")
@@ -451,7 +358,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     io.check_output(out, folder=False)  # before any work: a bad -o must not cost the whole run
     if args.dry_run:
         return _dry_run(cfg, out)
+    if cfg.run.get("chunk_time") is not None and (getattr(args, "workers", None) or getattr(args, "scheduler", None)):
+        raise UsageError("--chunk-time streams a run in this process; drop it, or drop --workers / --scheduler")
     with _engine(args) as client:
+        from mechlens import streamwrite  # a long movie is streamed into -o chunk by chunk (mechlens.streaming)
+
+        sink = streamwrite.open_sink(out, {"history": history}) if client is None else None
         ds = pipeline.run(
             cfg.model.name,
             cfg.stimulus.name,
@@ -469,9 +381,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             store=out if out.suffix == ".zarr" else None,  # parts written as they finish; resumable
             completeness_tolerance=_tolerance(args, completeness.DEFAULT_TOLERANCE),
             strict=getattr(args, "strict", False),
+            sink=sink,
+            chunk_time=opts.chunk_time,
         )
-    ds.attrs["history"] = history
-    io.save(ds, out)
+    if sink is None or not sink.written:
+        ds.attrs["history"] = history
+        io.save(ds, out)
     print(f"wrote {out}")
     return 0
 
@@ -498,103 +413,6 @@ def _dry_run(cfg: Any, output: Path) -> int:
 
 
 # -- info ------------------------------------------------------------------------------------------
-def summarise(path: Path) -> str:
-    """A readable summary of a mechlens netCDF file: stages, dims, variables with units, provenance."""
-    import numpy as np
-
-    from mechlens import io
-
-    ds = io.load(path)
-    lines = [
-        f"{path}",
-        f"  written by mechlens {ds.attrs.get('mechlens_version', '?')} on {ds.attrs.get('created', '?')}",
-    ]
-    for stage in ("model", "stimulus", "attributor", "reducer", "experiment"):
-        if ds.attrs.get(stage):
-            dist = ds.attrs.get(f"{stage}_distribution", "")
-            params = ds.attrs.get(f"{stage}_parameters", "")
-            lines.append(
-                f"  {stage:<11} {ds.attrs[stage]}" + (f" ({dist})" if dist else "") + (f"  {params}" if params else "")
-            )
-    if ds.attrs.get("model_checkpoint_sha256"):
-        lines.append(f"  checkpoint  sha256 {ds.attrs['model_checkpoint_sha256']}")
-    if "layer" in ds.attrs:
-        lines.append(f"  layer       {ds.attrs['layer']}")
-    lines.append("  dims        " + ", ".join(f"{k}={v}" for k, v in ds.sizes.items()))
-    if "time" in ds.coords:
-        t = ds["time"].values
-        extent = f"{t[0]:.3f} .. {t[-1]:.3f} s" if t.size else "empty (no frame)"
-        lines.append(f"  time        {extent}, frame period {ds.attrs.get('frame_period_s', '?')} s")
-    if "condition" in ds.coords:
-        vals = ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in ds["condition"].values.tolist())
-        lines.append(f"  condition   {ds['condition'].attrs.get('swept', '?')} = {vals}")
-    lines.append("  variables")
-    for name, var in ds.data_vars.items():
-        units = var.attrs.get("units", "")
-        data = var.values
-        rng = ""
-        if data.dtype.kind == "f" and np.isfinite(data).any():
-            rng = f"  range [{np.nanmin(data):.4g}, {np.nanmax(data):.4g}]"
-        lines.append(f"    {name:<22} ({', '.join(map(str, var.dims))})" + (f" [{units}]" if units else "") + rng)
-    finite = "completeness_error" in ds and "response" in ds and np.isfinite(ds["completeness_error"].values).any()
-    if finite and np.isfinite(ds["response"].values).any():  # nanmax of nothing finite would fail or warn
-        span = float(np.nanmax(ds["response"].values) - np.nanmin(ds["response"].values)) or 1.0
-        worst = float(np.nanmax(np.abs(ds["completeness_error"].values)))
-        lines.append(f"  completeness error: max {worst:.3g} Hz = {worst / span:.2e} of the response range")
-    if "mechanism" in ds.attrs:
-        lines.append(f"  mechanism: {ds.attrs['mechanism']}")
-    return "\n".join(lines)
-
-
-def _safetensors_metadata(path: Path) -> dict[str, Any]:
-    """The JSON metadata in a ``.safetensors`` checkpoint's header (no tensor is read)."""
-    from mechlens.io import read_safetensors_metadata
-
-    meta, _ = read_safetensors_metadata(path, error=UsageError)
-    if not isinstance(meta, dict) or "model" not in meta:
-        raise UsageError(f"the mechlens metadata in {path} names no 'model'; it is not checkpoint metadata")
-    return meta
-
-
-def summarise_checkpoint(path: Path) -> str | None:
-    """Summary of a model checkpoint, or None if ``path`` is not one.
-
-    A checkpoint is ``MODEL.safetensors`` whose header metadata holds the model's JSON metadata
-    under the key ``"mechlens"``, or (written by mechlens 0.1, still read) the pair ``MODEL.pt`` +
-    ``MODEL.json``. The metadata names the model; its plugin class formats the summary when it has
-    a ``describe_checkpoint(path, metadata)``, which may refuse metadata it cannot use (the core
-    imports no plugin), else the keys are listed.
-    """
-    import json
-
-    from mechlens import registry
-
-    if path.suffix == ".safetensors":
-        meta, weights = _safetensors_metadata(path), path
-    elif path.suffix in (".pt", ".json"):
-        meta_path = path.with_suffix(".json")
-        if not meta_path.is_file():
-            if path.suffix == ".pt" and path.is_file():
-                raise UsageError(
-                    f"{path} is a legacy checkpoint without its metadata {meta_path.name}; it lies beside the .pt"
-                )
-            return None
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise UsageError(f"checkpoint metadata {meta_path} is not valid JSON: {err}") from None
-        if not isinstance(meta, dict) or "model" not in meta:
-            raise UsageError(f"{meta_path} is not checkpoint metadata (it names no 'model')")
-        weights = path.with_suffix(".pt")
-    else:
-        return None
-    if meta["model"] in registry.default().names("model"):
-        describe = getattr(registry.get("model", meta["model"]), "describe_checkpoint", None)
-        if describe is not None:
-            return str(describe(weights, meta))
-    return "\n".join([f"{weights}", f"  model {meta['model']}"] + [f"  {k}" for k in sorted(meta) if k != "model"])
-
-
 def cmd_info(args: argparse.Namespace) -> int:
     """``mechlens info FILE.nc``, ``mechlens info MODEL.safetensors`` or ``mechlens info MODEL`` (its checkpoint)."""
     from mechlens import registry
@@ -606,6 +424,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         if found is None:
             raise UsageError(f"model {str(path)!r} has no checkpoint of its own to summarise; give a file")
         path = Path(found)
+    from mechlens.info import summarise, summarise_checkpoint
+
     text = summarise_checkpoint(path)
     print(text if text is not None else summarise(path))
     return 0
@@ -668,12 +488,20 @@ def cmd_completion(args: argparse.Namespace) -> int:
     """``mechlens completion SHELL``: a completion script made by shtab from the parser (plugin commands included)."""
     import shtab
 
+    from mechlens import registry
+
     parser = build_parser(with_plugins=True)
+    # plugin options complete to the installed plugins' names; the choices are set on this parser only,
+    # which never parses, so a real run keeps mechlens's own did-you-mean message for a wrong name
+    reg = registry.default()
+    names = {kind: sorted(reg.names(kind)) for kind in ("model", "stimulus", "attributor", "reducer", "experiment")}
     stack = [parser]
     while stack:  # paths complete as files, in every subcommand
         for action in stack.pop()._actions:
             if action.type is Path:
                 action.complete = shtab.FILE  # type: ignore[attr-defined]
+            if action.option_strings and action.dest in names and names[action.dest]:
+                action.choices = names[action.dest]
             if isinstance(action, argparse._SubParsersAction):
                 stack += list(action.choices.values())
     sys.stdout.write(shtab.complete(parser, shell=args.shell))

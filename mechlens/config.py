@@ -35,6 +35,7 @@ from typing import Any
 
 from mechlens import parameters as _params
 from mechlens import registry as _registry
+from mechlens import streaming as _streaming
 from mechlens.errors import ConfigError, ParameterError, PluginNotFoundError
 from mechlens.interfaces import KINDS
 
@@ -58,6 +59,11 @@ class RunOptions:
     output: str = _params.param("", "netCDF file to write")
     model_checkpoint: str = _params.param("", "load the model from this checkpoint")
     experiment: list[str] = _params.param([], "experiments to run (empty with no stimulus: all)")
+    chunk_time: int = _params.param(
+        _streaming.DEFAULT_CHUNK_TIME,
+        "stream a longer movie through the stages in chunks of this many time points (0: never)",
+        min=0,
+    )
 
 
 @dataclass

@@ -308,7 +308,7 @@ def run_all(
                     ds.attrs["history"] = history
                 path = io.save(ds, outdir / f"{name}.nc")
                 written.append(path)
-                print(f"wrote {path}  ({time.perf_counter() - t0:.1f} s)")
+                log.info("experiment %s done in %.1f s: wrote %s", name, time.perf_counter() - t0, path)
                 continue
             mname = model or cls.model
             if not mname:
@@ -337,8 +337,7 @@ def run_all(
                 ds.attrs["history"] = history
             path = io.save(ds, outdir / f"{name}.nc")
             written.append(path)
-            log.info("experiment %s done in %.1f s -> %s", name, time.perf_counter() - t0, path)
-            print(f"wrote {path}  ({time.perf_counter() - t0:.1f} s)")
+            log.info("experiment %s done in %.1f s: wrote %s", name, time.perf_counter() - t0, path)
         except (KeyboardInterrupt, _UnknownCells):
             raise
         except Exception as err:  # one failing experiment must not stop the others
@@ -351,7 +350,7 @@ def run_all(
             log.debug("traceback of experiment %s", name, exc_info=True)
     if written:
         html = report.build(written, outdir)
-        print(f"wrote {html}")
+        log.info("wrote %s", html)
     if failed:
         messages = {m for _, m in failed}
         if len(failed) > 1 and len(messages) == 1:

@@ -16,6 +16,10 @@ model or plugin:
 
 Colours: a cell type (``unit_channel``) has the same colour in every figure of every experiment
 (:func:`type_color`); conditions use a sequential map; the time window of interest is shaded.
+
+Why one file (680 lines): every standard figure is a short function sharing the same colour, label
+and layout helpers, and the report redraws them from a saved file through :func:`standard_figures`
+alone.
 """
 
 from __future__ import annotations

@@ -12,6 +12,13 @@ A stimulus movie has a ``time`` coordinate in seconds. Frames before ``time == 0
 the movie, i.e. from ``time[history - 1]`` on. Events (flash onsets, reversal) are in the same seconds.
 
 Torch is imported lazily so that ``import mechlens`` and plugin discovery stay cheap.
+
+Why one file
+------------
+These classes are the contract (docs/contract.md, 'Kinds') and are read side by side: every kind
+derives from :class:`Plugin`, and the provided methods (``Stimulus.generate``, ``Model.predict``,
+``Model.split``) are short. The machinery behind them lives elsewhere (:mod:`mechlens.layers`,
+:mod:`mechlens.parameters`, :mod:`mechlens.memory`); most of the length is docstrings.
 """
 
 from __future__ import annotations
@@ -213,6 +220,47 @@ class Stimulus(Plugin):
             ``stimulus`` (time, y, x) plus event variables; see :meth:`generate`.
         """
 
+    # -- streaming (optional; mechlens.streaming) -----------------------------------------------------
+    def frame_span(self, params: Any) -> tuple[int, int] | None:
+        """Frames ``(first, stop)`` of the movie :meth:`render` makes, counted from time 0; None: no ranges.
+
+        ``first`` is minus the history frames (``-round(pre_s / frame_period_s)``), ``stop`` the
+        frames from time 0 on. A stimulus that returns a span must implement :meth:`render_range`;
+        the default (None) means the stimulus is always rendered whole, so a pipeline never streams it.
+        """
+        return None
+
+    def render_range(self, params: Any, seed: int, start: int, stop: int) -> xr.Dataset:
+        """Frames ``start .. stop - 1`` (counted from time 0; negative: history) of ``render(params, seed)``.
+
+        Equal to the same frames of the whole movie (``time`` coord, pixel values and per-frame event
+        variables), so that a long movie can be streamed through the pipeline in time chunks
+        (``mechlens run --chunk-time``). Optional: implement it together with :meth:`frame_span`.
+
+        Parameters
+        ----------
+        params
+            Scalar parameters fitted to the grid (no sweep).
+        seed : int
+            The movie's seed.
+        start, stop : int
+            Frame range within :meth:`frame_span`.
+
+        Returns
+        -------
+        xarray.Dataset
+            ``stimulus`` (time, y, x) for those frames, with the attrs of :meth:`render`.
+
+        Raises
+        ------
+        UsageError
+            The stimulus cannot render a range of frames (the default).
+        """
+        raise UsageError(
+            f"stimulus {self.name!r} cannot render a range of frames, so it cannot be streamed; "
+            "give a shorter movie or --chunk-time 0 to render it whole"
+        )
+
 
 def stack_conditions(parts: Sequence[xr.Dataset], name: str, values: Sequence[Any]) -> xr.Dataset:
     """Stack per-condition Datasets along a new ``condition`` dim.
@@ -256,12 +304,16 @@ class Model(Plugin):
     """A model of a neural circuit: stimulus movie in, output-unit (cell) responses out.
 
     A model is a torch module taking history windows ``(batch, history, y, x)`` (oldest frame first)
-    to rates ``(batch, n_cells)`` in Hz. Attribution and reduction need the module split at a named
-    hidden layer: :meth:`split` returns ``(below, above)`` with ``above(below(x)) == module(x)``.
+    to rates ``(batch, n_cells)`` in Hz (or a signed output, ``signed = True``). Attribution and
+    reduction reach a named hidden layer: by default through a forward hook on the submodule of that
+    name (:meth:`layer_module`; :mod:`mechlens.layers`), so the module may have skip connections and
+    functional ops; :meth:`split` returns ``(below, above)`` with ``above(below(x)) == module(x)``,
+    built from hooks unless a subclass overrides it with a faster slice of its network.
 
-    Subclasses implement :attr:`cells`, :meth:`layers`, :meth:`torch_module` and :meth:`split`, and
-    set ``history``, ``frame_period_s`` and ``input_shape``. :meth:`predict` and :meth:`windows`
-    are provided.
+    Subclasses implement :attr:`cells`, :meth:`layers` and :meth:`torch_module`, and set ``history``,
+    ``frame_period_s`` and ``input_shape`` (no defaults: docs/contract.md, 'Kinds'). They may override
+    :meth:`layer_module` and :meth:`split`, and set ``pixel_um``, ``signed`` and ``batch_size``.
+    :meth:`predict` and :meth:`windows` are provided.
     """
 
     kind = "model"
@@ -278,6 +330,9 @@ class Model(Plugin):
     pixel_um: float | None = None
     #: predict() batch size, in time points
     batch_size: int = 512
+    #: whether the outputs may be negative: False for firing rates (Hz, >= 0, checked by the conformance
+    #: kit), True for a signed output (calcium dF/F, a linear readout, a model of signed deviations)
+    signed: bool = False
 
     def __getattr__(self, name: str) -> Any:
         # called only when normal lookup fails: a model that never set its grid
@@ -308,9 +363,31 @@ class Model(Plugin):
     def torch_module(self) -> torch.nn.Module:
         """The module mapping windows (batch, history, y, x) to rates (batch, cell) in Hz (eval mode)."""
 
-    @abc.abstractmethod
+    def layer_module(self, layer: str) -> torch.nn.Module:
+        """The submodule whose output is ``layer`` (default: the submodule of that name in :meth:`torch_module`).
+
+        Override when the layer names differ from the module's attribute paths (``"conv1"`` for
+        ``"stem.0"``). The submodule must be called once per forward and return one tensor
+        (batch, *layers()[layer]).
+        """
+        import mechlens.layers as _layers
+
+        return _layers.find_module(self.torch_module(), self.check_layer(layer), f"model {self.name!r}")
+
+    @classmethod
+    def split_by_hooks(cls) -> bool:
+        """Whether :meth:`split` is the default one built from forward hooks (no fast path of the model's own)."""
+        return cls.split is Model.split
+
     def split(self, layer: str) -> tuple[torch.nn.Module, torch.nn.Module]:
         """Split the module at ``layer``.
+
+        The default reaches the layer through forward hooks on :meth:`layer_module`
+        (:func:`mechlens.layers.hook_split`): ``below`` runs the module until the layer and returns its
+        output; ``above`` runs the module with the layer's output replaced by the activations it is
+        given, the part below the layer fed a zero window. It refuses a layer that a skip connection
+        goes around (the rates would depend on more than its activations). Override it to give a
+        faster split (slices of a Sequential that share its modules).
 
         Returns
         -------
@@ -319,6 +396,15 @@ class Model(Plugin):
         above : torch.nn.Module
             Layer activations -> rates (batch, cell), in Hz.
         """
+        import mechlens.layers as _layers
+
+        layer = self.check_layer(layer)
+        return _layers.hook_split(
+            self.torch_module(),
+            self.layer_module(layer),
+            (self.history, *self.input_shape),
+            where=f"layer {layer!r} of model {self.name!r}",
+        )
 
     def default_layer(self) -> str:
         """The layer attributed when none is named (the first one)."""

@@ -4,15 +4,16 @@
 run never leaves a truncated file and never destroys the previous one; Ctrl-C or SIGTERM during the
 write is held until the netCDF library has closed the file, then the temporary file is removed and
 the signal acts (see docs/reliability.md). Float data are stored as compressed float32; attrs are
-made netCDF-safe (None, bools, dicts and lists of non-numbers become JSON strings or ints). ``load``
-validates what it reads and explains what is wrong with a bad file. ``check_output`` refuses, before
+made netCDF-safe (None, bools, dicts and lists of non-numbers become JSON strings or ints) and laid
+out for CF-1.11 and ACDD-1.3, provenance grouped per stage (:mod:`mechlens.compliance`). ``load``
+gives back the flat attrs of docs/contract.md, validates what it reads and explains what is wrong
+with a bad file. ``check_output`` refuses, before
 any work, an output path that cannot be written.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import errno
 import itertools
 import json
@@ -31,53 +32,32 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+import mechlens.compliance as compliance
 from mechlens import schema
 from mechlens.errors import FileFormatError, MechlensError, SchemaError, UsageError
 
-#: global attrs every file carries (CF / ACDD conventions)
-CONVENTIONS = "CF-1.11"
-
-
-def safe_attr(value: Any) -> Any:
-    """Convert an attr value to a type netCDF4 accepts.
-
-    None becomes ``""``, a bool 0/1, a dict or a list holding non-numbers a JSON string, a Path a str.
-    """
-    if value is None:
-        return ""
-    if isinstance(value, (bool, np.bool_)):
-        return int(value)
-    if isinstance(value, (str, int, float, np.integer, np.floating)):
-        return value
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, np.ndarray) and value.dtype.kind in "iuf":
-        return value
-    if (
-        isinstance(value, (list, tuple))
-        and value
-        and all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in value)
-    ):
-        return np.asarray(value)
-    return json.dumps(value, default=str, sort_keys=True)
-
-
-def _safe_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
-    return {str(k): safe_attr(v) for k, v in attrs.items()}
+#: the conventions every file follows (``mechlens.compliance``); kept here for callers of mechlens.io
+CONVENTIONS = compliance.CONVENTIONS
+safe_attr = compliance.safe_attr
+_safe_attrs = compliance.safe_attrs
+file_attrs = compliance.file_attrs
+memory_attrs = compliance.memory_attrs
 
 
 def prepare(ds: xr.Dataset) -> tuple[xr.Dataset, dict[str, dict[str, Any]]]:
-    """A copy of ``ds`` ready for netCDF, and its encoding (float32 + zlib for float data variables)."""
-    out = ds.copy()
-    out.attrs = _safe_attrs(out.attrs)
-    out.attrs.setdefault("Conventions", CONVENTIONS)
-    # the core cites nothing of its own; a file carries the literature of the experiment it ran
-    if out.attrs.get("experiment_reference"):
-        out.attrs.setdefault("references", str(out.attrs["experiment_reference"]))
-    out.attrs.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-    from mechlens import __version__
+    """A copy of ``ds`` ready for netCDF, and its encoding.
 
-    out.attrs.setdefault("mechlens_version", __version__)
+    Float data variables are stored as zlib-compressed float32; coordinate variables get no
+    ``_FillValue`` (CF 2.5.1); ``condition`` is made the leading dim of every variable that has it
+    (docs/contract.md); every variable gets ``long_name``, ``units`` where known and an ACDD
+    ``coverage_content_type``; the global attrs are laid out by :func:`file_attrs`.
+    """
+    out = ds.copy()
+    for name in list(out.data_vars):
+        dims = out[name].dims
+        if "condition" in dims and dims[0] != "condition":
+            out[name] = out[name].transpose("condition", ...)
+    out.attrs = file_attrs(out.attrs, out)
     encoding: dict[str, dict[str, Any]] = {}
     for name in list(out.variables):
         var = out[name]
@@ -86,17 +66,23 @@ def prepare(ds: xr.Dataset) -> tuple[xr.Dataset, dict[str, dict[str, Any]]]:
             out[name] = var.astype(np.int8)
         elif var.dtype.kind == "O" or var.dtype.kind == "U":
             out[name] = var.astype(str)
-        if name in out.data_vars:
+        is_coord = name in out.coords
+        out[name].attrs.update(compliance.variable_attrs(str(name), out[name], is_coord))
+        if not is_coord:
             enc: dict[str, Any] = {}
             if out[name].dtype.kind == "f":
                 enc.update(dtype="float32", zlib=True, complevel=4)
             elif out[name].dtype.kind in "iu":
                 enc.update(zlib=True, complevel=4)
             encoding[str(name)] = enc
+        else:
+            # CF 2.5.1: coordinate variables hold no missing values, so they carry no _FillValue
+            encoding[str(name)] = {"_FillValue": None}
     # MultiIndex coords cannot be written to netCDF
     for idx in list(out.indexes):
         if out.indexes[idx].nlevels > 1:
             out = out.reset_index(idx)
+            encoding = {k: v for k, v in encoding.items() if k in out.variables}
     return out, encoding
 
 
@@ -454,6 +440,8 @@ def load(path: str | os.PathLike[str], validate: bool = True, chunks: Any = None
         raise FileFormatError(f"{path}: is a directory, expected a netCDF file or a zarr store")
     else:
         ds = _load_netcdf(path, chunks)
+    # back to the flat names of docs/contract.md, which every reader uses (files before the layout are flat)
+    ds.attrs = memory_attrs(ds.attrs)
     if "mechlens_version" not in ds.attrs:
         raise FileFormatError(
             f"{path}: is netCDF but was not written by mechlens (no 'mechlens_version' attr); "

@@ -8,6 +8,10 @@ boolean mask ``m`` over the layer's units (True = kept),
     z_t = below(x_t),   z_0 = below(x_0),   r_t = above(where(m, z_t, z_0)),
 
 where ``x_0`` is the baseline window (default: all zeros, the mean-grey screen of a z-scored stimulus).
+A model that overrides ``split`` runs that way (its fast path); any other model is patched through a
+forward hook on the layer's submodule (:func:`mechlens.layers.patched`, activation patching): the module
+runs on the window as it is and the layer's output is replaced by ``where(m, z_t, z_0)``, so skip
+connections and functional ops around the layer keep seeing the window.
 Keeping every unit gives the model back; keeping the complement of a reduction's units gives the
 "complement" check (the mechanism's units silenced). It is the experimentalist's pharmacological or
 optogenetic silencing of a cell type, done on the model.
@@ -21,6 +25,7 @@ from typing import cast
 import numpy as np
 import torch
 
+import mechlens.layers as _layers
 from mechlens.errors import UsageError
 from mechlens.interfaces import Model
 
@@ -39,6 +44,20 @@ class _Clamp(torch.nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return torch.where(self.mask, z, self.z0.to(z.dtype))
+
+
+class _Patched(torch.nn.Module):
+    """The intact module with the layer's output passed through ``clamp`` (a forward hook, only during a call)."""
+
+    _layer: torch.nn.Module
+
+    def __init__(self, module: torch.nn.Module, layer: torch.nn.Module, clamp: _Clamp, where: str) -> None:
+        super().__init__()
+        self.module, self.clamp, self.where = module, clamp, where
+        object.__setattr__(self, "_layer", layer)  # registered inside ``module`` already
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _layers.patched(self.module, self._layer, x, self.clamp, self.where)
 
 
 class Lesioned(Model):
@@ -85,7 +104,6 @@ class Lesioned(Model):
         # a copy (a plugin may have set a list); cast: tuple() of a tuple[int, int] is typed tuple[int, ...]
         self.input_shape = cast(tuple[int, int], tuple(model.input_shape))
         self.batch_size = model.batch_size
-        below, above = model.split(layer)
         x0 = np.zeros((model.history, *model.input_shape), np.float32) if baseline is None else baseline
         if tuple(np.shape(x0)) != (model.history, *model.input_shape):
             raise UsageError(
@@ -93,10 +111,22 @@ class Lesioned(Model):
                 f"{model.input_shape[0]}, {model.input_shape[1]}) windows"
             )
         device = model.device
-        with torch.no_grad():
-            z0 = below(torch.as_tensor(np.asarray(x0, np.float32), device=device)[None])[0]
-        clamp = _Clamp(torch.as_tensor(np.ascontiguousarray(mask), device=device), z0.detach())
-        self._module = torch.nn.Sequential(below, clamp, above).eval()
+        window = torch.as_tensor(np.asarray(x0, np.float32), device=device)[None]
+        keep_t = torch.as_tensor(np.ascontiguousarray(mask), device=device)
+        self._module: torch.nn.Module
+        if model.split_by_hooks():
+            # activation patching: no split needed, so a layer a skip connection goes around works too
+            module, target = model.torch_module(), model.layer_module(layer)
+            where = f"layer {layer!r} of model {model.name!r}"
+            with torch.no_grad():
+                z0 = _layers.capture(module, target, window, where)[0]
+            self._module = _Patched(module, target, _Clamp(keep_t, z0.detach()), where).eval()
+        else:
+            below, above = model.split(layer)
+            with torch.no_grad():
+                z0 = below(window)[0]
+            self._module = torch.nn.Sequential(below, _Clamp(keep_t, z0.detach()), above).eval()
+        self.signed = model.signed
 
     @property
     def cells(self) -> list[str]:

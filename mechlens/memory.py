@@ -12,7 +12,9 @@ or without ``i``/``B``, all powers of 1024) or ``none`` / ``off`` / ``unlimited`
 
 A stimulus plugin takes part by defining ``memory_estimate(params) -> Estimate | None`` for one
 set of scalar parameters; :func:`check_stimulus` (called by ``Stimulus.generate``) adds up a
-sweep's conditions. The core knows nothing of any plugin's data.
+sweep's conditions. The core knows nothing of any plugin's data. A streamed run
+(:mod:`mechlens.streaming`) holds one chunk of the movie at a time and checks only that
+(:func:`check_chunk`), so a long movie is not refused when one chunk fits.
 """
 
 from __future__ import annotations
@@ -205,3 +207,46 @@ def check_stimulus(stimulus: Any, params: Any) -> None:
         f"the {stimulus.name} sweep over {name} ({len(values)} conditions{longest}, rendered and stacked)",
         fix,
     )
+
+
+def check_chunk(stimulus_name: str, frames: int, shape: tuple[int, int], history: int, parameter: str) -> float:
+    """Refuse a streamed run whose one chunk would not fit, before rendering any of it; the bytes per chunk.
+
+    A streamed run (:mod:`mechlens.streaming`) holds one chunk at a time, so its memory does not
+    depend on the movie's length and the whole movie is never checked against the budget: only one
+    chunk's frames (with the ``history - 1`` frames it shares with the previous one) are, counted
+    :data:`CHUNK_COPIES` times (the rendered frames, their float32 copy for the model's windows and
+    the merged piece that is written).
+
+    Parameters
+    ----------
+    stimulus_name : str
+        For the message.
+    frames : int
+        Time points per chunk.
+    shape : (int, int)
+        Pixels (y, x).
+    history : int
+        The model's frames per window.
+    parameter : str
+        The option that sets the chunk (``--chunk-time``), named in the message.
+
+    Raises
+    ------
+    MemoryBudgetError
+        One chunk does not fit the budget.
+    """
+    ny, nx = shape
+    n = float(frames) + max(0, int(history) - 1)
+    nbytes = CHUNK_COPIES * n * ny * nx * 4
+    check(
+        nbytes,
+        parameter,
+        f"one chunk of the streamed {stimulus_name} movie ({n:.0f} frames of {ny}x{nx} px)",
+        f"give a smaller {parameter}",
+    )
+    return nbytes
+
+
+#: movies of one chunk alive at once in a streamed run (see :func:`check_chunk`)
+CHUNK_COPIES = 3.0

@@ -192,6 +192,8 @@ def run(
     n_parts: int | None = None,
     completeness_tolerance: float = completeness.DEFAULT_TOLERANCE,
     strict: bool = False,
+    sink: Any = None,
+    chunk_time: int | None = None,
 ) -> xr.Dataset:
     """Run stimulus -> model [-> attributor [-> reducer]] and return the merged Dataset.
 
@@ -225,6 +227,15 @@ def run(
     strict : bool
         Refuse an attribution above the tolerance (:class:`~mechlens.completeness.IncompleteAttributionError`)
         instead of warning.
+    sink : mechlens.streamwrite.Sink, optional
+        Where a streamed run writes its result (``mechlens.streamwrite.open_sink(path)``). With a sink
+        and no ``client``, a movie longer than ``chunk_time`` output time points is streamed through
+        the stages in chunks, written as it goes, and the written result is returned, opened lazily
+        (:mod:`mechlens.streaming`: memory flat in the movie's length; what differs from a run in
+        memory is listed there). A shorter movie runs in memory as without a sink (save it yourself).
+    chunk_time : int, optional
+        Output time points per chunk of a streamed run (default
+        :data:`mechlens.streaming.DEFAULT_CHUNK_TIME`; 0: never stream).
 
     Returns
     -------
@@ -247,8 +258,14 @@ def run(
     r = instantiate("reducer", reducer, reducer_params, registry)
     assert isinstance(m, Model) and isinstance(s, Stimulus)
     layer = m.check_layer(layer) if a is not None else layer
+    if sink is not None and client is None:
+        streamed = _stream(m, s, a, r, layer, cells, seed, registry, sink, chunk_time, completeness_tolerance, strict)
+        if streamed is not None:
+            return streamed
 
     log.info("stimulus %s", s.name)
+    if getattr(s, "needs_model", False):  # a model-dependent stimulus (an MEI) is computed on the model itself
+        s.model = m  # type: ignore[attr-defined]
     # on the model's grid: a stimulus that can fit it renders on it (Stimulus.on_grid)
     stim = _call(s, "generate", s.generate, seed, m.grid, registry=registry)
     schema.validate(stim, "stimulus", describe(s, registry))
@@ -302,6 +319,50 @@ def run(
     ds.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     ds.attrs.setdefault("title", f"mechlens: {m.name} on {s.name}")
     return ds
+
+
+def _stream(
+    m: Model,
+    s: Stimulus,
+    a: Plugin | None,
+    r: Plugin | None,
+    layer: str | None,
+    cells: Sequence[str] | None,
+    seed: int,
+    registry: _registry.Registry | None,
+    sink: Any,
+    chunk_time: int | None,
+    tolerance: float,
+    strict: bool,
+) -> xr.Dataset | None:
+    """The run streamed in time chunks into ``sink`` (:mod:`mechlens.streaming`), or None when it runs in memory."""
+    import mechlens.streaming as _streaming
+
+    chunk = _streaming.DEFAULT_CHUNK_TIME if chunk_time is None else _streaming.check_chunk_time(chunk_time)
+    params = s.parameters_on(m.grid)
+    chunks = _streaming.plan(s, params, m.history, chunk)
+    if chunks is None:
+        return None
+    log.info("stimulus %s streamed in chunks of %d time points", s.name, chunk)
+    attrs: dict[str, Any] = {**provenance(m, "model", registry), **provenance(s, "stimulus", registry)}
+    attrs["stimulus_parameters"] = _parameters.to_json(params)
+    attrs["model_checkpoint_sha256"] = m.checkpoint_sha256()
+    attrs["seed"] = int(seed)
+    if a is not None:
+        attrs.update(provenance(a, "attributor", registry))
+        attrs["layer"] = layer
+    if r is not None:
+        attrs.update(provenance(r, "reducer", registry))
+    attrs["mechlens_version"] = mechlens_version()
+    attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    attrs["title"] = f"mechlens: {m.name} on {s.name}"
+    return _streaming.stream(
+        m, s, a, r,
+        params=params, seed=seed, layer=layer, cells=cells, chunks=chunks, sink=sink, attrs=attrs,
+        call=lambda plugin, what, fn, *args: _call(plugin, what, fn, *args, registry=registry),
+        describe=lambda plugin: describe(plugin, registry),
+        merge=merge, completeness_tolerance=tolerance, strict=strict,
+    )  # fmt: skip
 
 
 def merge(parts: Sequence[xr.Dataset]) -> xr.Dataset:

@@ -77,6 +77,52 @@ STAGES: dict[str, StageSpec] = {
 }
 
 
+@dataclass(frozen=True)
+class Declared:
+    """A variable a stage may write and later stages read: its dims, units and meaning (docs/contract.md).
+
+    Attributes
+    ----------
+    dims : tuple of str
+        The dims in order (``condition`` may precede them).
+    units : str
+        CF units (``"Hz"``, ``"1"``).
+    meaning : str
+        What it is, in one sentence (its ``long_name``).
+    optional_dims : tuple of str
+        Dims that may follow, e.g. ``unit_y``, ``unit_x``.
+    """
+
+    dims: tuple[str, ...]
+    units: str
+    meaning: str
+    optional_dims: tuple[str, ...] = ()
+
+
+#: the reduction variables the experiments, the mechanism sentence and the report read
+#: (mechlens.experiments.summary, mechlens.mechanism): optional, but a reducer that writes one writes it
+#: with these dims (checked by :func:`validate`), so a third-party reduction reads like a built-in one.
+#: ``dr = response - baseline_response`` and sums run over the reducer's window and the conditions.
+REDUCTION_VARIABLES: dict[str, Declared] = {
+    "kept": Declared(
+        ("unit_channel",), "1", "1 = unit kept active in the reduced model, 0 = clamped to baseline", UNIT_DIMS[1:]
+    ),
+    "contribution": Declared(
+        ("cell", "unit_channel"), "Hz", "sum over the window and conditions of |attribution| per channel"
+    ),
+    "sign": Declared(
+        ("cell", "unit_channel"), "1", "+1 net excitatory (signed sum of the attribution >= 0), -1 net inhibitory"
+    ),
+    "explained_fraction": Declared(
+        ("cell",), "1", "1 - ||dr - sum of the kept units' attributions|| / ||dr|| over the window"
+    ),
+}
+# checked where present: optional entries of the reduction stage (its required ones are above)
+STAGES["reduction"].variables.update(
+    {name: VarSpec(d.dims, d.optional_dims, required=False) for name, d in REDUCTION_VARIABLES.items()}
+)
+
+
 def _check_var(ds: xr.Dataset, name: str, spec: VarSpec, where: str) -> list[str]:
     problems = []
     if name not in ds.data_vars:

@@ -20,6 +20,12 @@ The entry points :func:`check_stimulus`, :func:`check_model`, :func:`check_attri
 :func:`check_reducer` and :func:`check_parameters` run every check of a plugin and raise one
 ``AssertionError`` naming each check that failed, with its message; they return the Dataset the plugin
 produced, so a test can go on to check the physics.
+
+Why one file
+------------
+The kit is one public API (``from mechlens.testing import ...``) whose checks share one machinery
+(subjects that make each output once, named checks, the pytest parametrisation); a plugin author reads
+the checks of their kind next to that machinery. Each kind's checks are a short block of functions.
 """
 
 from __future__ import annotations
@@ -407,17 +413,31 @@ class _ModelSubject(_Subject):
     def _checks(self) -> list[tuple[str, Callable[[Any], object]]]:
         return [
             *super()._checks(),
+            ("check_model_grid_declared", _model_grid_declared),
             ("check_model_cells", _model_cells),
             ("check_model_layers_declared", _model_layers_declared),
             ("check_model_output_shape", _model_output_shape),
+            ("check_model_layers_reachable", _model_layers_reachable),
             ("check_model_layer_shapes", _model_layer_shapes),
             ("check_model_split_recomposes", _model_split_recomposes),
+            ("check_model_layers_attributable", _model_layers_attributable),
             ("check_model_response_schema", lambda s: schema.validate(s.out(), "response", s.what)),
             ("check_model_response_cells_and_times", _model_response_cells_and_times),
             ("check_model_rates", _model_rates),
             ("check_model_deterministic", lambda s: _assert_same(s.out(), s.again(), f"{s.what} predict")),
             ("check_model_round_trip", lambda s: assert_round_trip(s.out())),
         ]
+
+
+def _model_grid_declared(s: _ModelSubject) -> None:
+    model = s.model()
+    missing = [name for name in ("history", "frame_period_s", "input_shape") if not hasattr(model, name)]
+    assert not missing, f"{s.what} sets no {', '.join(missing)}; a model states its grid (docs/contract.md, 'Kinds')"
+    grid = model.grid  # a Grid validates itself: >= 1 pixel per side, history >= 1, a period > 0
+    assert isinstance(model.signed, bool), f"{s.what}: signed must be True or False, got {model.signed!r}"
+    assert tuple(s.batch().shape[1:]) == (grid.history, *grid.shape), (
+        f"{s.what}: windows have shape {tuple(s.batch().shape[1:])}, the grid says {(grid.history, *grid.shape)}"
+    )
 
 
 def _model_cells(s: _ModelSubject) -> None:
@@ -475,6 +495,73 @@ def _model_split_recomposes(s: _ModelSubject) -> None:
     _each(list(s.model().layers()), recomposes)
 
 
+def _model_layers_reachable(s: _ModelSubject) -> None:
+    import torch
+
+    model = s.model()
+
+    def reachable(layer: str) -> None:
+        if model.split_by_hooks():
+            # what the default split and the hook-patched lesions need: a submodule, run once, one tensor out
+            sub = model.layer_module(layer)
+            assert isinstance(sub, torch.nn.Module), f"{s.what}: layer_module({layer!r}) is not a torch module"
+            assert any(m is sub for m in model.torch_module().modules()), (
+                f"{s.what}: layer_module({layer!r}) is not a submodule of torch_module()"
+            )
+        parts = model.split(layer)
+        assert len(parts) == 2 and all(isinstance(p, torch.nn.Module) for p in parts), (
+            f"{s.what}: split({layer!r}) must return (below, above), two torch modules"
+        )
+
+    _each(list(model.layers()), reachable)
+
+
+def _model_layers_attributable(s: _ModelSubject) -> None:
+    """What every gradient attributor needs of ``above``: the path integral of its gradient is its change.
+
+    Integrated gradients along the straight line from the zero window's activations ``z0`` to ``z``
+    (midpoint rule, :data:`ATTRIBUTABLE_STEPS` nodes) must add up to ``above(z) - above(z0)`` per cell
+    within 5 % of the largest such change: an ``above`` that detaches, rounds, or reads anything but
+    the activations fails.
+    """
+    import torch
+
+    model = s.model()
+    x = s.batch()
+    x0 = torch.zeros_like(x[:1])
+    n = ATTRIBUTABLE_STEPS
+
+    def complete(layer: str) -> None:
+        below, above = model.split(layer)
+        with torch.no_grad():
+            z, z0 = below(x), below(x0)
+            change = (above(z) - above(z0)).double()
+        alphas = (torch.arange(n, dtype=z.dtype) + 0.5) / n
+        dz = z - z0
+        points = (z0 + alphas.view(n, *([1] * z.dim())) * dz.unsqueeze(0)).flatten(0, 1).detach()
+        points.requires_grad_(True)
+        with torch.enable_grad():
+            out = above(points)
+            total = torch.zeros_like(change)
+            for cell in range(out.shape[1]):
+                (g,) = torch.autograd.grad(out[:, cell].sum(), points, retain_graph=cell < out.shape[1] - 1)
+                g = g.view(n, *z.shape).mean(0)
+                total[:, cell] = (g * dz).flatten(1).sum(1).double()
+        scale = float(change.abs().max())
+        gap = float((total - change).abs().max())
+        assert np.isfinite(gap) and gap <= 0.05 * scale + 1e-6, (
+            f"{s.what}: at layer {layer!r} the gradient of above integrated from the zero window's activations "
+            f"misses above(z) - above(z0) by {gap:.3g} (the largest change is {scale:.3g}); attributors need "
+            "above to be differentiable in the activations alone (no detach, no rounding, no input but them)"
+        )
+
+    _each(list(model.layers()), complete)
+
+
+#: midpoint nodes of ``check_model_layers_attributable``
+ATTRIBUTABLE_STEPS = 64
+
+
 def _model_response_cells_and_times(s: _ModelSubject) -> None:
     resp = s.out()["response"]
     assert list(resp["cell"].values) == list(s.model().cells), f"{s.what}: response cells differ from model.cells"
@@ -485,7 +572,10 @@ def _model_response_cells_and_times(s: _ModelSubject) -> None:
 def _model_rates(s: _ModelSubject) -> None:
     rates = s.out()["response"].values
     assert np.isfinite(rates).all(), f"{s.what}: non-finite rates"
-    assert (rates >= 0).all(), f"{s.what}: negative rates (Hz)"
+    if not s.model().signed:  # calcium dF/F and signed models declare signed = True
+        assert (rates >= 0).all(), (
+            f"{s.what}: negative rates (Hz); a model whose output may be negative sets signed = True"
+        )
 
 
 class _AttributorSubject(_Subject):
@@ -880,10 +970,12 @@ def check_stimulus(cls: type[Stimulus], params: Mapping[str, Any] | None = None,
 def check_model(model: Model, stimulus: xr.Dataset | None = None, atol: float = 1e-4) -> xr.Dataset:
     """Run a Model instance through every check of the contract.
 
-    Checks cells and layers, that ``split(layer)`` recomposes the module for every layer, that the
-    layer shapes are right, the response schema (time coords = stimulus times from ``history - 1`` on,
-    finite non-negative rates in Hz), determinism, and the netCDF round trip; raises one
-    ``AssertionError`` naming every check that failed.
+    Checks the declared grid, cells and layers, that every layer is reachable (a submodule for the
+    hook-based default split, or the model's own split), that ``split(layer)`` recomposes the module
+    and gives the declared layer shapes, that the gradient of ``above`` integrates to its change (what
+    the attributors need), the response schema (time coords = stimulus times from ``history - 1`` on,
+    finite rates, non-negative unless the model is ``signed``), determinism, and the netCDF round trip;
+    raises one ``AssertionError`` naming every check that failed.
 
     Returns
     -------

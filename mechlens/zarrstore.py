@@ -178,6 +178,8 @@ class Progress:
         if region["time"] is not None and "time" in ds.dims:
             sel["time"] = slice(*region["time"])
         piece = ds.isel(sel).load()
+        # the store's mark of an unfinished run is not the part's: it must not reach the result's attrs
+        piece.attrs.pop("mechlens_unfinished", None)
         if "completeness_error" in piece:
             piece["completeness_error"].attrs["max_abs"] = float(region.get("max_abs", 0.0))
         return piece
@@ -270,15 +272,7 @@ def save(out: xr.Dataset, path: str | os.PathLike[str]) -> Path:
     if path.exists() and not path.is_dir():
         raise UsageError(f"-o {path}: exists and is not a zarr store (a folder); remove it or choose another -o")
     path.parent.mkdir(parents=True, exist_ok=True)
-    out = out.copy()
-    for name in list(out.data_vars):
-        if out[name].dtype.kind == "f" and out[name].dtype != np.float32:
-            out[name] = out[name].astype(np.float32)
-    out.attrs = _attrs(out.attrs)
-    for name in out.variables:
-        out[name].attrs = _attrs(out[name].attrs)
-        out[name].encoding = {}
-    out = _strings_out(out)
+    out = _stream_ready(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         out.to_zarr(tmp, mode="w", consolidated=False)
@@ -322,3 +316,71 @@ def open_store(path: str | os.PathLike[str], chunks: Any = None) -> xr.Dataset:
     with contextlib.suppress(KeyError):
         del ds.attrs["mechlens_unfinished"]
     return ds
+
+
+# -- streamed runs (mechlens.streaming, mechlens.streamwrite) ---------------------------------------
+def _stream_ready(piece: xr.Dataset) -> xr.Dataset:
+    """A Dataset (already made netCDF-safe by ``mechlens.io.prepare``) as the store holds it: float32, JSON attrs.
+
+    Used by :func:`save` and by the streamed writes, so a streamed store and a saved one are laid out alike.
+    """
+    out = piece.copy()
+    for name in list(out.data_vars):
+        if out[name].dtype.kind == "f" and out[name].dtype != np.float32:
+            out[name] = out[name].astype(np.float32)
+    out.attrs = _attrs(out.attrs)
+    for name in out.variables:
+        out[name].attrs = _attrs(out[name].attrs)
+        out[name].encoding = {}
+    return _strings_out(out)
+
+
+def stream_create(piece: xr.Dataset, path: str | os.PathLike[str], time_chunks: Mapping[str, int]) -> None:
+    """Start a streamed run's store at ``path`` (a temporary folder) with its first piece.
+
+    ``time_chunks`` gives each variable's zarr chunk length along ``time`` (the other dims whole).
+    """
+    _zarr()
+    ready = _stream_ready(piece)
+    encoding = {
+        str(name): {
+            "chunks": tuple(int(time_chunks[str(name)]) if d == "time" else ready.sizes[d] for d in ready[name].dims)
+        }
+        for name in ready.data_vars
+        if str(name) in time_chunks
+    }
+    with _quiet():
+        ready.to_zarr(path, mode="w", consolidated=False, encoding=encoding)
+
+
+def stream_append(piece: xr.Dataset, path: str | os.PathLike[str]) -> None:
+    """Append a piece (only variables along ``time``, as the first piece had them) to a streamed store."""
+    with _quiet():
+        _stream_ready(piece).to_zarr(path, append_dim="time", consolidated=False)
+
+
+def stream_finish(
+    tmp: str | os.PathLike[str],
+    path: str | os.PathLike[str],
+    attrs: Mapping[str, Any],
+    variable_attrs: Mapping[str, Mapping[str, Any]],
+) -> Path:
+    """Set a streamed store's attrs (``attrs`` replace the group's) and move it into place at ``path``."""
+    zarr = _zarr()
+    group = zarr.open_group(str(tmp), mode="r+")
+    group.attrs.clear()
+    group.attrs.update(_attrs(attrs))
+    for name, extra in variable_attrs.items():
+        if name in group:
+            group[name].attrs.update(_attrs(extra))
+    path, tmp = Path(path), Path(tmp)
+    old = None
+    if path.exists():
+        if not path.is_dir() or not (is_store(path) or (path / PROGRESS).exists() or not any(path.iterdir())):
+            raise UsageError(f"-o {path}: exists and is not a zarr store; remove it or choose another -o")
+        old = path.with_name(f".{path.name}.old-{os.getpid()}")
+        os.replace(path, old)
+    os.replace(tmp, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return path

@@ -238,3 +238,25 @@ def test_the_core_is_domain_neutral():
         if words.search(line)
     ]
     assert not hits, "the core mentions the retina or the paper:\n" + "\n".join(hits)
+
+
+#: a module longer than this states at its top why it is one file (issue 19)
+MAX_LINES = 600
+
+
+def test_every_long_module_says_why_it_is_one_file():
+    """A source file over ~600 lines is either split by responsibility or says, in its module
+    docstring, why it is one file ("Why one file"): length must be a decision, not drift."""
+    unexplained = []
+    for path in sorted([*(ROOT / CORE).rglob("*.py"), *(ROOT / "plugins").rglob("*.py")]):
+        text = path.read_text()
+        n = len(text.splitlines())
+        if n <= MAX_LINES:
+            continue
+        doc = ast.get_docstring(ast.parse(text)) or ""
+        if "Why one file" not in doc:
+            unexplained.append(f"{path.relative_to(ROOT)} ({n} lines)")
+    assert not unexplained, (
+        "split these by responsibility, or say at the top of each, in a 'Why one file' paragraph of "
+        "its module docstring, why it stays one file:\n" + "\n".join(unexplained)
+    )

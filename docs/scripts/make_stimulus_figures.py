@@ -24,6 +24,8 @@ from mechlens_stimuli._render import COMMON_PARAMETERS
 from mechlens_stimuli.bars import FlashedBar, MotionReversal, MovingBar
 from mechlens_stimuli.fullfield import Flash, OmittedStimulus, PairedFlash
 from mechlens_stimuli.gratings import ObjectMotion, ReversingGrating
+from mechlens_stimuli.mei import MostExcitingInput
+from mechlens_stimuli.movie import Movie
 from mechlens_stimuli.natural import NaturalScenes
 from mechlens_stimuli.noise import ContrastSteps, WhiteNoise
 
@@ -209,6 +211,47 @@ def object_motion() -> Figure:
     return fig
 
 
+def movie() -> Figure:
+    """A lab's movie: here natural-scene frames saved as .npy, played on a 20x20 px grid from 0.5 s."""
+    import tempfile
+
+    frames = NaturalScenes(duration=2.0, size_px=20).generate(0)["stimulus"].values
+    with tempfile.TemporaryDirectory() as tmp:
+        np.save(Path(tmp) / "lab_movie.npy", frames * 40 + 128)  # raw intensities, z-scored by the stimulus
+        ds = Movie(path=str(Path(tmp) / "lab_movie.npy"), start_s=0.5, duration=1.0).generate(0)
+    fig, ax = _figure(3, ratios=[1, 1, 1.6])
+    _frame(ax[0], ds, -0.3, "t = -0.3 s (the file's own history)", vmin=-2.5, vmax=2.5)
+    _frame(ax[1], ds, 0.5, "t = 0.5 s", vmin=-2.5, vmax=2.5)
+    ax[2].plot(ds["time"], ds["file_frame"], color="k", lw=1)
+    ax[2].set_xlabel("time (s)", fontsize=8)
+    ax[2].set_title("file_frame: the file's frame shown", fontsize=8)
+    ax[2].tick_params(labelsize=7)
+    return fig
+
+
+def mei() -> Figure:
+    """The MEI of a cell of the toy CNN: its window, frame by frame, then the response it drives."""
+    from mechlens.toymodels import ToyCNN
+
+    model = ToyCNN(size=16, history=8)
+    stim = MostExcitingInput(cell="gc00", post_s=0.1)
+    stim.model = model
+    ds = stim.generate(0)
+    fig, ax = _figure(5, ratios=[1, 1, 1, 1, 1.8])
+    lim = float(np.abs(ds["stimulus"].values).max())
+    for i, k in enumerate((0, 3, 7)):
+        t = round(k * model.frame_period_s, 9)
+        _frame(ax[i], ds, t, f"MEI frame {k}", vmin=-lim, vmax=lim)
+    _frame(ax[3], ds, -0.02, "grey, t < 0", vmin=-lim, vmax=lim)
+    resp = model.predict(ds)["response"].sel(cell="gc00")
+    ax[4].plot(resp["time"], resp, color="k", lw=1)
+    ax[4].axvline(float(ds["mei_response_time"]), color="r", lw=0.6, ls="--")
+    ax[4].set_xlabel("time (s)", fontsize=8)
+    ax[4].set_title("gc00 (Hz); red: mei_response_time", fontsize=8)
+    ax[4].tick_params(labelsize=7)
+    return fig
+
+
 FIGURES: dict[str, Callable[[], Figure]] = {
     "white-noise": white_noise,
     "natural-scenes": natural_scenes,
@@ -221,6 +264,8 @@ FIGURES: dict[str, Callable[[], Figure]] = {
     "contrast-steps": contrast_steps,
     "reversing-grating": reversing_grating,
     "object-motion": object_motion,
+    "movie": movie,
+    "mei": mei,
 }
 
 
@@ -247,6 +292,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUT, help="output folder (default docs/img/stimuli)")
     parser.add_argument("--tables", action="store_true", help="print the parameter tables and exit")
+    parser.add_argument("--only", nargs="*", default=[], help="draw only these stimuli (default: all)")
     args = parser.parse_args()
     if args.tables:
         from mechlens_stimuli.hooks import mechlens_stimuli
@@ -258,6 +304,8 @@ def main() -> None:
         return
     args.out.mkdir(parents=True, exist_ok=True)
     for name, make in FIGURES.items():
+        if args.only and name not in args.only:
+            continue
         fig = make()
         fig.tight_layout()
         path = args.out / f"{name}.png"

@@ -418,7 +418,11 @@ class LayerAttributor(Attributor):
             },
         )
         for k, v in extras.items():
-            out[k] = xr.DataArray(v, dims=(*lead, "time"), coords={d: c for d, c in tcoords.items() if d != "cell"})
+            # integer extras are counts (integration_steps): dimensionless, and kept so when NaN-padded to float
+            attrs = {"units": "1"} if np.asarray(v).dtype.kind in "iub" else {}
+            out[k] = xr.DataArray(
+                v, dims=(*lead, "time"), coords={d: c for d, c in tcoords.items() if d != "cell"}, attrs=attrs
+            )
         if self.params.baseline != "zero" and np.any(x0_np != 0):
             out["baseline_window"] = self._baseline_da(model, stimulus, x0_np, description)
         return out

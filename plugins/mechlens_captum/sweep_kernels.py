@@ -8,6 +8,10 @@ otherwise; ``n`` is the number of cells, ``C`` the channels of the attributed la
 The middle affine map is a convolution given by its geometry (a Linear layer is a 1x1 convolution
 of a 1x1 image with one input channel per unit), so a convolution's weights stay in cache instead of
 a sparse matrix of 5 million (index, weight) pairs (84 MB for the retina CNN) being read per time point.
+
+Why one file (1190 lines): the kernels share one compilation set-up (their own SLP-vectorised code
+library) and one memory layout of the convolution geometry; numba's on-disk cache is keyed on this
+file, and a change of layout has to be made in every kernel at once, which one file keeps in view.
 """
 
 from __future__ import annotations

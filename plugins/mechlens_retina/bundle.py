@@ -201,11 +201,20 @@ def recipe_for(device: str, args: argparse.Namespace | None = None) -> dict[str,
     return recipe
 
 
-def agreement_gate(checkpoint: Path) -> dict[str, Any]:
+def agreement_gate(checkpoint: Path, circuit_params: dict[str, Any] | None = None) -> dict[str, Any]:
     """The probe agreement of a written checkpoint with the synthetic retina, both on the CPU.
 
     Computed from the file (not the in-memory model, which may sit on a GPU whose TF32 kernels
     round differently), so a fresh ``RetinaCNN(checkpoint=..., device="cpu")`` recomputes it.
+
+    Parameters
+    ----------
+    checkpoint : Path
+        The written ``.safetensors`` checkpoint.
+    circuit_params : dict, optional
+        Parameters of the circuit the recording was simulated with (the recipe's
+        ``simulate.model_params``, e.g. ``{"silence": ["OFF-fast"]}``): a CNN is gated against the
+        circuit it was trained on, not the default one.
 
     Returns
     -------
@@ -217,7 +226,7 @@ def agreement_gate(checkpoint: Path) -> dict[str, Any]:
     from mechlens_retina.synthetic import SyntheticRetina
 
     cnn = RetinaCNN(checkpoint=str(checkpoint), device="cpu")
-    return probe_agreement(cnn, SyntheticRetina())
+    return probe_agreement(cnn, SyntheticRetina(**(circuit_params or {})))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -282,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         from mechlens_retina.cnn import RetinaCNN
 
         t1 = time.perf_counter()
-        gate = agreement_gate(output)
+        gate = agreement_gate(output, sim.get("model_params") or {})
         t_gate = time.perf_counter() - t1
         # re-save the CPU copy: same tensors (so the same weights_sha256), metadata with the gate added
         final = RetinaCNN(checkpoint=str(output), device="cpu")

@@ -30,6 +30,10 @@ Checkpoints of mechlens 0.1 (``MODEL.pt``, a ``torch.save``'d state_dict read on
 ``torch.load(..., weights_only=True)``, plus ``MODEL.json`` beside it, whose ``weights_sha256`` is
 the sha256 of the ``.pt`` file) are still read, never written. ``python -m
 mechlens_retina.checkpoint MODEL.pt`` converts one into ``MODEL.safetensors``.
+
+Why one file (680 lines): writing, reading, validating and migrating (old ``.pt`` + ``.json``)
+checkpoints share one metadata schema; kept together, this file is the one place that says what a
+valid checkpoint is.
 """
 
 from __future__ import annotations

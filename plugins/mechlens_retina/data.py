@@ -27,6 +27,9 @@ a ``cell00`` is read as counting from 0. The netCDF layout is documented in docs
 The HDF5 reader is also an xarray backend (:class:`DeepRetinaBackend`, entry point
 ``xarray.backends: deep-retina``), so any xarray user reads one split of a published file without
 mechlens's API: ``xr.open_dataset("naturalscene.h5", engine="deep-retina", group="test")``.
+
+Why one file (640 lines): the two recording formats share the lazy-reading layer and the labeled
+layout they both return; the xarray backend entry point is a thin wrapper over them.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from xarray.backends import BackendArray, BackendEntrypoint
 from xarray.core import indexing
 
 from mechlens.errors import FileFormatError, UsageError
+from mechlens.io import memory_attrs
 from mechlens.schema import grid_coords
 from mechlens_retina.units import PIXEL_UM
 
@@ -548,6 +552,7 @@ def _open_nc_split(path: Path, split: str) -> xr.Dataset | None:
     except BaseException:
         ds.close()
         raise
+    ds.attrs = memory_attrs(ds.attrs)  # a file saved by mechlens.io groups its attrs per stage
     if "frame_period_s" not in ds.attrs and "time" in ds.coords and ds.sizes["time"] > 1:
         ds.attrs["frame_period_s"] = float(np.round(np.median(np.diff(ds["time"].values)), 9))
     if "pixel_um" not in ds.attrs and "x" in ds.coords and ds.sizes.get("x", 0) > 1:

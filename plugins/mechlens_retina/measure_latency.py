@@ -126,7 +126,7 @@ def latency_coding(
         {
             "latency": (("condition", "cell"), lat, {"units": "s", "long_name": "time from flash onset to peak"}),
             "peak": (("condition", "cell"), peak, {"units": "Hz", "long_name": "evoked peak rate"}),
-            "rho": ("cell", rho, {"long_name": "Spearman rho(|intensity|, latency)"}),
+            "rho": ("cell", rho, {"units": "1", "long_name": "Spearman rho(|intensity|, latency)"}),
             "shift": (
                 "cell",
                 shift,

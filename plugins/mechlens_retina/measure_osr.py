@@ -203,12 +203,16 @@ def omitted_stimulus_response(
             "latency": (("condition", "cell"), lat, {"units": "s", "long_name": "OSR peak after the expected flash"}),
             "osr": (("condition", "cell"), osr, {"units": "Hz", "long_name": "evoked OSR peak"}),
             "steady": (("condition", "cell"), steady, {"units": "Hz", "long_name": "steady per-flash evoked peak"}),
-            "ratio": (("condition", "cell"), ratio, {"long_name": "OSR / steady-state per-flash response"}),
+            "ratio": (
+                ("condition", "cell"),
+                ratio,
+                {"units": "1", "long_name": "OSR / steady-state per-flash response"},
+            ),
             "latency_spread": ("cell", spread, {"units": "s", "long_name": "max |latency - median latency|"}),
             "slope": (
                 "cell",
                 slope,
-                {"long_name": "least-squares slope of the OSR time after the last flash vs the period"},
+                {"units": "1", "long_name": "least-squares slope of the OSR time after the last flash vs the period"},
             ),
             "passed": ("cell", passed.astype(int)),
             "reason": _reason_var(reasons),

@@ -103,7 +103,7 @@ def motion_reversal(
             "aligned": (("rel_time", "cell"), aligned, {"units": "Hz", "long_name": "response around the reversal"}),
             "burst": ("cell", burst, {"units": "Hz", "long_name": "largest rate after the reversal"}),
             "before": ("cell", pre, {"units": "Hz", "long_name": "largest rate before the reversal"}),
-            "ratio": ("cell", ratio, {"long_name": "burst / before"}),
+            "ratio": ("cell", ratio, {"units": "1", "long_name": "burst / before"}),
             "burst_time": (
                 ("condition", "cell"),
                 burst_time,

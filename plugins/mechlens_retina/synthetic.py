@@ -29,6 +29,10 @@ is a fixed, differentiable circuit:
 phenomenon, checked that way, is :mod:`mechlens_retina.ground_truth`.
 
 Every constant and its source is in ``docs/synthetic-retina.md``.
+
+Why one file (720 lines): the circuit's constants, filters and forward pass are read together
+against docs/synthetic-retina.md and change together whenever the circuit is retuned; each part is
+short.
 """
 
 from __future__ import annotations

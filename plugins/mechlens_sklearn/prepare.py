@@ -12,12 +12,12 @@ here once, so that the three reducers and the mechanism sentence use the same de
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import cast
 
 import numpy as np
 import xarray as xr
 
 from mechlens.errors import ParameterError, SchemaError, UsageError
+from mechlens.reduced import explained_fraction  # noqa: F401 - defined once, in the core; re-exported
 from mechlens.schema import UNIT_DIMS
 
 #: the spatial unit dim kept for each ``keep_axis`` choice
@@ -287,37 +287,6 @@ def net(attribution: xr.DataArray, window: xr.DataArray) -> xr.DataArray:
 def sign_of(net_total: xr.DataArray) -> xr.DataArray:
     """+1 (net excitatory, including a zero total) or -1 (net inhibitory), int8."""
     return xr.where(net_total >= 0, 1, -1).astype(np.int8)
-
-
-def explained_fraction(
-    deviation: xr.DataArray, reconstruction: xr.DataArray, window: xr.DataArray, over: tuple[str, ...] = ("cell",)
-) -> xr.DataArray:
-    """``1 - ||dr - recon|| / ||dr||`` over the window (and conditions), per ``over`` dims.
-
-    Parameters
-    ----------
-    deviation : xarray.DataArray
-        ([condition,] time, cell): response minus baseline (Hz).
-    reconstruction : xarray.DataArray
-        Same dims: the sum of the kept attributions (Hz).
-    window : xarray.DataArray
-        Boolean ([condition,] time).
-    over : tuple of str
-        Dims kept in the result: ``("cell",)`` per cell, ``()`` pooled over cells.
-
-    Returns
-    -------
-    xarray.DataArray
-        1 for a perfect reconstruction, 0 for none (the baseline alone), negative when worse than
-        none; NaN where the deviation is zero over the window.
-    """
-    res = windowed(deviation - reconstruction, window)
-    dev = windowed(deviation, window)
-    sum_dims = [d for d in dev.dims if d not in over]
-    # numpy's stubs type a ufunc of a DataArray as an ndarray; xarray's __array_ufunc__ returns a DataArray
-    num = cast(xr.DataArray, np.sqrt((res**2).sum(sum_dims)))
-    den = cast(xr.DataArray, np.sqrt((dev**2).sum(sum_dims)))
-    return (1.0 - num / den.where(den > 0)).astype(np.float64)
 
 
 def unit_coords(prep: Prepared, dims: tuple[str, ...]) -> dict[str, xr.DataArray]:

@@ -57,6 +57,27 @@ class ChunkedStimulus(LibraryStimulus):
             )
         return self.chunk(params, seed, -n_pre, n_after)
 
+    def frame_span(self, params: Any) -> tuple[int, int] | None:
+        """``(-n_pre, n_after)``: the frames :meth:`render` makes, from time 0 (:meth:`Stimulus.frame_span`)."""
+        n_pre, n_after = self.span(params)
+        return -n_pre, n_after
+
+    def render_range(self, params: Any, seed: int, start: int, stop: int) -> xr.Dataset:
+        """Frames ``start .. stop - 1`` of ``render(params, seed)`` (:meth:`Stimulus.render_range`).
+
+        No memory limit of its own: the caller sizes the range (``mechlens.streaming`` checks one
+        chunk against the budget).
+        """
+        n_pre, n_after = self.span(params)
+        if not (-n_pre <= start < stop <= n_after):
+            raise UsageError(
+                f"{self.name}: render_range({start}, {stop}) is outside the movie, which has frames "
+                f"{-n_pre} .. {n_after - 1} (counted from time 0)"
+            )
+        ds = self.chunk(params, seed, start, stop)
+        self._provenance(ds, seed, params)
+        return ds
+
     def _single(self, grid: Grid | None) -> Any:
         params = self.parameters_on(grid)
         sweep = _params.swept(params)

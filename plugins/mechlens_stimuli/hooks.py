@@ -13,6 +13,8 @@ def mechlens_stimuli() -> list[type]:
     from mechlens_stimuli.bars import FlashedBar, MotionReversal, MovingBar
     from mechlens_stimuli.fullfield import Flash, OmittedStimulus, PairedFlash
     from mechlens_stimuli.gratings import ObjectMotion, ReversingGrating
+    from mechlens_stimuli.mei import MostExcitingInput
+    from mechlens_stimuli.movie import Movie
     from mechlens_stimuli.natural import NaturalScenes
     from mechlens_stimuli.noise import ContrastSteps, WhiteNoise
 
@@ -28,4 +30,6 @@ def mechlens_stimuli() -> list[type]:
         ContrastSteps,
         ReversingGrating,
         ObjectMotion,
+        Movie,
+        MostExcitingInput,
     ]

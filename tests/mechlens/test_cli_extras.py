@@ -101,6 +101,31 @@ def test_completion_script_covers_commands_and_options(capsys, shell):
         assert word in script, word
 
 
+def test_bash_completion_offers_the_installed_plugins_names(capsys, tmp_path):
+    """In a real bash: `mechlens run --attributor <TAB>` lists the attributors, and a wrong name
+    still gets mechlens's own did-you-mean when the command runs (the choices live only in the
+    completion script)."""
+    import shutil
+    import subprocess
+
+    from mechlens import registry
+
+    if shutil.which("bash") is None:
+        pytest.skip("bash is not installed")
+    assert main(["completion", "bash"]) == 0
+    script = tmp_path / "mechlens.bash"
+    script.write_text(capsys.readouterr().out)
+    line = "mechlens run --attributor "
+    probe = (
+        f"source {script}; COMP_WORDS=(mechlens run --attributor ''); COMP_CWORD=3; "
+        f"COMP_LINE='{line}'; COMP_POINT={len(line)}; _shtab_mechlens; echo \"${{COMPREPLY[@]}}\""
+    )
+    offered = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert sorted(offered) == sorted(registry.default().names("attributor"))
+    assert main(["run", "--attributor", "integrated-gradient", "--stimulus", "flash", "--dry-run"]) == 2
+    assert "did you mean" in capsys.readouterr().err
+
+
 def test_completion_of_an_unknown_shell_is_a_usage_error(capsys):
     assert main(["completion", "fish"]) == 2
     assert "invalid choice: 'fish'" in capsys.readouterr().err

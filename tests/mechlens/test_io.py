@@ -24,7 +24,7 @@ def test_round_trip_makes_attrs_safe_and_stores_float32(ds, tmp_path):
     back = io.load(path)
     assert back.attrs["params"] == '{"a": 1}'
     assert back.attrs["flag"] == 1 and back.attrs["nothing"] == "" and back.attrs["path"] == "/x"
-    assert back.attrs["mechlens_version"] and back.attrs["Conventions"] == "CF-1.11"
+    assert back.attrs["mechlens_version"] and back.attrs["Conventions"] == "CF-1.11, ACDD-1.3"
     np.testing.assert_allclose(back["stimulus"].values, ds["stimulus"].values)
     assert back["time"].attrs["units"] == "s" and back["time"].dtype == np.float64
     assert not list(tmp_path.joinpath("sub").glob("*.tmp"))

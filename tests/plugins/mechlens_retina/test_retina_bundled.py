@@ -145,3 +145,22 @@ def test_bundle_writes_the_gate_into_the_checkpoint_and_resumes(tmp_path, monkey
     assert "reusing the recording" in text
     resumed = RetinaCNN(checkpoint=str(out), device="cpu")
     assert resumed.metadata["metrics"]["resumed"] and resumed.metadata["metrics"]["epochs_run"] == 2
+
+
+def test_the_gate_compares_a_cnn_with_the_circuit_it_was_trained_on(monkeypatch):
+    """A CNN trained on a changed circuit (the recovery control: OFF-fast silenced) is gated
+    against that circuit, not the default one."""
+    import sys
+    import types
+    from pathlib import Path
+
+    from mechlens_retina import bundle
+
+    seen = []
+    fake = types.ModuleType("mechlens_retina.agreement")
+    fake.probe_agreement = lambda model, truth, registry=None: seen.append(truth.params.silence) or {"passed": False}
+    monkeypatch.setitem(sys.modules, "mechlens_retina.agreement", fake)
+    default = Path(bundle.__file__).parent / "data" / "default.safetensors"
+    bundle.agreement_gate(default, {"silence": ["OFF-fast"]})
+    bundle.agreement_gate(default)
+    assert seen == [["OFF-fast"], []]

@@ -1,0 +1,1 @@
+"""openretina's core-readout models as a mechlens Model (optional extra: ``pip install 'mechlens[openretina]'``)."""
