@@ -15,8 +15,9 @@ By default only the prediction stage runs (no attributor): the default adaptive
 well over an hour. ``--attributor integrated-gradients --steps 2 --cells gc00`` streams the attribution
 too (fixed 2-node quadrature, one cell), at the cost of about a forward and a backward pass per node
 and time point; ``--attributor exact-integrated-gradients --reducer cell-types`` streams the exact
-attribution of every cell (~3 forward passes per time point) and a reduction (fitted on the first
-chunk: ``mechlens.streaming``).
+attribution of every cell (~3 forward passes per time point) and a reduction of the whole movie's
+attribution (read back without the movie; its reduced-model check reruns the model chunk by chunk:
+``mechlens.streaming``).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def main() -> None:
     ap.add_argument("--chunk-time", type=int, default=6000, help="output time points per chunk")
     ap.add_argument("--attributor", default="", help="stream an attribution too (default: prediction only)")
     ap.add_argument("--steps", type=int, help="the attributor's n_steps (integrated-gradients; default: its own)")
-    ap.add_argument("--reducer", default="", help="stream a reduction too (fitted on the first chunk)")
+    ap.add_argument("--reducer", default="", help="reduce the whole attribution too (model check chunk by chunk)")
     ap.add_argument("--cells", default="", help="cells to attribute with --attributor (default: all)")
     args = ap.parse_args()
     what = "predict"

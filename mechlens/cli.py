@@ -58,6 +58,7 @@ examples (`mechlens list` shows the plugin names):
   mechlens run --model MODEL --stimulus STIMULUS --attributor integrated-gradients -o out.nc
   mechlens run run.toml --set stimulus.PARAM=[1,2,3] -o sweep.nc     one condition per value
   mechlens run run.toml --dry-run               what would run, every stage and parameter, and exit
+  mechlens run --model-checkpoint a.safetensors,b.safetensors -o cmp/   every experiment on both models
 """
 
 
@@ -70,7 +71,9 @@ def _add_run(sub: Any) -> None:
             Run stimulus -> model -> attributor -> reducer and write one netCDF file, or run experiments.
             With a stimulus (from CONFIG or --stimulus) one pipeline runs and writes -o OUT.nc.
             Without one, the registered experiments run (all, or those named by --experiment) and write
-            DIR/<experiment>.nc plus DIR/report.html (-o DIR, default results/)."""
+            DIR/<experiment>.nc plus DIR/report.html (-o DIR, default results/); with several
+            --model-checkpoint, every experiment runs on every model into DIR/<label>/<experiment>.nc
+            and the report compares the models."""
         ),
         epilog=_RUN_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -94,7 +97,14 @@ def _add_run(sub: Any) -> None:
         metavar="NAME[,NAME...]",
         help="run these experiments (comma-separated or repeated; without --stimulus)",
     )
-    p.add_argument("--model-checkpoint", type=Path, metavar="PATH", help="load the model from this checkpoint")
+    p.add_argument(
+        "--model-checkpoint",
+        action="append",
+        type=_names,
+        metavar="PATH[,PATH...]",
+        help="load the model from this checkpoint; several (comma-separated or repeated) run every experiment on "
+        "every model into DIR/<label>/ and compare them in the report (without --stimulus)",
+    )
     p.add_argument("--layer", help="hidden layer to attribute (default: the model's first)")
     p.add_argument(
         "--cells",
@@ -336,18 +346,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         io.check_output(outdir, folder=True)  # before any work: a bad -o must not cost the whole run
         if args.dry_run:
             return _dry_run(cfg, outdir)
+        checkpoints = cfg.checkpoints()
         with _engine(args) as client:
-            written = experiments.run_all(
-                names=opts.experiment or None,
-                outdir=outdir,
-                model=cfg.model.name,
-                model_params=cfg.model.params,
-                model_checkpoint=opts.model_checkpoint or None,
-                seed=opts.seed,
-                history=history,
-                cells=opts.cells or None,
-                client=client,
-            )
+            common = {
+                "names": opts.experiment or None,
+                "outdir": outdir,
+                "model": cfg.model.name,
+                "model_params": cfg.model.params,
+                "seed": opts.seed,
+                "history": history,
+                "cells": opts.cells or None,
+                "client": client,
+            }
+            if len(checkpoints) > 1:  # every experiment on every model: DIR/<label>/<experiment>.nc
+                written = experiments.run_models(checkpoints, **common)
+            else:
+                written = experiments.run_all(model_checkpoint=checkpoints[0] if checkpoints else None, **common)
         if not log.isEnabledFor(logging.INFO):  # else the log announced each file as it was written
             for path in [*written, *([outdir / "report.html"] if written else [])]:
                 print(f"wrote {path}")
@@ -373,7 +387,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             stimulus_params=cfg.stimulus.params,
             attributor_params=cfg.attributor.params,
             reducer_params=cfg.reducer.params,
-            model_checkpoint=opts.model_checkpoint or None,
+            model_checkpoint=(cfg.checkpoints() or [None])[0],
             layer=opts.layer or None,
             cells=opts.cells or None,
             seed=opts.seed,
@@ -438,7 +452,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     files: list[Path] = []
     for p in args.results:
         if p.is_dir() and p.suffix != ".zarr":  # a .zarr store is one result
-            files += sorted(p.glob("*.nc"))
+            # per-model subfolders (`mechlens run --model-checkpoint a,b`) too: ordered by model, then experiment
+            files += sorted(p.rglob("*.nc"))
         else:
             files.append(p)
     if not files:
@@ -498,7 +513,7 @@ def cmd_completion(args: argparse.Namespace) -> int:
     stack = [parser]
     while stack:  # paths complete as files, in every subcommand
         for action in stack.pop()._actions:
-            if action.type is Path:
+            if action.type is Path or action.dest == "model_checkpoint":  # a list of paths is read by _names
                 action.complete = shtab.FILE  # type: ignore[attr-defined]
             if action.option_strings and action.dest in names and names[action.dest]:
                 action.choices = names[action.dest]

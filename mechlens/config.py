@@ -57,7 +57,9 @@ class RunOptions:
     layer: str = _params.param("", "hidden layer to attribute (empty: the model's first)")
     cells: list[str] = _params.param([], "cells to attribute (empty: all)")
     output: str = _params.param("", "netCDF file to write")
-    model_checkpoint: str = _params.param("", "load the model from this checkpoint")
+    model_checkpoint: str | list[str] = _params.param(
+        "", "load the model from this checkpoint; a list runs every experiment on every model"
+    )
     experiment: list[str] = _params.param([], "experiments to run (empty with no stimulus: all)")
     chunk_time: int = _params.param(
         _streaming.DEFAULT_CHUNK_TIME,
@@ -91,6 +93,11 @@ class RunConfig:
     def options(self) -> RunOptions:
         """The validated ``[run]`` options."""
         return _params.build(RunOptions, self.run, where="run")
+
+    def checkpoints(self) -> list[str]:
+        """The model checkpoints of ``[run] model_checkpoint``, a string or a list, as a list (empty: none)."""
+        given = self.options().model_checkpoint
+        return [str(c) for c in ([given] if isinstance(given, str) else given) if str(c)]
 
 
 def from_mapping(data: Mapping[str, Any], source: str = "config") -> RunConfig:

@@ -134,7 +134,7 @@ def resolved_run(cfg: Any, output: Path | None = None, registry: _registry.Regis
     """
     reg = registry or _registry.default()
     opts = cfg.options()
-    checkpoint = str(opts.model_checkpoint or "")
+    checkpoint = (cfg.checkpoints() or [""])[0]
     run_table = {"seed": opts.seed, "layer": opts.layer, "cells": list(opts.cells), "model_checkpoint": checkpoint}
     if cfg.stimulus.name is not None:  # one pipeline
         out = output or Path(opts.output or f"results/{cfg.model.name}_{cfg.stimulus.name}.nc")
@@ -146,16 +146,40 @@ def resolved_run(cfg: Any, output: Path | None = None, registry: _registry.Regis
         if not opts.layer:
             lines.append("# layer: the model's first hidden layer")
         return "\n".join(lines) + "\n"
-    from mechlens import experiments
-    from mechlens.interfaces import Experiment
-
     outdir = output or Path(opts.output or "results")
+    checkpoints = cfg.checkpoints()
+    several = len(checkpoints) > 1
+    if several:
+        run_table["model_checkpoint"] = checkpoints
     lines = [
         "# mechlens run --dry-run: the experiments that would run, each with its resolved stages; nothing was run",
         "[run]",
-        f"output = {toml_value(str(outdir))}  # each experiment's NAME.nc, then report.html",
+        f"output = {toml_value(str(outdir))}  # "
+        + (
+            "one folder per model, each experiment's NAME.nc in it, then report.html"
+            if several
+            else "each experiment's NAME.nc, then report.html"
+        ),
         *(f"{k} = {toml_value(v)}" for k, v in run_table.items() if k != "layer"),
     ]
+    if not several:
+        return "\n".join(lines + _experiments(cfg, outdir, checkpoint, "", reg)) + "\n"
+    from mechlens.experiments import model_labels
+
+    for ckpt, label in zip(checkpoints, model_labels(checkpoints)):
+        table = f"models.{_key(label)}"
+        lines += ["", f"[{table}]", f"checkpoint = {toml_value(ckpt)}", f"output = {toml_value(str(outdir / label))}"]
+        lines += _experiments(cfg, outdir / label, ckpt, f"{table}.", reg)
+    return "\n".join(lines) + "\n"
+
+
+def _experiments(cfg: Any, outdir: Path, checkpoint: str, prefix: str, reg: _registry.Registry) -> list[str]:
+    """One ``[PREFIXexperiment.NAME]`` table per experiment that would run on the model of ``checkpoint``."""
+    from mechlens import experiments
+    from mechlens.interfaces import Experiment
+
+    opts = cfg.options()
+    lines: list[str] = []
     models: dict[str, Any] = {}
     for cls in experiments.resolve(opts.experiment or None, reg):
         exp = cls()
@@ -166,7 +190,7 @@ def resolved_run(cfg: Any, output: Path | None = None, registry: _registry.Regis
             models[key] = _load_model(mname, mparams, checkpoint, reg)
         model = models[key]
         cells = list(opts.cells) or cls.cells
-        table = f"experiment.{_key(cls.name)}"
+        table = f"{prefix}experiment.{_key(cls.name)}"
         lines += [
             "",
             f"[{table}]",
@@ -185,4 +209,4 @@ def resolved_run(cfg: Any, output: Path | None = None, registry: _registry.Regis
             "reducer": (cls.reducer or None, dict(cls.reducer_params)),
         }
         lines += ["", *_stages(f"{table}.", model, mparams, stages, reg, checkpoint)]
-    return "\n".join(lines) + "\n"
+    return lines

@@ -4,6 +4,8 @@
 named) runs on its default model (or the one given), each result is saved as
 ``DIR/<experiment>.nc`` as soon as it is done, a failing experiment is reported while the others
 still run, and ``DIR/report.html`` is built from the saved files (:func:`mechlens.report.build`).
+With several model checkpoints :func:`run_models` runs every experiment on every model into
+``DIR/<label>/<experiment>.nc`` (:func:`model_labels`) and one report compares the models.
 
 The core knows nothing of any phenomenon: an :class:`~mechlens.interfaces.Experiment` plugin
 supplies the recipe and the measure. What the core adds to every result is generic and computed
@@ -15,7 +17,9 @@ from the names of docs/contract.md, 'Experiment results' (see :func:`summary`):
   ``analysed_cells`` (JSON list), ``experiment_wall_s``;
 - attrs ``completeness_error_rel``, ``explained_fraction_mean``, ``reduced_r_mean``,
   ``reduced_peak_shift_s``, ``complement_r_mean`` (NaN when the stage that defines them did not run);
-- attr ``mechanism``: the experiment's sentence, or a generic one built from the numbers.
+- attr ``mechanism``: the experiment's sentence, or a generic one built from the numbers;
+- attrs ``model_checkpoint`` (the checkpoint's path, when one was given) and ``model_label`` (its
+  label, when several models ran).
 """
 
 from __future__ import annotations
@@ -228,6 +232,92 @@ class _UnknownCells(UsageError):
     """Cells asked for that the model lacks: a user error that stops :func:`run_all` (exit status 2)."""
 
 
+def _provenance(ds: xr.Dataset, history: str, checkpoint: str | Path | None, label: str) -> xr.Dataset:
+    """Record the command line, the checkpoint's path and the model's label (several models) in a result."""
+    if history:
+        ds.attrs["history"] = history
+    if checkpoint:
+        ds.attrs["model_checkpoint"] = str(checkpoint)  # beside model_checkpoint_sha256: which file it was
+    if label:
+        ds.attrs["model_label"] = label
+    return ds
+
+
+def _run_model(
+    classes: Sequence[type[Experiment]],
+    outdir: Path,
+    model: str | None,
+    model_params: Mapping[str, Any] | None,
+    model_checkpoint: str | Path | None,
+    label: str,
+    seed: int,
+    history: str,
+    reg: _registry.Registry,
+    cells: Sequence[str] | None,
+    client: Any,
+) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Run ``classes`` on one model into ``outdir``: the files written and the (experiment, why) that failed."""
+    from mechlens import io
+    from mechlens.progress import bar
+
+    outdir.mkdir(parents=True, exist_ok=True)
+    # one instance per (name, parameters, checkpoint); a model that failed to load is not retried
+    models: dict[str, Model | Exception] = {}
+    written: list[Path] = []
+    failed: list[tuple[str, str]] = []
+    log.info("running %d experiment(s) into %s", len(classes), outdir)
+    futures = _submit(client, classes, model, model_params, model_checkpoint, seed, cells, reg) if client else {}
+    for cls in bar(classes, desc="experiments", unit="experiment"):
+        name = cls.name
+        t0 = time.perf_counter()
+        try:
+            if name in futures:  # computed on the cluster (mechlens.distributed.experiment_task)
+                from mechlens.distributed import result
+
+                ds = _provenance(result(futures.pop(name)), history, model_checkpoint, label)
+                path = io.save(ds, outdir / f"{name}.nc")
+                written.append(path)
+                log.info("experiment %s done in %.1f s: wrote %s", name, time.perf_counter() - t0, path)
+                continue
+            mname = model or cls.model
+            if not mname:
+                raise UsageError(f"experiment {name!r} names no default model; choose one with --model")
+            own = {} if (model or model_checkpoint) else dict(cls.model_params)
+            mparams = {**own, **dict(model_params or {})}
+            key = json.dumps([mname, mparams, str(model_checkpoint or "")], sort_keys=True, default=str)
+            if key not in models:
+                try:
+                    models[key] = load_model(mname, mparams, model_checkpoint, reg)
+                except Exception as err:
+                    models[key] = err
+                    raise
+            instance = models[key]
+            if isinstance(instance, Exception):
+                raise instance
+            unknown = [c for c in cells or () if c not in instance.cells]
+            if unknown:
+                raise _UnknownCells(
+                    f"cells {', '.join(unknown)}: model {mname!r} (of experiment {name!r}) has no such cell; "
+                    f"its cells are {', '.join(instance.cells)}"
+                )
+            log.info("experiment %s on model %s ...", name, mname)
+            ds = _provenance(run_experiment(cls, instance, seed, reg, cells=cells), history, model_checkpoint, label)
+            path = io.save(ds, outdir / f"{name}.nc")
+            written.append(path)
+            log.info("experiment %s done in %.1f s: wrote %s", name, time.perf_counter() - t0, path)
+        except (KeyboardInterrupt, _UnknownCells):
+            raise
+        except Exception as err:  # one failing experiment must not stop the others
+            msg = str(err) if isinstance(err, MechlensError) else f"{type(err).__name__}: {err}"
+            if any(m == msg for _, m in failed) and any(err is e for e in models.values()):
+                log.error("experiment %s failed: its model failed to load (above)", name)
+            else:
+                log.error("experiment %s failed after %.1f s: %s", name, time.perf_counter() - t0, msg)
+            failed.append((name, msg))
+            log.debug("traceback of experiment %s", name, exc_info=True)
+    return written, failed
+
+
 def run_all(
     names: Sequence[str] | None = None,
     outdir: str | Path = "results",
@@ -283,82 +373,114 @@ def run_all(
         (the message names each and why); the others' results are saved.
     """
     from mechlens import io, report
-    from mechlens.progress import bar
 
     reg = registry or _registry.default()
     seed = check_seed(seed)
     classes = resolve(names, reg)
     outdir = io.check_output(outdir, folder=True)  # before any work: a bad folder must not cost the run
-    outdir.mkdir(parents=True, exist_ok=True)
-    # one instance per (name, parameters, checkpoint); a model that failed to load is not retried
-    models: dict[str, Model | Exception] = {}
-    written: list[Path] = []
-    failed: list[tuple[str, str]] = []
-    log.info("running %d experiment(s) into %s", len(classes), outdir)
-    futures = _submit(client, classes, model, model_params, model_checkpoint, seed, cells, reg) if client else {}
-    for cls in bar(classes, desc="experiments", unit="experiment"):
-        name = cls.name
-        t0 = time.perf_counter()
-        try:
-            if name in futures:  # computed on the cluster (mechlens.distributed.experiment_task)
-                from mechlens.distributed import result
-
-                ds = result(futures.pop(name))
-                if history:
-                    ds.attrs["history"] = history
-                path = io.save(ds, outdir / f"{name}.nc")
-                written.append(path)
-                log.info("experiment %s done in %.1f s: wrote %s", name, time.perf_counter() - t0, path)
-                continue
-            mname = model or cls.model
-            if not mname:
-                raise UsageError(f"experiment {name!r} names no default model; choose one with --model")
-            own = {} if (model or model_checkpoint) else dict(cls.model_params)
-            mparams = {**own, **dict(model_params or {})}
-            key = json.dumps([mname, mparams, str(model_checkpoint or "")], sort_keys=True, default=str)
-            if key not in models:
-                try:
-                    models[key] = load_model(mname, mparams, model_checkpoint, reg)
-                except Exception as err:
-                    models[key] = err
-                    raise
-            instance = models[key]
-            if isinstance(instance, Exception):
-                raise instance
-            unknown = [c for c in cells or () if c not in instance.cells]
-            if unknown:
-                raise _UnknownCells(
-                    f"cells {', '.join(unknown)}: model {mname!r} (of experiment {name!r}) has no such cell; "
-                    f"its cells are {', '.join(instance.cells)}"
-                )
-            log.info("experiment %s on model %s ...", name, mname)
-            ds = run_experiment(cls, instance, seed, reg, cells=cells)
-            if history:
-                ds.attrs["history"] = history
-            path = io.save(ds, outdir / f"{name}.nc")
-            written.append(path)
-            log.info("experiment %s done in %.1f s: wrote %s", name, time.perf_counter() - t0, path)
-        except (KeyboardInterrupt, _UnknownCells):
-            raise
-        except Exception as err:  # one failing experiment must not stop the others
-            msg = str(err) if isinstance(err, MechlensError) else f"{type(err).__name__}: {err}"
-            if any(m == msg for _, m in failed) and any(err is e for e in models.values()):
-                log.error("experiment %s failed: its model failed to load (above)", name)
-            else:
-                log.error("experiment %s failed after %.1f s: %s", name, time.perf_counter() - t0, msg)
-            failed.append((name, msg))
-            log.debug("traceback of experiment %s", name, exc_info=True)
+    written, failed = _run_model(
+        classes, outdir, model, model_params, model_checkpoint, "", seed, history, reg, cells, client
+    )
     if written:
         html = report.build(written, outdir)
         log.info("wrote %s", html)
     if failed:
-        messages = {m for _, m in failed}
-        if len(failed) > 1 and len(messages) == 1:
-            lines = f"{', '.join(n for n, _ in failed)}: {messages.pop()}"
-        else:
-            lines = "; ".join(f"{n}: {m}" for n, m in failed)
-        raise PluginError(
-            f"{len(failed)} of {len(classes)} experiment(s) failed ({lines}); "
-            + (f"the others are saved in {outdir}" if written else "nothing was saved")
+        raise _failure(failed, f"{len(classes)} experiment(s)", outdir, bool(written))
+    return written
+
+
+def _failure(failed: Sequence[tuple[str, str]], of: str, outdir: Path, saved: bool) -> PluginError:
+    """The error of a run in which some experiments failed: each named with why (one reason said once)."""
+    messages = {m for _, m in failed}
+    if len(failed) > 1 and len(messages) == 1:
+        lines = f"{', '.join(n for n, _ in failed)}: {messages.pop()}"
+    else:
+        lines = "; ".join(f"{n}: {m}" for n, m in failed)
+    return PluginError(
+        f"{len(failed)} of {of} failed ({lines}); "
+        + (f"the others are saved in {outdir}" if saved else "nothing was saved")
+    )
+
+
+def model_labels(checkpoints: Sequence[str | Path]) -> list[str]:
+    """One folder name per checkpoint: its file's stem, path-safe and unique (``a``, ``a-2``; case ignored).
+
+    Examples
+    --------
+    >>> model_labels(["runs/a.safetensors", "other/a.safetensors", "b.pt", "../figures.pt"])
+    ['a', 'a-2', 'b', 'figures-model']
+    """
+    from mechlens.report import slug
+
+    # `figures` is the report's own folder in DIR; a model's results must not land in it
+    taken: set[str] = {"figures"}
+    out = []
+    for ckpt in checkpoints:
+        base = slug(Path(ckpt).stem, default="model")
+        if base.lower() == "figures":
+            base = "figures-model"
+        name, n = base, 1
+        while name.lower() in taken:
+            n += 1
+            name = f"{base}-{n}"
+        taken.add(name.lower())
+        out.append(name)
+    return out
+
+
+def run_models(
+    checkpoints: Sequence[str | Path],
+    names: Sequence[str] | None = None,
+    outdir: str | Path = "results",
+    model: str | None = None,
+    model_params: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    history: str = "",
+    registry: _registry.Registry | None = None,
+    cells: Sequence[str] | None = None,
+    client: Any = None,
+) -> list[Path]:
+    """Run every experiment on every model (one per checkpoint) and build one report comparing them.
+
+    Each model's results go to ``outdir/<label>/<experiment>.nc`` (:func:`model_labels`), each file
+    recording ``model_checkpoint`` (its path), ``model_label`` and ``model_checkpoint_sha256``;
+    ``outdir/report.html`` opens with a table of every experiment's verdict on every model
+    (:func:`mechlens.report.build`). The other parameters are those of :func:`run_all`, applied to
+    every model.
+
+    Returns
+    -------
+    list of Path
+        The result files written, by model then experiment.
+
+    Raises
+    ------
+    UsageError
+        Before anything runs, when ``outdir`` cannot be written; a cell the models lack stops the run.
+    PluginError
+        After every model has run every experiment and the report is written, when any (model,
+        experiment) failed (a model that fails to load fails its experiments alone); the message
+        names each as ``label/experiment`` with why.
+    """
+    from mechlens import io, report
+
+    reg = registry or _registry.default()
+    seed = check_seed(seed)
+    classes = resolve(names, reg)
+    outdir = io.check_output(outdir, folder=True)  # before any work: a bad folder must not cost the run
+    labels = model_labels(checkpoints)
+    written: list[Path] = []
+    failed: list[tuple[str, str]] = []
+    for ckpt, label in zip(checkpoints, labels):
+        log.info("model %s (checkpoint %s) into %s", label, ckpt, outdir / label)
+        done, bad = _run_model(
+            classes, outdir / label, model, model_params, ckpt, label, seed, history, reg, cells, client
         )
+        written += done
+        failed += [(f"{label}/{name}", why) for name, why in bad]
+    if written:
+        html = report.build(written, outdir)
+        log.info("wrote %s", html)
+    if failed:
+        raise _failure(failed, f"{len(classes) * len(labels)} (model, experiment) run(s)", outdir, bool(written))
     return written

@@ -202,8 +202,13 @@ def hook_split(
     window_shape: Sequence[int],
     where: str = "the layer",
     atol: float = 1e-4,
-) -> tuple[HookedBelow, HookedAbove]:
+) -> tuple[torch.nn.Module, torch.nn.Module]:
     """``(below, above)`` at a submodule, through forward hooks: the default ``Model.split``.
+
+    When ``module`` is an ``nn.Sequential`` and ``layer`` one of its direct children, the split is
+    the two slices of the Sequential instead (``module[:i + 1]``, ``module[i + 1:]``, sharing its
+    modules): exact, no extra forward pass, and inspectable layer by layer, so attributors that need
+    a Sequential ``above`` (exact integrated gradients) work on a model that declares no split.
 
     Parameters
     ----------
@@ -220,11 +225,12 @@ def hook_split(
 
     Returns
     -------
-    below : HookedBelow
-        Windows -> activations (the forward stops at the layer).
-    above : HookedAbove
-        Activations -> rates. It reruns the network below the layer on a zero window, so it costs a
-        whole forward pass; override ``Model.split`` where the network can be sliced (the fast path).
+    below : torch.nn.Module
+        Windows -> activations (a :class:`HookedBelow`: the forward stops at the layer).
+    above : torch.nn.Module
+        Activations -> rates (a :class:`HookedAbove`). It reruns the network below the layer on a zero
+        window, so it costs a whole forward pass; override ``Model.split`` where the network can be
+        sliced (the fast path).
 
     Raises
     ------
@@ -233,6 +239,10 @@ def hook_split(
         the window when the layer's activations are held fixed (a skip connection goes around the layer,
         or a second input): no ``above`` maps the activations alone to rates.
     """
+    if isinstance(module, torch.nn.Sequential):
+        for i, child in enumerate(module):
+            if child is layer:
+                return module[: i + 1], module[i + 1 :]
     try:
         param = next(module.parameters())
         device, dtype = param.device, param.dtype

@@ -56,6 +56,7 @@ __all__ = [
     "baseline_windows",
     "check_verdict",
     "compare",
+    "deferred",
     "explained_fraction",
     "layer_mask",
     "model_explained",
@@ -69,6 +70,21 @@ __all__ = [
 BATCH = 256
 #: tolerance when comparing times in s (coords are rounded to 1e-9 s by mechlens.schema.time_coord)
 TIME_TOL = 1e-6
+#: attr the pipeline sets on the Dataset it hands a reducer when it runs the reduced model itself, chunk by
+#: chunk (a streamed run, :mod:`mechlens.streaming`): the Dataset then has no stimulus (see :func:`deferred`)
+DEFERRED_ATTR = "reduced_model_deferred"
+
+
+def deferred(ds: xr.Dataset) -> bool:
+    """Whether the pipeline runs the reduced model itself after the reducer (a streamed run).
+
+    True when ``ds`` (what a reducer was given) has no ``stimulus`` and carries attr
+    :data:`DEFERRED_ATTR`: the reducer then chooses its kept units without the model check, and the
+    pipeline adds ``reduced_response`` .. ``complement_model_explained`` and the check attrs from its
+    ``kept`` variable, its ``reduction_window`` (when present) and its ``check_fraction`` attr.
+    :func:`reduced_model` does this on its own; a reducer that reruns the model its own way tests it.
+    """
+    return "stimulus" not in ds.data_vars and bool(ds.attrs.get(DEFERRED_ATTR))
 
 
 def layer_mask(mask: xr.DataArray | np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -419,8 +435,13 @@ def reduced_model(
         ``reduced_baseline_response`` ([condition,] cell) in Hz; ``reduced_r``, ``complement_r``,
         ``reduced_model_explained``, ``complement_model_explained`` (cell); ``peak_time_error``
         ([condition,] cell) in s; attrs ``all_kept``, ``reduction_check``, ``check_fraction``,
-        ``check_kept``, ``check_complement``.
+        ``check_kept``, ``check_complement``. When :func:`deferred` (a streamed run): only ``kept`` and
+        the attrs (fractions NaN); the pipeline adds the rest, chunk by chunk, and replaces the attrs.
     """
+    if deferred(ds):  # a streamed run: the pipeline adds the rest chunk by chunk
+        out = xr.Dataset({"kept": kept.astype(np.int8)})
+        out["kept"].attrs.update(units="1", long_name="1 = unit kept active in the reduced model")
+        return out.assign_attrs(check_attrs(np.nan, np.nan, bool(kept.astype(bool).all()), check))
     if "stimulus" not in ds.data_vars:
         raise UsageError(
             "a reduced model needs the stimulus: merge the stimulus Dataset into the attribution Dataset "

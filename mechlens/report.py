@@ -14,8 +14,10 @@ outside ``DIR``) and made unique within the report (:func:`figures_folder`). A f
 contents (attrs that are not valid JSON, an all-NaN response) still gets its section, which says
 what could not be drawn.
 
-Layout: the summary table; **Model and data** (every model the files name, its checkpoint and
-parameters, and what plugins say it was trained on); then one ``<h2>`` section per result file, in
+Layout: when the files come from several models, the comparison of the models
+(:mod:`mechlens.report_compare`: every experiment's verdict on every model); the summary table;
+**Model and data** (every model the files name, its checkpoint and parameters, and what plugins
+say it was trained on); then one ``<h2>`` section per result file, in
 the order given, whose anchor is its figures folder. The page's only ``<h2>`` elements are those
 result sections. Each section opens with the mechanism in one short sentence (the focus cell's kept
 cell types, each with its sign and timing) and folds every cell's table away (``<details>``).
@@ -50,6 +52,10 @@ from typing import Any
 import xarray as xr
 
 from mechlens import io
+from mechlens.report_compare import COMPARE_ANCHOR, comparison, model_label
+from mechlens.report_compare import measure_text as _measure_text
+from mechlens.report_compare import number as _num
+from mechlens.report_compare import verdict as _verdict
 from mechlens.report_mechanism import check_text as _check_text
 from mechlens.report_mechanism import fmt as _fmt
 from mechlens.report_mechanism import mechanism_summary, mechanism_table
@@ -235,25 +241,29 @@ def _short_json(text: Any, limit: int = 160) -> str:
 def model_and_data(results: Sequence[ReportResult], sections: Sequence[Section]) -> str:
     """The Model and data section: every model the files name (with checkpoint and parameters) and the
     plugins' ``topic="model"`` sections (what it was trained on, how well it agrees with its data)."""
-    groups: dict[tuple[str, str, str], list[ReportResult]] = {}
+    groups: dict[tuple[str, str, str, str], list[ReportResult]] = {}
     for r in results:
         a = r.dataset.attrs
         key = (
+            str(a.get("model_label", "")),
             str(a.get("model", "")),
             str(a.get("model_checkpoint_sha256", "")),
             _short_json(a.get("model_parameters")),
         )
         groups.setdefault(key, []).append(r)
     rows = []
-    for (model, sha, params), members in groups.items():
+    for (_, model, sha, params), members in groups.items():
         a = members[0].dataset.attrs
         where = " ".join(f"{a.get('model_distribution', '')} {a.get('model_version', '')}".split())
         ckpt = f"sha256 {sha[:16]}..." if sha else "none: weights not from a checkpoint file"
         links = ", ".join(
             f"<a href='#{html.escape(m.key)}'>{html.escape(m.experiment or m.path.stem)}</a>" for m in members
         )
+        label = str(a.get("model_label", "") or "")  # several models ran: each has a label
         rows.append(
-            f"<tr><td><code>{html.escape(model or '(not recorded)')}</code> "
+            "<tr><td>"
+            + (f"<b>{html.escape(label)}</b>: " if label else "")
+            + f"<code>{html.escape(model or '(not recorded)')}</code> "
             f"<span class='meta'>{html.escape(where)}</span></td><td><code>{html.escape(ckpt)}</code></td>"
             f"<td><code>{html.escape(params)}</code></td><td>{links}</td></tr>"
         )
@@ -301,13 +311,17 @@ def figures_folder(source: Path, ds: xr.Dataset, taken: set[str]) -> str:
     """The folder name under ``figures/`` (and the section's anchor) of one result file.
 
     The slug of the file's stem, followed by the experiment's when it differs (``run1-osr``), so that
-    two files of one experiment do not share (and overwrite) one folder; ``-2``, ``-3`` ... when the
+    two files of one experiment do not share (and overwrite) one folder, prefixed by the ``model_label``
+    attr when the file has one (``a-osr``: one experiment on several models); ``-2``, ``-3`` ... when the
     name is ``taken`` already (compared ignoring case, as macOS and Windows do). The name is added
     to ``taken``.
     """
     stem = slug(source.stem)
     experiment = slug(str(ds.attrs.get("experiment") or ""), default="")
     base = stem if experiment in ("", stem) else slug(f"{stem}-{experiment}")
+    label = slug(str(ds.attrs.get("model_label") or ""), default="")
+    if label:  # one experiment on several models (mechlens.experiments.run_models): DIR/<label>/<experiment>.nc
+        base = slug(f"{label}-{base}")
     name, n = base, 1
     while name.lower() in taken:
         n += 1
@@ -323,34 +337,6 @@ def _json_list(text: Any) -> str:
     except (TypeError, ValueError):
         return str(text)
     return ", ".join(map(str, values)) if isinstance(values, list) else str(text)
-
-
-def _num(ds: xr.Dataset, key: str) -> float:
-    try:
-        return float(ds.attrs.get(key, float("nan")))
-    except (TypeError, ValueError):
-        return float("nan")
-
-
-def _verdict(ds: xr.Dataset) -> str:
-    p = ds.attrs.get("measure_pass", "")
-    try:
-        ok = int(p)
-    except (TypeError, ValueError):  # missing, or not a number: no verdict
-        return '<span class="na">&ndash;</span>'
-    return '<span class="pass">pass</span>' if ok else '<span class="fail">fail</span>'
-
-
-def _measure_text(ds: xr.Dataset) -> str:
-    name = ds.attrs.get("measure_name", "")
-    if not name:
-        return "&ndash;"
-    value = _num(ds, "measure_value")
-    units = ds.attrs.get("measure_units", "")
-    text = html.escape(str(name))
-    if math.isfinite(value):
-        text += f" = {value:.3g}" + (f" {html.escape(str(units))}" if units else "")
-    return text
 
 
 def _provenance(ds: xr.Dataset, source: Path) -> str:
@@ -371,6 +357,8 @@ def _provenance(ds: xr.Dataset, source: Path) -> str:
             f"<td><code>{html.escape(str(params))}</code></td></tr>"
         )
     extra = [
+        ("model label", ds.attrs.get("model_label", "")),
+        ("checkpoint", ds.attrs.get("model_checkpoint", "")),
         ("checkpoint sha256", ds.attrs.get("model_checkpoint_sha256", "") or "(none: weights not from a file)"),
         ("layer", ds.attrs.get("layer", "")),
         ("analysed cells", _json_list(ds.attrs.get("analysed_cells", ""))),
@@ -473,7 +461,9 @@ def section(
     the plugins' sections for this result (:func:`plugin_sections`), shown after the measure.
     """
     name = str(ds.attrs.get("experiment") or source.stem)
-    key = key or figures_folder(source, ds, {MODEL_ANCHOR})
+    if ds.attrs.get("model_label"):  # several models ran: say on which
+        name = f"{name} on {model_label(ds)}"
+    key = key or figures_folder(source, ds, {MODEL_ANCHOR, COMPARE_ANCHOR})
     anchor = html.escape(key)
     nums, failed_summary = _summary(ds)
     title = ds.attrs.get("experiment_title") or ds.attrs.get("title") or name
@@ -573,7 +563,7 @@ def build(
     outdir = io.check_output(outdir, folder=True)
     outdir.mkdir(parents=True, exist_ok=True)
     results: list[ReportResult] = []
-    taken: set[str] = {MODEL_ANCHOR}
+    taken: set[str] = {MODEL_ANCHOR, COMPARE_ANCHOR}
     for f in list(files):
         path = Path(f)
         ds = io.load(path)
@@ -609,6 +599,7 @@ change accounted for by the kept types; <i>reduced r</i>: correlation of the red
 full model's; all over each experiment's time window. A kept type's sign is + (excites) or - (inhibits); its
 timing is the span where its contribution is at least half its largest, from the window's start. A label that
 several channels share is followed by its channel (<i>ON-fast [channel 7]</i>), the same in every figure.</p>
+{comparison([(r.key, r.path.stem, r.dataset) for r in results])}
 <table>
 <tr><th>experiment</th><th>measure</th><th>target</th><th>pass</th><th>kept types (sign)</th>
 <th>completeness</th><th>explained</th><th>reduced r</th></tr>

@@ -10,6 +10,7 @@ model(s) they will reach and against a checkpoint. Errors name the flag as the u
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from mechlens.errors import UsageError
@@ -18,11 +19,16 @@ from mechlens.errors import UsageError
 def config_from_args(args: argparse.Namespace) -> Any:
     from mechlens import config
 
-    if args.config and not args.config.exists() and args.config.suffix != ".toml" and (args.cells or args.experiment):
-        raise UsageError(
-            f"{args.config}: no such config file; to give several cells or experiments separate them with "
-            "commas (--cells gc00,gc01) or repeat the flag (--cells gc00 --cells gc01)"
-        )
+    lists = args.cells or args.experiment or getattr(args, "model_checkpoint", None)
+    # `--cells a b` (or `--model-checkpoint a.pt b.pt`) reads b as the config file: say how to list
+    if args.config and args.config.suffix != ".toml" and lists:
+        if not args.config.exists() or getattr(args, "model_checkpoint", None):
+            what = "no such config file" if not args.config.exists() else "not a TOML config file"
+            raise UsageError(
+                f"{args.config}: {what}; to give several cells, experiments or checkpoints separate them with "
+                "commas (--cells gc00,gc01) or repeat the flag (--cells gc00 --cells gc01, "
+                "--model-checkpoint a.pt --model-checkpoint b.pt)"
+            )
     cfg = config.load(args.config) if args.config else config.RunConfig()
     for stage in config.SECTIONS:
         name = getattr(args, stage)
@@ -34,8 +40,9 @@ def config_from_args(args: argparse.Namespace) -> Any:
             cfg.run[key] = getattr(args, key)
     if args.cells:
         cfg.run["cells"] = [c for group in args.cells for c in group]
-    if args.model_checkpoint:
-        cfg.run["model_checkpoint"] = str(args.model_checkpoint)
+    if getattr(args, "model_checkpoint", None):
+        paths = [str(c) for group in args.model_checkpoint for c in group]
+        cfg.run["model_checkpoint"] = paths[0] if len(paths) == 1 else paths  # one: exactly as before
     if args.experiment:
         cfg.run["experiment"] = [e for group in args.experiment for e in group]
     _refuse_unused(cfg, args)
@@ -43,7 +50,26 @@ def config_from_args(args: argparse.Namespace) -> Any:
     unnamed_ok = ("model",) if cfg.stimulus.name is None else ()
     config.check(cfg, source=_source(args), unnamed_ok=unnamed_ok)
     _check_model_params(cfg, args)
+    _check_checkpoints(cfg, args)
     return cfg
+
+
+def _check_checkpoints(cfg: Any, args: argparse.Namespace) -> None:
+    """Refuse a missing or repeated checkpoint before any work: with several models, a run may take hours."""
+    paths = cfg.checkpoints()
+    where = _checkpoint_flag(args)
+    missing = [p for p in paths if not Path(p).exists()]
+    if missing:
+        raise UsageError(
+            f"{where}: no such checkpoint file: {', '.join(missing)}; give the path of a saved model "
+            "(`mechlens info FILE` summarises one)"
+        )
+    seen: set[Path] = set()
+    for p in paths:
+        real = Path(p).resolve()
+        if real in seen:
+            raise UsageError(f"{where}: checkpoint {p} is given twice; give each model once")
+        seen.add(real)
 
 
 def _source(args: argparse.Namespace) -> str:
@@ -61,6 +87,11 @@ def _given(args: argparse.Namespace, stage: str, key: str | None = None) -> str:
         if k == f"{stage}.{key or 'name'}" or (key is None and k.startswith(f"{stage}.")):
             return f"--set {item}"
     return f"[{stage}] {key or 'name'} in {args.config}" if args.config else f"--{key or stage}"
+
+
+def _checkpoint_flag(args: argparse.Namespace) -> str:
+    """How the user gave the checkpoints: ``--model-checkpoint``, ``--set run.model_checkpoint=...`` or the file."""
+    return "--model-checkpoint" if getattr(args, "model_checkpoint", None) else _given(args, "run", "model_checkpoint")
 
 
 def _refuse_unused(cfg: Any, args: argparse.Namespace) -> None:
@@ -92,6 +123,13 @@ def _refuse_unused(cfg: Any, args: argparse.Namespace) -> None:
                 f"{pipeline}, or drop it"
             )
         return
+    several = cfg.run.get("model_checkpoint")
+    if isinstance(several, list) and len(several) > 1:
+        raise UsageError(
+            f"{_checkpoint_flag(args)}: {len(several)} checkpoints, but a pipeline "
+            f"(given {_given(args, 'stimulus')}) runs one model; give one checkpoint per run, or drop the "
+            "stimulus to run every experiment on every model"
+        )
     if opts.get("experiment"):
         raise UsageError(
             f"{_given(args, 'run', 'experiment')} runs experiments, which choose their own stimulus; "

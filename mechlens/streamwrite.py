@@ -20,7 +20,8 @@ Both are written beside the target (``.NAME.XXXX.tmp``) and renamed into place o
 has finished (:meth:`Sink.finish`), as ``io.save`` does: an interrupted or refused run (``--strict``)
 leaves the previous file intact and no temporary one (:meth:`Sink.abort`). A streamed run is not
 resumable: started again, it starts afresh. A later piece that lacks a per-time variable of the
-first (the reducer's, which ran on the first chunk only) gets NaN there (0 for integer flags).
+first gets NaN there (0 for integer flags). When every chunk is written, the reducer's input is read
+back without the movie (:meth:`Sink.read_back`) and its output added to the file whole (:meth:`Sink.add`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,40 @@ class Sink:
 
     def finish(self, attrs: Mapping[str, Any], variable_attrs: Mapping[str, Mapping[str, Any]]) -> Path:
         """Add the final attrs, move the file into place, and mark it written."""
+        raise NotImplementedError
+
+    def read_back(self, drop: Sequence[str] = ()) -> xr.Dataset:
+        """What was written so far, without the variables ``drop``, read into memory (the reducer's input).
+
+        The attrs are those a finished file would give :func:`mechlens.io.load`.
+        """
+        assert self.tmp is not None
+        with self._open_written() as ds:
+            out = ds.drop_vars([n for n in drop if n in ds.variables]).load()
+        out.attrs = io.memory_attrs(out.attrs)
+        return out
+
+    def add(self, ds: xr.Dataset) -> None:
+        """Add new variables (the reduction's) to the unfinished file: along ``time`` they span it whole.
+
+        Variables (and coords) the file already holds are left as written.
+        """
+        assert self.tmp is not None
+        prepared, encoding = io.prepare(ds)
+        prepared.attrs = {}
+        with self._open_written() as written:
+            held = {str(n) for n in written.variables}
+        new = [str(n) for n in prepared.variables if str(n) not in held]
+        prepared = prepared[[n for n in new if n in prepared.data_vars]]
+        prepared = prepared.drop_vars([n for n in prepared.coords if str(n) not in new])
+        self.first_names += [str(n) for n in prepared.data_vars]
+        self.first_variable_attrs.update({str(k): dict(v.attrs) for k, v in prepared.variables.items()})
+        self._add(prepared, {k: v for k, v in encoding.items() if k in prepared.variables})
+
+    def _open_written(self) -> xr.Dataset:
+        raise NotImplementedError
+
+    def _add(self, prepared: xr.Dataset, encoding: dict[str, dict[str, Any]]) -> None:
         raise NotImplementedError
 
     def file_attrs(self, attrs: Mapping[str, Any]) -> dict[str, Any]:
@@ -228,6 +263,16 @@ class NetCDFSink(Sink):
         self.tmp, self.written = None, True
         return self.path
 
+    def _open_written(self) -> xr.Dataset:
+        assert self.tmp is not None
+        self._close()  # the appending handle: netCDF4 allows one writer and no reader beside it
+        return xr.open_dataset(self.tmp, engine="netcdf4")
+
+    def _add(self, prepared: xr.Dataset, encoding: dict[str, dict[str, Any]]) -> None:
+        assert self.tmp is not None
+        self._close()
+        prepared.to_netcdf(self.tmp, mode="a", engine="netcdf4", format="NETCDF4", encoding=encoding)
+
     def abort(self) -> None:
         self._close()
         if self.tmp is not None:
@@ -260,6 +305,18 @@ class ZarrSink(Sink):
         zarrstore.stream_finish(self.tmp, self.path, self.file_attrs(attrs), every)
         self.tmp, self.written = None, True
         return self.path
+
+    def _open_written(self) -> xr.Dataset:
+        assert self.tmp is not None
+        # the store's own reader wants a finished store; the zarr layout is zarrstore's (its helpers, used as it does)
+        with zarrstore._quiet():
+            ds = xr.open_zarr(self.tmp, consolidated=False, chunks=None)
+        return zarrstore._strings_in(ds)
+
+    def _add(self, prepared: xr.Dataset, encoding: dict[str, dict[str, Any]]) -> None:
+        assert self.tmp is not None
+        with zarrstore._quiet():
+            zarrstore._stream_ready(prepared).to_zarr(self.tmp, mode="a", consolidated=False)
 
     def abort(self) -> None:
         if self.tmp is not None:

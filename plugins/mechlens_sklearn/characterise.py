@@ -286,7 +286,8 @@ def label_types(
     n_windows, seed : int
         STA settings.
     """
-    stim = prep_ds["stimulus_full"] if "stimulus_full" in prep_ds.data_vars else None
+    # without the movie (a streamed run) its x coord, which the Dataset keeps, gives the pixel size
+    stim = prep_ds["stimulus_full"] if "stimulus_full" in prep_ds.data_vars else prep_ds
     pixel = float(np.diff(stim["x"].values[:2])[0]) if stim is not None and stim.sizes.get("x", 0) > 1 else None
     # the STA of every type costs seconds and depends only on the model and these settings, while an
     # experiment suite reduces many stimuli on one model: compute it once per model (weights are frozen

@@ -214,6 +214,10 @@ def evaluate(
     all_kept = bool(mask.astype(bool).all())
     kept_pooled = float(explained_fraction(prep.deviation, add - prep.baseline, window, over=()))
     comp_pooled = float(explained_fraction(prep.deviation, others, window, over=()))
+    if model is not None and _core.deferred(prep.ds):
+        # a streamed run: the pipeline reruns the model on the movie chunk by chunk and adds the check
+        out.attrs.update(_core.check_attrs(kept_pooled, comp_pooled, all_kept, check))
+        return out
     if model is not None:
         core = _core.compare(run_reduced(model, prep, mask), mask, window, check)
         for name in core.data_vars:

@@ -9,6 +9,7 @@ import torch
 from hooked_toys import SignedSkipModel, SkipModel, SplittableSkipModel, UndeclaredSignedModel
 
 from mechlens.errors import MechlensError, UsageError
+from mechlens.interfaces import Model
 from mechlens.layers import capture, find_module, patched
 from mechlens.lesion import Lesioned, lesion_channels
 from mechlens.registry import get
@@ -175,3 +176,33 @@ def test_list_verbose_shows_what_a_model_states() -> None:
     assert lines[1] == "layers (split by forward hooks): stem (3, 6, 6), block (3, 6, 6)"
     assert lines[2] == "cells: 2; outputs: signed"
     assert "its own split" in _model_contract(ToyCNN)[1]
+
+
+def test_a_sequential_model_without_a_split_gets_its_slices_and_exact_ig() -> None:
+    """A model whose module is an nn.Sequential declares no split: the default split is the two
+    slices at the layer (exact, no hook), so exact integrated gradients can inspect ``above``."""
+
+    class FlatSequential(ToyCNN):
+        name = "flat-sequential-toy"
+        split = Model.split  # the default, from hooks
+
+        def __init__(self, **params: object) -> None:
+            super().__init__(**params)
+            self.flat = torch.nn.Sequential(*self.below, *self.above).eval()
+
+        def torch_module(self) -> torch.nn.Module:
+            return self.flat
+
+        def layers(self) -> dict[str, tuple[int, ...]]:
+            return {"0": next(iter(ToyCNN.layers(self).values()))}
+
+    model = FlatSequential()
+    below, above = model.split("0")
+    assert isinstance(above, torch.nn.Sequential) and above[0] is model.flat[1]
+    x = torch.randn(3, model.history, *model.input_shape)
+    with torch.no_grad():
+        torch.testing.assert_close(above(below(x)), model.flat(x))
+    stim = noise_stimulus(model, n_times=5, seed=0)
+    ds = get("attributor", "exact-integrated-gradients")().attribute(model, stim, "0")
+    span = float(ds["response"].max() - ds["response"].min())
+    assert float(np.nanmax(np.abs(ds["completeness_error"].values))) <= 1e-4 * span + 1e-6

@@ -16,7 +16,9 @@ import mechlens
 from mechlens import io, streaming, streamwrite
 from mechlens.completeness import IncompleteAttributionError
 from mechlens.errors import UsageError
+from mechlens.interfaces import Reducer
 from mechlens.memory import MemoryBudgetError
+from mechlens.reduced import attributed_times, reduced_model
 from mechlens.toymodels import ToyCNN, ToyNoise
 
 #: 105 frames (5 of history): 2 chunks of 37 output times and a shorter last one
@@ -64,20 +66,69 @@ def test_streamed_run_equals_the_run_in_memory(tmp_path, suffix, attributor):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "a temporary file was left"
 
 
-def test_the_reducer_runs_on_the_first_chunk_and_its_time_courses_end_there(tmp_path):
-    sink = streamwrite.open_sink(tmp_path / "r.nc")
-    mechlens.run(
-        ToyCNN(), "white-noise", "exact-integrated-gradients", "pca", reducer_params={"characterise": False},
-        stimulus_params=NOISE, sink=sink, chunk_time=CHUNK,
-    )  # fmt: skip
-    ds = io.load(tmp_path / "r.nc")
-    t0, t1 = ds.attrs["reduction_sample_s"]
-    inside = (ds["time"] >= t0) & (ds["time"] <= t1)
-    assert int(inside.sum()) == CHUNK
-    assert np.isfinite(ds["weights"].where(inside, drop=True)).all()
-    assert np.isnan(ds["weights"].where(~inside & (ds["time"] > t1), drop=True)).all()
-    assert np.isfinite(ds["attribution"].isel(time=-1)).all()  # the attribution covers the whole movie
-    assert "components" in ds and ds["components"].dims[0] == "component"
+#: the reducers' numbers from a streamed run agree with a run in memory within this (relative to each
+#: variable's largest value): the model's float32 rounding on other batches, and the attribution read back
+#: as float32 from the file
+REDUCE_RTOL = 1e-5
+
+
+@pytest.mark.parametrize(("suffix", "reducer"), [(".nc", "cell-types"), (".zarr", "pca")])
+def test_a_streamed_reduction_of_the_whole_movie_equals_the_run_in_memory(tmp_path, suffix, reducer):
+    whole, got = _both(tmp_path, suffix, attributor="exact-integrated-gradients", reducer=reducer)
+    assert set(got.data_vars) == set(whole.data_vars)
+    assert set(got.coords) == set(whole.coords)  # unit_type too: the reducer was given the model
+    assert "reduced_response" in got and "reduction_sample_s" not in got.attrs
+    rate = float(np.nanmax(np.abs(whole["response"].values)))
+    for name in whole.data_vars:
+        a, b = np.asarray(whole[name].values, float), np.asarray(got[name].values, float)
+        assert a.shape == b.shape and np.array_equal(np.isnan(a), np.isnan(b)), name
+        scale = float(np.nanmax(np.abs(a))) if np.isfinite(a).any() else 1.0
+        scale = rate if name == "completeness_error" else scale  # itself rounding: on the scale of the rates
+        np.testing.assert_allclose(np.nan_to_num(b), np.nan_to_num(a), rtol=0, atol=REDUCE_RTOL * (scale or 1.0))
+    np.testing.assert_array_equal(got["kept"].values, whole["kept"].values)
+    for key in ("check_kept", "check_complement", "check_fraction", "all_kept"):
+        assert got.attrs[key] == pytest.approx(whole.attrs[key], rel=REDUCE_RTOL, abs=1e-9), key
+    assert got.attrs["reduction_check"] == whole.attrs["reduction_check"]
+    # the per-time outputs cover the whole movie: NaN only over the history frames, where no output exists
+    outputs = got["response"].notnull().all("cell")
+    for name in ("reduced_response", "complement_response", "additive_response", "weights"):
+        inside = got[name].where(outputs, drop=True)
+        assert np.isfinite(inside.values).all(), name
+        assert inside.sizes["time"] == 101 > 2 * CHUNK, name
+
+
+class _TopChannel(Reducer):
+    """A third party's reducer: keeps the largest channel and calls the core's reduced model."""
+
+    name = "top-channel"
+
+    def reduce(self, attribution, model=None):
+        a = attribution["attribution"].sel(time=attributed_times(attribution))
+        kept = abs(a).sum(["time", "cell"]) == abs(a).sum(["time", "cell"]).max()
+        out = xr.Dataset({"weights": a.sel(unit_channel=kept).sum("unit_channel").expand_dims(component=[0], axis=-1)})
+        out["components"] = kept.astype(float).expand_dims(component=[0])
+        if model is not None:
+            red = reduced_model(model, attribution, kept)
+            out = out.merge(red).assign_attrs(red.attrs)
+        return out
+
+
+def test_a_third_party_reducer_through_the_core_reduced_model_is_streamed_too(tmp_path):
+    whole, got = _both(tmp_path, attributor="exact-integrated-gradients", reducer=_TopChannel())
+    assert set(got.data_vars) == set(whole.data_vars) and "complement_r" in got
+    _close(whole["reduced_response"], got["reduced_response"])
+    assert got.attrs["check_kept"] == pytest.approx(whole.attrs["check_kept"], rel=REDUCE_RTOL)
+    assert "reduced_model_deferred" not in got.attrs
+
+
+def test_a_reducer_on_an_attribution_that_keeps_space_is_not_streamed(tmp_path):
+    sink = streamwrite.open_sink(tmp_path / "k.nc")
+    with pytest.raises(UsageError, match=r"keeps space \(unit_y, unit_x\).*--chunk-time 0"):
+        mechlens.run(
+            ToyCNN(), "white-noise", "exact-integrated-gradients", "cell-types",
+            attributor_params={"keep_space": True}, stimulus_params=NOISE, sink=sink, chunk_time=CHUNK,
+        )  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_long_movie_is_streamed_within_a_budget_its_whole_would_exceed(tmp_path, monkeypatch):
