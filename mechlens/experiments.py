@@ -372,7 +372,7 @@ def run_all(
         After every experiment has run and the report is written, when any experiment failed
         (the message names each and why); the others' results are saved.
     """
-    from mechlens import io, report
+    from mechlens import io
 
     reg = registry or _registry.default()
     seed = check_seed(seed)
@@ -381,11 +381,18 @@ def run_all(
     written, failed = _run_model(
         classes, outdir, model, model_params, model_checkpoint, "", seed, history, reg, cells, client
     )
+    return _finish(written, failed, f"{len(classes)} experiment(s)", outdir)
+
+
+def _finish(written: list[Path], failed: list[tuple[str, str]], of: str, outdir: Path) -> list[Path]:
+    """The report of what was written, then the failures, if any, raised together."""
+    from mechlens import report  # at call time, as the rest of this module: report reads experiment results
+
     if written:
         html = report.build(written, outdir)
         log.info("wrote %s", html)
     if failed:
-        raise _failure(failed, f"{len(classes)} experiment(s)", outdir, bool(written))
+        raise _failure(failed, of, outdir, bool(written))
     return written
 
 
@@ -462,7 +469,7 @@ def run_models(
         experiment) failed (a model that fails to load fails its experiments alone); the message
         names each as ``label/experiment`` with why.
     """
-    from mechlens import io, report
+    from mechlens import io
 
     reg = registry or _registry.default()
     seed = check_seed(seed)
@@ -478,9 +485,4 @@ def run_models(
         )
         written += done
         failed += [(f"{label}/{name}", why) for name, why in bad]
-    if written:
-        html = report.build(written, outdir)
-        log.info("wrote %s", html)
-    if failed:
-        raise _failure(failed, f"{len(classes) * len(labels)} (model, experiment) run(s)", outdir, bool(written))
-    return written
+    return _finish(written, failed, f"{len(classes) * len(labels)} (model, experiment) run(s)", outdir)

@@ -276,16 +276,7 @@ def save(out: xr.Dataset, path: str | os.PathLike[str]) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         out.to_zarr(tmp, mode="w", consolidated=False)
-        old = None
-        if path.exists():
-            _clear_check = is_store(path) or (path / PROGRESS).exists() or not any(path.iterdir())
-            if not _clear_check:
-                raise UsageError(f"-o {path}: is a folder but not a zarr store; choose another -o")
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        _swap_into_place(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -316,6 +307,21 @@ def open_store(path: str | os.PathLike[str], chunks: Any = None) -> xr.Dataset:
     with contextlib.suppress(KeyError):
         del ds.attrs["mechlens_unfinished"]
     return ds
+
+
+def _swap_into_place(tmp: Path, path: Path) -> Path:
+    """Put the finished store ``tmp`` at ``path`` by renames: an old store (or an empty folder) there is moved
+    aside first and removed after, so ``path`` is never half-written; any other folder or file is refused."""
+    old = None
+    if path.exists():
+        if not path.is_dir() or not (is_store(path) or (path / PROGRESS).exists() or not any(path.iterdir())):
+            raise UsageError(f"-o {path}: exists and is not a zarr store; remove it or choose another -o")
+        old = path.with_name(f".{path.name}.old-{os.getpid()}")
+        os.replace(path, old)
+    os.replace(tmp, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return path
 
 
 # -- streamed runs (mechlens.streaming, mechlens.streamwrite) ---------------------------------------
@@ -373,14 +379,4 @@ def stream_finish(
     for name, extra in variable_attrs.items():
         if name in group:
             group[name].attrs.update(_attrs(extra))
-    path, tmp = Path(path), Path(tmp)
-    old = None
-    if path.exists():
-        if not path.is_dir() or not (is_store(path) or (path / PROGRESS).exists() or not any(path.iterdir())):
-            raise UsageError(f"-o {path}: exists and is not a zarr store; remove it or choose another -o")
-        old = path.with_name(f".{path.name}.old-{os.getpid()}")
-        os.replace(path, old)
-    os.replace(tmp, path)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    return path
+    return _swap_into_place(Path(tmp), Path(path))
