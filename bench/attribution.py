@@ -1,4 +1,4 @@
-"""Attribution to hidden units: naive Captum vs the mechlens_captum attributors, side by side.
+"""Attribution to hidden units: naive Captum vs the mechlens_attribution attributors, side by side.
 
 Run: ``.venv/bin/python bench/attribution.py [--times 256] [--rows-naive 4] [--rows-adaptive 8]
 [--rows-exact 0] [--rows-kept 0] [--threads 1] [--repeats 3]``.
@@ -171,8 +171,8 @@ def _median(times: list[tuple[float, float]]) -> tuple[float, float]:
 
 
 def bench(model: Model, stim: xr.Dataset, label: str, args: argparse.Namespace) -> dict[str, float]:
-    from mechlens_captum.exact import ExactIntegratedGradients
-    from mechlens_captum.integrated import IntegratedGradients
+    from mechlens_attribution.exact import ExactIntegratedGradients
+    from mechlens_attribution.integrated import IntegratedGradients
 
     n_times = stim.sizes["time"] - model.history + 1
     response = model.predict(stim)["response"].values

@@ -21,8 +21,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 import xarray as xr
-from mechlens_sklearn.celltypes import CellTypes
-from mechlens_sklearn.factorise import NMFReducer, PCAReducer
+from mechlens_reduction.celltypes import CellTypes
+from mechlens_reduction.factorise import NMFReducer, PCAReducer
 
 from mechlens.schema import time_coord
 from mechlens.testing import merged, noise_stimulus

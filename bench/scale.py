@@ -23,7 +23,7 @@ import numpy as np
 
 
 def _warm(model: str) -> None:
-    import mechlens_captum.integrated  # noqa: F401
+    import mechlens_attribution.integrated  # noqa: F401
 
     from mechlens.distributed import recipe_of, worker_model
     from mechlens.pipeline import load_model

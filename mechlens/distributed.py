@@ -9,7 +9,7 @@ What is split (docs/scale-out.md):
   condition of a sweep and a group of whole chunks of output times. The attributor computes a part
   with the context of the whole problem (baseline, response span, chunking) through its
   ``attribute_part(model, stimulus, layer, cells, part)`` and declares the dims it can be split
-  along in ``shard_dims`` (the built-in ``mechlens_captum`` attributors: ``("condition", "time")``);
+  along in ``shard_dims`` (the built-in ``mechlens_attribution`` attributors: ``("condition", "time")``);
   an attributor without them runs as one part. Cells are never split: the built-in attributors'
   numbers depend on the set of cells (the adaptive rule refines a time point until every cell meets
   the tolerance). The stimulus is generated once and the reducer runs once, on the merged

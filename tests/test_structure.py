@@ -11,6 +11,7 @@ to each other through the registry).
 from __future__ import annotations
 
 import ast
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,10 +194,140 @@ def test_no_plugin_package_imports_another():
     )
 
 
+# -- deprecated alias packages (issue 19: packages named by role) ------------------------------------
+#: old package name -> its successor, kept importable for one release (removed in mechlens 0.2). An
+#: alias is not a plugin: it registers no entry point, holds nothing but the alias code (the same code
+#: for every alias, up to the two names) and imports nothing of mechlens's but its successor, which it
+#: reaches by name at import time (its static imports are the standard library's). For every other
+#: rule an alias still counts as a plugin package: the core and the plugins may not import it, so no
+#: plugin can reach another through an old name.
+DEPRECATED_ALIASES = {
+    "mechlens_captum": "mechlens_attribution",
+    "mechlens_sklearn": "mechlens_reduction",
+}
+#: the module-level names an alias defines (the rest of its body: imports, the warning, the finder set-up)
+ALIAS_NAMES = {"_OLD", "_NEW", "_AliasLoader", "_AliasFinder", "_finder", "__getattr__"}
+#: a light submodule of each successor, imported through the alias by the behaviour test
+ALIAS_PROBE = {"mechlens_captum": ("base", "LayerAttributor"), "mechlens_sklearn": ("prepare", "Prepared")}
+
+
+def _alias_source(alias: str) -> str:
+    return (ROOT / "plugins" / alias / "__init__.py").read_text()
+
+
+def test_the_alias_list_is_complete_and_points_at_plugins():
+    # every alias is a package under plugins/, its successor too, and no successor is itself an alias
+    assert set(DEPRECATED_ALIASES) <= set(_packages()) and set(DEPRECATED_ALIASES.values()) <= set(_packages())
+    assert not set(DEPRECATED_ALIASES) & set(DEPRECATED_ALIASES.values())
+    assert set(ALIAS_PROBE) == set(DEPRECATED_ALIASES)
+
+
+@pytest.mark.parametrize("alias", sorted(DEPRECATED_ALIASES))
+def test_a_deprecated_alias_registers_no_entry_point(alias):
+    import importlib.metadata
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
+    groups = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"].get("entry-points", {})
+    declared = [f"[{g}] {n} = {v}" for g, eps in groups.items() for n, v in eps.items() if _top(v) == alias]
+    installed = [
+        f"[{ep.group}] {ep.name} = {ep.value}"
+        for ep in importlib.metadata.distribution("mechlens").entry_points
+        if _top(ep.value.split(":")[0]) == alias
+    ]
+    assert not declared and not installed, f"{alias} is a deprecated alias, not a plugin: {declared + installed}"
+
+
+@pytest.mark.parametrize("alias", sorted(DEPRECATED_ALIASES))
+def test_a_deprecated_alias_holds_only_the_alias_code(alias):
+    import re
+
+    files = sorted(
+        str(p.relative_to(ROOT / "plugins" / alias))
+        for p in (ROOT / "plugins" / alias).rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    )
+    assert files == ["__init__.py"], f"{alias} is a deprecated alias: move {files} to {DEPRECATED_ALIASES[alias]}"
+    tree = ast.parse(_alias_source(alias))
+    defined = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            defined.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            # names bound here (``sys.meta_path[:] = ...`` or ``_finder.alias_of = ...`` binds none)
+            bound = [e for t in targets for e in (t.elts if isinstance(t, ast.Tuple) else [t])]
+            defined |= {e.id for e in bound if isinstance(e, ast.Name)}
+    assert defined == ALIAS_NAMES, f"{alias} defines {sorted(defined - ALIAS_NAMES)} besides the alias code"
+    names = next(n for n in tree.body if isinstance(n, ast.Assign) and ast.unparse(n.targets[0]) == "(_OLD, _NEW)")
+    assert ast.literal_eval(names.value) == (alias, DEPRECATED_ALIASES[alias])
+
+    def template(name: str) -> str:
+        # the alias code with its two names blanked: one template for every alias
+        text = _alias_source(name).replace(DEPRECATED_ALIASES[name], "<NEW>").replace(name, "<OLD>")
+        return re.sub(r"\s+", " ", text)
+
+    differ = [other for other in sorted(DEPRECATED_ALIASES) if template(other) != template(alias)]
+    assert not differ, f"{alias}/__init__.py differs from the alias code of {differ} (one template for all)"
+
+
+@pytest.mark.parametrize("alias", sorted(DEPRECATED_ALIASES))
+def test_a_deprecated_alias_imports_only_its_successor(alias):
+    import re
+
+    path = ROOT / "plugins" / alias / "__init__.py"
+    static = {
+        _top(name)
+        for node in ast.walk(ast.parse(path.read_text()))
+        for name in (
+            [a.name for a in node.names]
+            if isinstance(node, ast.Import)
+            else [node.module or "."]
+            if isinstance(node, ast.ImportFrom)
+            else []
+        )
+    }
+    assert static <= set(sys.stdlib_module_names) | {"__future__"}, f"{alias} imports {static}"
+    # the successor is imported by name at run time: the only mechlens packages it names are its own two
+    named = set(re.findall(r"\bmechlens_\w+", path.read_text()))
+    assert named == {alias, DEPRECATED_ALIASES[alias]}, f"{alias} names {sorted(named)}"
+    assert not re.search(r"[\"']mechlens\.", path.read_text()), f"{alias} imports the core"
+
+
+@pytest.mark.parametrize("alias", sorted(DEPRECATED_ALIASES))
+def test_a_deprecated_alias_warns_and_gives_the_successors_own_objects(alias):
+    import importlib
+
+    new = DEPRECATED_ALIASES[alias]
+    sub, attr = ALIAS_PROBE[alias]
+    successor = importlib.import_module(f"{new}.{sub}")
+    for name in [m for m in sys.modules if _top(m) == alias]:
+        del sys.modules[name]  # import the alias afresh, so that it warns again
+    with pytest.warns(DeprecationWarning, match=f"{alias} was renamed {new}.*removed in mechlens 0.2") as record:
+        exec(compile(f"import {alias}.{sub}", "importer.py", "exec"), namespace := {})
+    assert record[0].filename == "importer.py"  # the warning points at the import statement, not at importlib
+    old = sys.modules[f"{alias}.{sub}"]
+    assert getattr(namespace[alias], sub) is successor
+    assert old is successor and getattr(old, attr) is getattr(successor, attr)
+    assert successor.__name__ == f"{new}.{sub}" and successor.__spec__.name == f"{new}.{sub}"  # left untouched
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)  # one warning per import of the alias, not per name
+        package = importlib.import_module(alias)
+        assert getattr(package, sub) is successor
+        exec(f"from {alias} import {sub} as via_from", namespace := {})
+        assert namespace["via_from"] is successor
+        with pytest.raises(ModuleNotFoundError, match=f"{alias}.no_such_module"):
+            importlib.import_module(f"{alias}.no_such_module")
+        with pytest.raises(AttributeError, match=f"now '{new}'"):
+            _ = package.no_such_name
+
+
 # -- the default Experiment.run moved out of the interfaces (issue 19) ------------------------------
 def test_experiments_run_through_the_pipeline_and_the_old_default_still_works_with_a_deprecation():
-    import sys
-
     sys.path.insert(0, str(ROOT / "tests" / "mechlens"))
     try:
         from experiment_toys import ToyNoiseExperiment, toy_registry

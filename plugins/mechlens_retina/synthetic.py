@@ -25,12 +25,18 @@ is a fixed, differentiable circuit:
    starts), subtract amacrine input, and pass through a softplus to a rate in Hz, softly capped
    (tanh) at 250 Hz by refractoriness.
 
+**Version 3** (``SyntheticRetina(circuit="v3")``, :func:`expressible_spec`) keeps the filters,
+thresholds and delays but makes every stage one the retina CNN has: gain control subtracts a
+thresholded delayed copy instead of dividing (subunit and ganglion cell), ganglion cells pool the
+central 26x26 subunits, and the output is ``softplus(rate_hz * drive)``;
+:func:`mechlens_retina.circuit_cnn.as_cnn` writes it into a retina-cnn exactly.
+
 ``SyntheticRetina(silence=[...])`` silences bipolar types (ablation); which types generate each
 phenomenon, checked that way, is :mod:`mechlens_retina.ground_truth`.
 
 Every constant and its source is in ``docs/synthetic-retina.md``.
 
-Why one file (720 lines): the circuit's constants, filters and forward pass are read together
+Why one file (990 lines): the circuit's constants (both versions), filters and forward passes are read together
 against docs/synthetic-retina.md and change together whenever the circuit is retuned; each part is
 short.
 """
@@ -39,6 +45,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
@@ -64,6 +71,11 @@ SIZE = 50
 KERNEL = 15
 #: Hz per unit of ganglion-cell drive (scale of the output softplus)
 RATE_HZ = 20.0
+#: version 3: pixels lost on each side by the CNN's 11x11 second convolution; its ganglion cells pool
+#: the central (36 - 2 * CROP)^2 subunits, so that a retina-cnn computes it exactly (circuit_cnn)
+CROP = 5
+#: circuit versions by name (the ``circuit`` parameter)
+CIRCUITS = ("v2", "v3")
 
 
 @dataclass(frozen=True)
@@ -100,6 +112,13 @@ class BipolarType:
         Steepness ``p`` of the gain control: the output is divided by ``(1 + (k g)^p)^(1/p)``.
     delay_s, tau_s : float
         Delay and time constant of the low-pass synapse making the delayed copy, s.
+    inhibition : float
+        Version 3 (``form="subtractive"``) only: strength ``k`` of the type's own gain control, which
+        subtracts ``k`` times the locally pooled, rectified delayed copy from the rectified subunit
+        output (rectified again).
+    delayed_threshold : float
+        Version 3 only: rectification threshold (>= 0) of the delayed copy; below it the type exerts
+        no gain control and no amacrine inhibition.
     """
 
     name: str
@@ -117,6 +136,8 @@ class BipolarType:
     delay_s: float
     tau_s: float
     gain_power: float = 1.0
+    inhibition: float = 0.0
+    delayed_threshold: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -149,6 +170,9 @@ class GanglionCell:
         ``1 + gain * G``, ``G`` the rectified delayed copies pooled with the excitatory weights
         (0: none). Pooled over the whole receptive field, it cuts a response shortly after it
         starts wherever in the field it starts (Berry et al. 1999).
+    self_inhibition : float
+        Version 3 only: the subtractive form of the cell's own gain control: its drive loses
+        ``self_inhibition * G`` (``G`` as above).
     """
 
     kind: str
@@ -162,6 +186,7 @@ class GanglionCell:
     rate_hz: float = 20.0
     max_rate_hz: float = 250.0
     gain: float = 0.0
+    self_inhibition: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -172,6 +197,9 @@ class CircuitSpec:
     cells: tuple[GanglionCell, ...]
     #: standard deviation of the local pool of the gain-control signal, um (0: no pooling)
     gain_pool_um: float = 45.0
+    #: ``"divisive"`` (version 2: :func:`default_spec`) or ``"subtractive"`` (version 3, which a
+    #: retina-cnn computes exactly: :func:`expressible_spec`, :mod:`mechlens_retina.circuit_cnn`)
+    form: str = "divisive"
 
 
 class _CellKind(TypedDict):
@@ -184,6 +212,51 @@ class _CellKind(TypedDict):
     sigma: float
     gain: float
     rate: NotRequired[float]
+
+
+class _CellKindV3(TypedDict):
+    """The ganglion-cell parameters shared by one kind in :func:`expressible_spec`."""
+
+    kind: str
+    w: dict[str, float]
+    a: dict[str, float]
+    o: float
+    sigma: float
+    self_inhibition: float
+
+
+def _place(
+    off: Mapping[str, Any], on: Mapping[str, Any], onoff: Mapping[str, Any], first_onoff_x_um: float, own_gain: str
+) -> tuple[GanglionCell, ...]:
+    """The eight ganglion cells of both circuit versions: three OFF, two ON, three ON-OFF.
+
+    ``own_gain`` names the field of the cell's own gain control (``"gain"``: divisive, version 2;
+    ``"self_inhibition"``: subtractive, version 3); the ON-OFF cells lie along the reversal bar's path.
+    """
+    layout = [
+        (off, -110.0, -220.0),
+        (off, 110.0, 0.0),
+        (off, 0.0, 220.0),
+        (on, -110.0, 110.0),
+        (on, 110.0, -110.0),
+        (onoff, 0.0, first_onoff_x_um),
+        (onoff, -165.0, -70.3),
+        (onoff, 165.0, 50.8),
+    ]
+    return tuple(
+        GanglionCell(
+            c["kind"],
+            y,
+            x,
+            dict(c["w"]),
+            dict(c["a"]),
+            sigma_um=c["sigma"],
+            offset=c["o"],
+            rate_hz=c.get("rate", RATE_HZ),
+            **{own_gain: c[own_gain]},
+        )
+        for c, y, x in layout
+    )
 
 
 def default_spec() -> CircuitSpec:
@@ -224,31 +297,100 @@ def default_spec() -> CircuitSpec:
         "sigma": 93.5,
         "gain": 0.0,
     }
-    layout = [
-        (off, -110.0, -220.0),
-        (off, 110.0, 0.0),
-        (off, 0.0, 220.0),
-        (on, -110.0, 110.0),
-        (on, 110.0, -110.0),
-        (onoff, 0.0, -325.0),
-        (onoff, -165.0, -70.3),
-        (onoff, 165.0, 50.8),
-    ]
-    cells = tuple(
-        GanglionCell(
-            c["kind"],
-            y,
-            x,
-            dict(c["w"]),
-            dict(c["a"]),
-            sigma_um=c["sigma"],
-            offset=c["o"],
-            rate_hz=c.get("rate", RATE_HZ),
-            gain=c["gain"],
-        )
-        for c, y, x in layout
-    )
+    cells = _place(off, on, onoff, first_onoff_x_um=-325.0, own_gain="gain")
     return CircuitSpec(types=types, cells=cells, gain_pool_um=45.0)
+
+
+def _subtractive_type(
+    name: str,
+    polarity: int,
+    kinetics: str,
+    t_peak_s: float,
+    t_rebound_s: float,
+    biphasic: float,
+    order: float,
+    centre_um: float,
+    surround_um: float,
+    surround_weight: float,
+    threshold: float,
+    inhibition: float,
+    delay_s: float,
+    tau_s: float,
+    delayed_threshold: float,
+) -> BipolarType:
+    """A version-3 bipolar type (subtractive gain control: no divisive ``gain``)."""
+    return BipolarType(
+        name,
+        polarity,
+        kinetics,
+        t_peak_s,
+        t_rebound_s,
+        biphasic,
+        order,
+        centre_um,
+        surround_um,
+        surround_weight,
+        threshold,
+        0.0,
+        delay_s,
+        tau_s,
+        inhibition=inhibition,
+        delayed_threshold=delayed_threshold,
+    )
+
+
+def expressible_spec() -> CircuitSpec:
+    """Version 3: the circuit with subtractive gain control, which a retina-cnn computes exactly.
+
+    Same bipolar filters, thresholds and delays as :func:`default_spec`; gain control subtracts
+    instead of dividing, ganglion cells pool the central 26x26 subunits (what a CNN's 11x11 conv2
+    leaves) and the output is ``softplus(rate_hz * drive)`` without a ceiling. Values were found by
+    a local search against the four fixed measures (docs/synthetic-retina.md, "Version 3").
+    """
+    # name, polarity, kinetics, t_peak (s), t_rebound (s), biphasic, order, centre (um), surround (um),
+    # surround weight, threshold, inhibition k, delay (s), tau (s), delayed-copy threshold
+    types = (
+        _subtractive_type(
+            "OFF-fast", -1, "fast", 0.08, 0.264, 0.424, 3.0, 55.0, 165.0, 0.5, 0.22, 0.165, 0.016, 0.058, 0.223
+        ),
+        _subtractive_type(
+            "OFF-slow", -1, "slow", 0.13, 0.368, 0.196, 3.0, 55.0, 165.0, 0.5, 0.277, 1.35, 0.048, 0.15, 0.161
+        ),
+        _subtractive_type(
+            "ON-fast", +1, "fast", 0.0682, 0.109, 0.3, 3.0, 55.0, 165.0, 0.5, 0.042, 0.372, 0.01, 0.12, 0.0
+        ),
+        _subtractive_type(
+            "ON-slow", +1, "slow", 0.0984, 0.153, 1.18, 2.19, 55.0, 165.0, 0.5, 0.425, 3.23, 0.031, 0.011, 0.707
+        ),
+    )
+    # excitatory weights (w), amacrine weights (a), drive offset (o), pooling sigma (um) and the
+    # cell's own gain control per ganglion-cell kind
+    off: _CellKindV3 = {
+        "kind": "OFF",
+        "w": {"OFF-fast": 7.65, "OFF-slow": 0.0535},
+        "a": {"ON-slow": 1.15, "ON-fast": 1.45},
+        "o": 0.102,
+        "sigma": 139.0,
+        "self_inhibition": 1.29,
+    }
+    on: _CellKindV3 = {
+        "kind": "ON",
+        "w": {"ON-slow": 3.1, "ON-fast": 0.387},
+        "a": {"OFF-fast": 1.15, "OFF-slow": 1.45},
+        "o": -0.856,
+        "sigma": 110.0,
+        "self_inhibition": 0.0,
+    }
+    onoff: _CellKindV3 = {
+        "kind": "ON-OFF",
+        "w": {"OFF-fast": 6.35, "ON-slow": 23.9, "ON-fast": 4.0},
+        "a": {"OFF-fast": 0.145},
+        "o": -2.75,
+        "sigma": 93.5,
+        "self_inhibition": 0.0,
+    }
+    cells = _place(off, on, onoff, first_onoff_x_um=-400.0, own_gain="self_inhibition")
+    return CircuitSpec(types=types, cells=cells, gain_pool_um=45.0, form="subtractive")
 
 
 # -- filters -------------------------------------------------------------------------------------
@@ -355,7 +497,10 @@ def _build_modules(spec: CircuitSpec, gain_scale: float, amacrine_scale: float) 
             conv.weight[c] = torch.from_numpy(np.einsum("t,yx->tyx", temporal_filter(bt), space))
             conv.weight[n_t + c] = torch.from_numpy(np.einsum("t,yx->tyx", delayed_filter(bt), space))
     conv.requires_grad_(False)
-    above = _circuit_class()(spec, gain_scale, amacrine_scale)
+    forms = {"divisive": _circuit_class, "subtractive": _subtractive_circuit_class}
+    if spec.form not in forms:
+        raise UsageError(f"circuit form {spec.form!r} is unknown; use one of {sorted(forms)}")
+    above = forms[spec.form]()(spec, gain_scale, amacrine_scale)
     return conv, above
 
 
@@ -469,6 +614,124 @@ def _circuit_class() -> type:
     return _SyntheticCircuit
 
 
+@functools.cache
+def _subtractive_circuit_class() -> type:
+    # defined lazily: torch must not be imported when plugins are discovered
+    import torch
+    from torch import nn
+
+    class _SubtractiveCircuit(nn.Module):
+        """Version 3 above the bipolar layer: rectify, subtractive gain control, pool, softplus.
+
+        Input (batch, 2 * n_types, s, s) bipolar-layer activations; output (batch, n_cells) rates in Hz.
+        Every stage is one the retina CNN has (a bias and ReLU per unit, an 11x11 convolution and a
+        ReLU, a dense layer, a softplus), so :func:`mechlens_retina.circuit_cnn.as_cnn` writes the
+        circuit into a ``retina-cnn`` exactly.
+        """
+
+        # the buffers registered in __init__, declared so that type checkers see tensors (nn.Module's
+        # __getattr__ is typed Tensor | Module); annotations only, so register_buffer still owns them
+        threshold: torch.Tensor
+        delayed_threshold: torch.Tensor
+        inhibition: torch.Tensor
+        pool: torch.Tensor
+        delayed_pool: torch.Tensor
+        offset: torch.Tensor
+        rate_hz: torch.Tensor
+        gain_kernel: torch.Tensor
+
+        def __init__(self, spec: CircuitSpec, gain_scale: float, amacrine_scale: float) -> None:
+            super().__init__()
+            n_t = len(spec.types)
+            # ganglion cells pool the central (s - 2 * CROP)^2 subunits: the grid a CNN's conv2 leaves
+            s = SIZE - KERNEL + 1 - 2 * CROP
+            self.n_types = n_t
+            pos = (np.arange(s) - (s - 1) / 2) * PIXEL_UM
+            names = [bt.name for bt in spec.types]
+            pool = np.zeros((len(spec.cells), n_t, s, s))
+            delayed = np.zeros((len(spec.cells), n_t, s, s))
+            for i, cell in enumerate(spec.cells):
+                unknown = (set(cell.weights) | set(cell.amacrine)) - set(names)
+                if unknown:
+                    raise UsageError(f"ganglion cell {i} pools unknown bipolar types {sorted(unknown)}; known: {names}")
+                g = _gaussian_map(s, (cell.y_um, cell.x_um), cell.sigma_um, pos)
+                ga = _gaussian_map(s, (cell.y_um, cell.x_um), cell.amacrine_sigma_um, pos)
+                for c, bt in enumerate(spec.types):
+                    w = cell.weights.get(bt.name, 0.0)
+                    pool[i, c] = w * g
+                    # what the cell's drive loses per unit of each delayed copy: wide-field amacrine
+                    # input plus its own gain control (the delayed copies pooled like its excitation)
+                    delayed[i, c] = amacrine_scale * cell.amacrine.get(bt.name, 0.0) * ga
+                    delayed[i, c] += gain_scale * cell.self_inhibition * w * g
+
+            def buf(a: Any) -> torch.Tensor:
+                return torch.as_tensor(np.asarray(a), dtype=torch.float32)
+
+            self.register_buffer("threshold", buf([bt.threshold for bt in spec.types]).view(1, n_t, 1, 1))
+            self.register_buffer(
+                "delayed_threshold", buf([bt.delayed_threshold for bt in spec.types]).view(1, n_t, 1, 1)
+            )
+            self.register_buffer(
+                "inhibition", buf([gain_scale * bt.inhibition for bt in spec.types]).view(1, n_t, 1, 1)
+            )
+            self.register_buffer("pool", buf(pool))
+            self.register_buffer("delayed_pool", buf(delayed))
+            self.register_buffer("offset", buf([c.offset for c in spec.cells]))
+            self.register_buffer("rate_hz", buf([c.rate_hz for c in spec.cells]))
+            # local pooling of the gain signal: a small normalised Gaussian, applied per channel; it
+            # reaches 2.5 sigma (at least 3 pixels) and at most CROP pixels, inside conv2's 11x11 kernel
+            radius = min(CROP, max(3, int(np.ceil(2.5 * spec.gain_pool_um / PIXEL_UM))))
+            r = np.arange(-radius, radius + 1) * PIXEL_UM
+            if spec.gain_pool_um > 0:
+                k = np.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * spec.gain_pool_um**2))
+            else:
+                k = (r[:, None] == 0) & (r[None, :] == 0)
+            k = k / k.sum()
+            self.register_buffer("gain_kernel", buf(np.broadcast_to(k, (n_t, 1, *k.shape)).copy()))
+            self.radius = radius
+
+        def parts(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
+            """Intermediate signals, for tests and docs.
+
+            Returns
+            -------
+            dict
+                ``subunit`` (batch, n_types, s, s) rectified bipolar output; ``delayed`` (same)
+                rectified delayed copy; ``gain_signal`` (same) its local pool; ``output`` the
+                gain-controlled subunits; ``excitation`` and ``inhibition`` (batch, n_cells);
+                ``drive`` (batch, n_cells); ``rate`` (batch, n_cells) Hz. The pools read the central
+                ``s - 2 * CROP`` pixels of each map.
+            """
+            n_t = self.n_types
+            direct, delayed = z[:, :n_t], z[:, n_t:]
+            subunit = torch.relu(direct - self.threshold)
+            fed = torch.relu(delayed - self.delayed_threshold)
+            gain_signal = torch.nn.functional.conv2d(fed, self.gain_kernel, padding=self.radius, groups=n_t)
+            # subtractive, then rectified: a ReLU network computes it exactly (version 2's division it
+            # could only approximate, and its approximation answered a frame late: docs/synthetic-retina.md)
+            output = torch.relu(subunit - self.inhibition * gain_signal)
+            inner = slice(CROP, output.shape[-1] - CROP)
+            excitation = output[..., inner, inner].flatten(1) @ self.pool.flatten(1).T
+            inhibition = fed[..., inner, inner].flatten(1) @ self.delayed_pool.flatten(1).T
+            drive = excitation - inhibition + self.offset
+            rate = torch.nn.functional.softplus(self.rate_hz * drive)
+            return {
+                "subunit": subunit,
+                "delayed": fed,
+                "gain_signal": gain_signal,
+                "output": output,
+                "excitation": excitation,
+                "inhibition": inhibition,
+                "drive": drive,
+                "rate": rate,
+            }
+
+        def forward(self, z: torch.Tensor) -> torch.Tensor:
+            return self.parts(z)["rate"]
+
+    return _SubtractiveCircuit
+
+
 class SyntheticRetina(Model):
     """A synthetic retina with known mechanisms (bipolar types, gain control, amacrine cells, ganglion cells).
 
@@ -504,6 +767,12 @@ class SyntheticRetina(Model):
             min=0.0,
             max=100.0,
         )
+        circuit: str = param(
+            "v2",
+            "circuit version: 'v2' (divisive gain control, the documented default) or 'v3' (subtractive gain "
+            "control, which a retina-cnn computes exactly; docs/synthetic-retina.md)",
+            choices=CIRCUITS,
+        )
         silence: list[str] = param(
             [],
             "bipolar types to silence (ablation): their direct and delayed channels are zeroed, e.g. "
@@ -516,7 +785,9 @@ class SyntheticRetina(Model):
         from torch import nn
 
         super().__init__(**params)
-        self.spec = spec if spec is not None else default_spec()
+        if spec is None:
+            spec = expressible_spec() if self.params.circuit == "v3" else default_spec()
+        self.spec = spec
         names = [bt.name for bt in self.spec.types]
         unknown = sorted(set(self.params.silence) - set(names))
         if unknown:

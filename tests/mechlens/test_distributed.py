@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from mechlens import hookimpl
 from mechlens.parameters import param
-from mechlens_captum.integrated import IntegratedGradients
+from mechlens_attribution.integrated import IntegratedGradients
 
 
 class CountingIG(IntegratedGradients):
@@ -153,7 +153,7 @@ def test_parts_in_process_are_bit_identical_to_one_call(scale_toys):
 
 def test_plan_splits_conditions_and_time_only_where_the_attributor_can():
     from experiment_toys import ToyAttributor
-    from mechlens_captum.integrated import IntegratedGradients
+    from mechlens_attribution.integrated import IntegratedGradients
 
     from mechlens.toymodels import ToyNoise
 

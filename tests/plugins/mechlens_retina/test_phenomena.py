@@ -393,3 +393,12 @@ def test_report_prints_every_measure(
     assert "population (mean over cells) ratio" in text and "spread" in text
     failing = [str(r) for r in measured["latency_coding"]["reason"].values if r]
     assert all(f"why: {r}" in text for r in failing)
+
+
+def test_version_3_circuit_shows_the_four_phenomena_and_gain_control_makes_them() -> None:
+    """The circuit a retina-cnn computes exactly (v3) passes all four fixed measures; without gain control none."""
+    shown = {k: bool(ph.verdict(v)) for k, v in ph.measure_all(SyntheticRetina(circuit="v3")).items()}
+    assert shown == dict.fromkeys(ph.MEASURES, True)
+    gain_off = SyntheticRetina(circuit="v3", gain_control=0.0)
+    control = {k: bool(ph.verdict(v)) for k, v in ph.measure_all(gain_off).items()}
+    assert not any(control.values()), control

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from captum_test_models import SeqModel, full_field_stimulus, seeded, single_relu_model, stimulus_for
-from mechlens_captum import sweep as sweep_module
-from mechlens_captum.exact import ExactIntegratedGradients
-from mechlens_captum.structure import UnsupportedModelError, piecewise_plan
-from mechlens_captum.sweep import Sweep, sweep_plan
+from attribution_test_models import SeqModel, full_field_stimulus, seeded, single_relu_model, stimulus_for
+from mechlens_attribution import sweep as sweep_module
+from mechlens_attribution.exact import ExactIntegratedGradients
+from mechlens_attribution.structure import UnsupportedModelError, piecewise_plan
+from mechlens_attribution.sweep import Sweep, sweep_plan
 from torch import nn
 
 from mechlens.toymodels import ToyCNN
@@ -275,9 +275,9 @@ def test_per_unit_white_noise_through_the_retina_architecture_sums_to_the_channe
 @pytest.mark.parametrize(("beta", "threshold"), [(1.0, 20.0), (2.5, 3.0)])
 def test_compiled_softplus_integral_matches_torch(beta, threshold):
     """The sweep's closed-form Softplus integrals = the generic torch path (torch's own module)."""
-    from mechlens_captum.structure import final_integral
-    from mechlens_captum.sweep import softplus_terms
-    from mechlens_captum.sweep_kernels import softplus_pieces
+    from mechlens_attribution.structure import final_integral
+    from mechlens_attribution.sweep import softplus_terms
+    from mechlens_attribution.sweep_kernels import softplus_pieces
 
     rng = np.random.default_rng(0)
     steps = rng.choice([0.0, 1e-9, 1e-3, 2.0], size=(400, 3))  # flat, tiny and large moves
@@ -309,7 +309,7 @@ def test_sweep_matches_refinement_for_more_cells_than_one_pass_sums():
 
 def test_sweep_rows_in_groups_and_over_threads_give_the_same_result(monkeypatch: pytest.MonkeyPatch):
     """Rows go through in groups (3 here), spread over torch's threads when there are several."""
-    from mechlens_captum.sweep import Sweep
+    from mechlens_attribution.sweep import Sweep
 
     model = _conv_model(nn.Conv2d(3, 4, 3), final=nn.Softplus())
     stim = stimulus_for(model, n_times=20, seed=4)
@@ -333,7 +333,7 @@ def test_sweep_rows_in_groups_and_over_threads_give_the_same_result(monkeypatch:
 
 
 def test_switch_order_keeps_the_switches_inside_the_path_in_order():
-    from mechlens_captum.sweep import switch_order
+    from mechlens_attribution.sweep import switch_order
 
     a = np.array([-0.5, 0.25, 0.0, 1.0, -2.0, 0.0])
     b = np.array([[1.0, -1.0, 1.0, -1.0, 1.0, 0.0], [2.0, 0.0, -1.0, -2.0, 16.0, 0.0]])
@@ -349,7 +349,7 @@ def test_switch_order_keeps_the_switches_inside_the_path_in_order():
 
 def test_crossing_order_sorts_each_row_within_its_own_range():
     """Crossings come out of the loop per row in the order found; each row is sorted in place."""
-    from mechlens_captum.sweep import crossing_order
+    from mechlens_attribution.sweep import crossing_order
 
     cr_alpha = np.array([0.7, 0.2, 0.9, 0.1, 0.5, 0.3])
     ptr2 = np.array([0, 3, 3, 6])  # rows of 3, 0 and 3 crossings
@@ -378,7 +378,7 @@ def _vector_ops(dispatcher) -> int:
 def test_superword_compiles_only_its_own_kernels_with_the_slp_vectoriser(monkeypatch):
     """The SLP vectoriser is on for a superword kernel's compilation and nowhere else; numba's flag is untouched."""
     import numba
-    from mechlens_captum.sweep_kernels import _kernel, _SuperwordCompiler
+    from mechlens_attribution.sweep_kernels import _kernel, _SuperwordCompiler
     from numba.core import config
 
     monkeypatch.setattr(config, "SLP_VECTORIZE", 0)  # numba's default (NUMBA_SLP_VECTORIZE may be set)
@@ -397,8 +397,8 @@ def test_superword_compiles_only_its_own_kernels_with_the_slp_vectoriser(monkeyp
 
 def test_sweep_kernels_are_bound_once_and_leave_numba_config_alone():
     """The kernels are module-level dispatchers (no rebinding at run time); a run leaves numba's config as it was."""
-    from mechlens_captum import sweep_kernels
-    from mechlens_captum.sweep_kernels import SUPERWORD, _SuperwordCompiler
+    from mechlens_attribution import sweep_kernels
+    from mechlens_attribution.sweep_kernels import SUPERWORD, _SuperwordCompiler
     from numba.core import config
     from numba.core.errors import TypingError
 

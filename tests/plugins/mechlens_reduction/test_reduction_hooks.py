@@ -7,7 +7,7 @@ import warnings
 from mechlens.registry import Registry
 
 
-def test_reducers_are_registered_by_the_sklearn_distribution() -> None:
+def test_reducers_are_registered_by_the_reduction_plugin() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # other built-in plugins may still be half-written
         reg = Registry()
@@ -15,5 +15,7 @@ def test_reducers_are_registered_by_the_sklearn_distribution() -> None:
     for name in ("cell-types", "nmf", "pca"):
         assert name in names
         cls = reg.get("reducer", name)
-        assert cls.__module__.startswith("mechlens_sklearn.")
+        assert cls.__module__.startswith("mechlens_reduction.")
         assert cls.name == name
+        # the package was renamed (mechlens_sklearn -> mechlens_reduction), the entry point's name was not
+        assert reg.get("reducer", f"sklearn:{name}") is cls

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from mechlens.torchutil import TrainingOnly
-from mechlens_captum.base import UnsupportedModelError
+from mechlens_attribution.base import UnsupportedModelError
 
 #: affine in eval mode (value = linear(x) + constant)
 AFFINE: tuple[type[nn.Module], ...] = (

@@ -7,9 +7,9 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import xarray as xr
-from mechlens_sklearn.celltypes import CellTypes
-from mechlens_sklearn.sentence import mechanism_sentence
-from sklearn_reduction_helpers import exact_attribution, synthetic_attribution
+from mechlens_reduction.celltypes import CellTypes
+from mechlens_reduction.sentence import mechanism_sentence
+from reduction_test_helpers import exact_attribution, synthetic_attribution
 
 from mechlens.errors import ParameterError
 from mechlens.testing import check_reducer, parametrize_with_checks

@@ -1,6 +1,6 @@
 """Exact integrated gradients by one sweep along the path, for two ReLU layers above the attributed layer.
 
-The general algorithm in :mod:`mechlens_captum.exact` evaluates the network once per linear region
+The general algorithm in :mod:`mechlens_attribution.exact` evaluates the network once per linear region
 that the straight path ``z(alpha) = z0 + alpha dz`` crosses. White noise through the retina CNN
 crosses thousands of regions per time point (every first-layer unit that changes sign, and every
 second-layer unit that does), so a pass per region costs thousands of forward passes. This module
@@ -27,7 +27,7 @@ computes the same integral in one sweep over the switch events instead, for netw
 The sweep costs one visit per (switching unit, unit it feeds) pair -- for the retina CNN on white
 noise about 5 000 switches x 968 = 5 million visits per time point, 2-3 forward passes' worth of CPU
 time (``bench/attribution.py`` prints the split) -- in loops compiled with numba
-(:mod:`mechlens_captum.sweep_kernels`, which keeps the second-layer state position-major and applies
+(:mod:`mechlens_attribution.sweep_kernels`, which keeps the second-layer state position-major and applies
 the events one output row at a time, in contiguous vector blocks); the rest is a few batched tensor
 passes. That replaces ~7 600 network passes per time point of the refinement algorithm.
 
@@ -38,7 +38,7 @@ Per-unit attributions (``keep_space``) follow from the same breakpoints: unit ``
 interval. At ``u``'s own switch, ``H_j = [h2_j > 0] G`` less one term per crossing of ``j`` found by
 then, and ``sum_j K[j, u] w3[n, j] [h2_j > 0]`` there is that switch's ``dR`` (the sweep has it);
 ``H_j(1)`` gives the baseline's map ``V0`` (once per call) times ``G(1)`` plus one term per crossing.
-So the per-unit pass (:func:`mechlens_captum.sweep_kernels.per_unit`)
+So the per-unit pass (:func:`mechlens_attribution.sweep_kernels.per_unit`)
 visits each (crossing, unit of its receptive field) pair once -- ~2 500 crossings x 968 per
 white-noise time point of the retina CNN, fewer than the sweep's visits -- eight cells per vector
 operation; about one forward pass's worth of CPU time (docs/attribution.md).
@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from mechlens_captum.structure import PiecewisePlan
+    from mechlens_attribution.structure import PiecewisePlan
 
 __all__ = [
     "Sweep", "SweepPlan", "crossing_order", "mixing_geometry", "softplus_terms", "sweep_available", "sweep_plan",
@@ -79,7 +79,7 @@ def _elementwise() -> tuple[type, ...]:
     """Affine stages that act on each unit separately (and reshapes, which keep the units' order)."""
     from torch import nn
 
-    from mechlens_captum.structure import _IDENTITY_IN_EVAL
+    from mechlens_attribution.structure import _IDENTITY_IN_EVAL
 
     return (
         nn.modules.batchnorm._BatchNorm,
@@ -92,7 +92,7 @@ def _elementwise() -> tuple[type, ...]:
 
 @dataclass
 class SweepPlan:
-    """A :class:`~mechlens_captum.structure.PiecewisePlan` cut into the pieces the sweep needs (float64 copies).
+    """A :class:`~mechlens_attribution.structure.PiecewisePlan` cut into the pieces the sweep needs (float64 copies).
 
     Attributes
     ----------
@@ -199,7 +199,7 @@ def crossing_order(ptr2: np.ndarray, cr_alpha: np.ndarray) -> np.ndarray:
 
 
 def softplus_terms(p: np.ndarray, beta: float) -> tuple[np.ndarray, np.ndarray]:
-    """``exp(-|beta p|)`` and its ``log1p`` for :func:`mechlens_captum.sweep_kernels.softplus_pieces`.
+    """``exp(-|beta p|)`` and its ``log1p`` for :func:`mechlens_attribution.sweep_kernels.softplus_pieces`.
 
     NumPy's vectorised ``exp`` and ``log1p`` (several times faster than the same functions called per
     value in a compiled loop), in place, on slices of 16 384 values so that each slice stays in the
@@ -226,7 +226,7 @@ def _run(stages: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
 
 
 def _push(stages: list[nn.Module], t: torch.Tensor) -> torch.Tensor:
-    from mechlens_captum.structure import push_tangent
+    from mechlens_attribution.structure import push_tangent
 
     for m in stages:
         t = push_tangent(m, t, t)
@@ -250,7 +250,7 @@ def mixing_geometry(
     wt : ndarray
         (Cm, O, kh, kw) kernel, input channel first (a Linear layer: (N1, N2, 1, 1)).
     geom : ndarray of int64
-        (12,) as :func:`mechlens_captum.sweep_kernels.sweep` reads it.
+        (12,) as :func:`mechlens_attribution.sweep_kernels.sweep` reads it.
     din, dout : ndarray
         (N1,), (N2,) scales of the elementwise stages before and after the mixing module.
     n_out : int
@@ -427,7 +427,7 @@ class Sweep:
         """
         import torch
 
-        from mechlens_captum.structure import run_with_tangents
+        from mechlens_attribution.structure import run_with_tangents
 
         plan = self.plan
         rows = dz.shape[0]
@@ -452,8 +452,8 @@ class Sweep:
         import torch
         from torch import nn
 
-        from mechlens_captum import sweep_kernels as kernels
-        from mechlens_captum.structure import final_integral
+        from mechlens_attribution import sweep_kernels as kernels
+        from mechlens_attribution.structure import final_integral
 
         plan = self.plan
         rows = b.shape[0]
@@ -522,11 +522,11 @@ class Sweep:
     ) -> np.ndarray:
         """Per-unit attributions (rows, n, N1) of rows ``b`` from their sweep (``swept``) and pieces.
 
-        ``G`` at every breakpoint (:func:`~mechlens_captum.sweep_kernels.breakpoint_integrals`), then
+        ``G`` at every breakpoint (:func:`~mechlens_attribution.sweep_kernels.breakpoint_integrals`), then
         one visit per (crossing, unit of its receptive field) and each switching unit's ``dR`` at its
-        event (:func:`~mechlens_captum.sweep_kernels.per_unit`).
+        event (:func:`~mechlens_attribution.sweep_kernels.per_unit`).
         """
-        from mechlens_captum import sweep_kernels as kernels
+        from mechlens_attribution import sweep_kernels as kernels
 
         ptr1, _, ev_unit, ev_dr, ptr2, _, cr_unit, cr_sign, _, cr_det, _ = swept
         g_ev, g_cr, g1 = kernels.breakpoint_integrals(ptr, kind, ref, w, ev_dr.shape[0], cr_unit.shape[0])

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import xarray as xr
-from mechlens_sklearn.celltypes import CellTypes
-from mechlens_sklearn.sentence import mechanism_details, mechanism_sentence
-from sklearn_reduction_helpers import synthetic_attribution
+from mechlens_reduction.celltypes import CellTypes
+from mechlens_reduction.sentence import mechanism_details, mechanism_sentence
+from reduction_test_helpers import synthetic_attribution
 
 from mechlens.errors import UsageError
 

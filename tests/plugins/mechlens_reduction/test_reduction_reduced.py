@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
-from mechlens_sklearn.celltypes import CellTypes
-from mechlens_sklearn.factorise import NMFReducer
-from mechlens_sklearn.prepare import prepare
-from mechlens_sklearn.reduced import additive_response, layer_mask, run_reduced
-from sklearn_reduction_helpers import LinearToy, exact_attribution
+from mechlens_reduction.celltypes import CellTypes
+from mechlens_reduction.factorise import NMFReducer
+from mechlens_reduction.prepare import prepare
+from mechlens_reduction.reduced import additive_response, layer_mask, run_reduced
+from reduction_test_helpers import LinearToy, exact_attribution
 
 from mechlens.errors import UsageError
 from mechlens.testing import check_reducer
@@ -122,7 +122,7 @@ def test_without_the_stimulus_a_reduced_model_is_refused(toy: tuple[ToyCNN, xr.D
 
 
 def test_fidelity_measures_by_hand() -> None:
-    from mechlens_sklearn.reduced import peak_time_error
+    from mechlens_reduction.reduced import peak_time_error
 
     t = xr.DataArray(np.arange(10) * 0.01, dims="time")
     full = xr.DataArray(np.zeros((10, 1)), dims=("time", "cell"), coords={"time": t, "cell": ["gc00"]})

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import xarray as xr
 
-from mechlens_sklearn import prepare as P
-from mechlens_sklearn.characterise import label_types
-from mechlens_sklearn.reduced import evaluate, resolve_layer
+from mechlens_reduction import prepare as P
+from mechlens_reduction.characterise import label_types
+from mechlens_reduction.reduced import evaluate, resolve_layer
 
 if TYPE_CHECKING:  # pragma: no cover
     from mechlens.interfaces import Model
@@ -48,7 +48,7 @@ def finish(
     ``reduced_r``, ``peak_time_error`` and the ``unit_type`` coord. ``score`` (cell, unit_channel)
     replaces the default ``contribution`` (|attribution summed over space|, summed over the window)
     when a reducer ranks by another measure; ``check`` is the reduced-model check's fraction
-    (:func:`mechlens_sklearn.reduced.evaluate`).
+    (:func:`mechlens_reduction.reduced.evaluate`).
     """
     types = P.per_type(prep.attribution)
     out["kept"] = mask.astype(np.int8)

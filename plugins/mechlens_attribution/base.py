@@ -32,7 +32,7 @@ class UnsupportedModelError(UsageError):
     """A model's structure does not allow the requested computation (e.g. exact integration)."""
 
 
-#: quadrature rules, named as Captum's ``method`` (see :func:`mechlens_captum.integrated.quadrature`)
+#: quadrature rules, named as Captum's ``method`` (see :func:`mechlens_attribution.integrated.quadrature`)
 METHODS = ("riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid", "gausslegendre")
 
 

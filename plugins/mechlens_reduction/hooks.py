@@ -12,7 +12,7 @@ from mechlens import hookimpl
 @hookimpl
 def mechlens_reducers() -> list[type]:
     """The reducers: ``cell-types`` (the paper's reduction), ``nmf`` and ``pca``."""
-    from mechlens_sklearn.celltypes import CellTypes
-    from mechlens_sklearn.factorise import NMFReducer, PCAReducer
+    from mechlens_reduction.celltypes import CellTypes
+    from mechlens_reduction.factorise import NMFReducer, PCAReducer
 
     return [CellTypes, NMFReducer, PCAReducer]

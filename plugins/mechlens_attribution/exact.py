@@ -12,7 +12,7 @@ nonlinearity ``g``) is constant and ``p`` itself is affine. The integral therefo
 
 Two algorithms (parameter ``algorithm``; ``auto`` takes the sweep wherever it applies):
 
-* ``sweep`` (:mod:`mechlens_captum.sweep`): for two ReLU layers with one convolution or linear layer
+* ``sweep`` (:mod:`mechlens_attribution.sweep`): for two ReLU layers with one convolution or linear layer
   between them (the paper's CNN at ``conv1``), one compiled pass over each path's switch events.
 * ``refine`` (below): any piecewise-linear part above the layer.
 
@@ -51,14 +51,14 @@ import numpy as np
 from mechlens.errors import ParameterError
 from mechlens.interfaces import Model
 from mechlens.parameters import param
-from mechlens_captum.base import CommonParameters, LayerAttributor, LayerContext, UnsupportedModelError
-from mechlens_captum.integrated import batched_grad, use_forward_mode
+from mechlens_attribution.base import CommonParameters, LayerAttributor, LayerContext, UnsupportedModelError
+from mechlens_attribution.integrated import batched_grad, use_forward_mode
 
 if TYPE_CHECKING:  # torch and the structure helpers are imported where used (cheap plugin discovery)
     import torch
 
-    from mechlens_captum.structure import PiecewisePlan
-    from mechlens_captum.sweep import Sweep
+    from mechlens_attribution.structure import PiecewisePlan
+    from mechlens_attribution.sweep import Sweep
 
 
 def run_stages(
@@ -67,9 +67,9 @@ def run_stages(
     """Push a value (and one tangent per row) through the stages before the final nonlinearity.
 
     Returns the pre-output ``p`` (batch, n_outputs), its tangent, and every kink's input (value,
-    tangent), flattened to (batch, units); see :func:`~mechlens_captum.structure.run_with_tangents`.
+    tangent), flattened to (batch, units); see :func:`~mechlens_attribution.structure.run_with_tangents`.
     """
-    from mechlens_captum.structure import run_with_tangents
+    from mechlens_attribution.structure import run_with_tangents
 
     return run_with_tangents(plan.stages, value, tangent, record_kinks=True)
 
@@ -113,7 +113,7 @@ class ExactIntegratedGradients(LayerAttributor):
                 )
 
     def check_split(self, model: Model, layer: str, below: torch.nn.Module, above: torch.nn.Module) -> None:
-        from mechlens_captum.structure import piecewise_plan
+        from mechlens_attribution.structure import piecewise_plan
 
         try:
             self._plan = piecewise_plan(above, where="above")
@@ -127,7 +127,7 @@ class ExactIntegratedGradients(LayerAttributor):
     def prepare(self, ctx: LayerContext) -> None:
         import torch
 
-        from mechlens_captum.structure import PiecewisePlan
+        from mechlens_attribution.structure import PiecewisePlan
 
         self._sweep = self._choose_sweep(ctx)
 
@@ -149,7 +149,7 @@ class ExactIntegratedGradients(LayerAttributor):
 
     def _choose_sweep(self, ctx: LayerContext) -> Sweep | None:
         """The sweep for this call, or None for the refinement algorithm (says why when sweep was asked for)."""
-        from mechlens_captum.sweep import Sweep, sweep_available, sweep_plan
+        from mechlens_attribution.sweep import Sweep, sweep_available, sweep_plan
 
         wanted = self.params.algorithm
         if wanted == "refine":
@@ -194,7 +194,7 @@ class ExactIntegratedGradients(LayerAttributor):
     def attribute_chunk(self, ctx: LayerContext, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         import torch
 
-        from mechlens_captum.structure import final_integral, run_with_tangents
+        from mechlens_attribution.structure import final_integral, run_with_tangents
 
         if self._sweep is not None:
             out = self._sweep.attribute(z - ctx.z0, per_unit=self.params.keep_space)
@@ -261,7 +261,7 @@ class ExactIntegratedGradients(LayerAttributor):
         """
         import torch
 
-        from mechlens_captum.structure import PIECEWISE, run_with_tangents
+        from mechlens_attribution.structure import PIECEWISE, run_with_tangents
 
         plan = self._stages_plan
         n_kinks = plan.n_kinks

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from mechlens_sklearn.celltypes import CellTypes
-from mechlens_sklearn.factorise import NMFReducer, PCAReducer
-from mechlens_sklearn.sentence import mechanism_sentence
-from sklearn_reduction_helpers import LinearPathAttributor
+from mechlens_reduction.celltypes import CellTypes
+from mechlens_reduction.factorise import NMFReducer, PCAReducer
+from mechlens_reduction.sentence import mechanism_sentence
+from reduction_test_helpers import LinearPathAttributor
 
 import mechlens
 from mechlens import io

@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from mechlens_sklearn.factorise import NMFReducer, PCAReducer
+from mechlens_reduction.factorise import NMFReducer, PCAReducer
+from reduction_test_helpers import exact_attribution, synthetic_attribution
 from scipy.optimize import linear_sum_assignment
-from sklearn_reduction_helpers import exact_attribution, synthetic_attribution
 
 from mechlens.errors import ParameterError
 from mechlens.testing import check_reducer, parametrize_with_checks

@@ -8,8 +8,8 @@ from mechlens import hookimpl
 @hookimpl
 def mechlens_attributors() -> list[type]:
     # imported here so that plugin discovery never imports torch or captum
-    from mechlens_captum.captum_layer import DeepLift, GradientXActivation
-    from mechlens_captum.exact import ExactIntegratedGradients
-    from mechlens_captum.integrated import IntegratedGradients
+    from mechlens_attribution.captum_layer import DeepLift, GradientXActivation
+    from mechlens_attribution.exact import ExactIntegratedGradients
+    from mechlens_attribution.integrated import IntegratedGradients
 
     return [IntegratedGradients, ExactIntegratedGradients, GradientXActivation, DeepLift]

@@ -8,8 +8,8 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import torch
-from captum_test_models import linear_model, stimulus_for, windows_and_layer
-from mechlens_captum.captum_layer import DeepLift, GradientXActivation
+from attribution_test_models import linear_model, stimulus_for, windows_and_layer
+from mechlens_attribution.captum_layer import DeepLift, GradientXActivation
 
 from mechlens.testing import parametrize_with_checks
 from mechlens.toymodels import ToyCNN

@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 import torch
 import xarray as xr
-from mechlens_sklearn.celltypes import CellTypes
-from mechlens_sklearn.characterise import characterise, filter_properties
-from mechlens_sklearn.sentence import mechanism_details, mechanism_sentence
-from sklearn_reduction_helpers import exact_attribution
+from mechlens_reduction.celltypes import CellTypes
+from mechlens_reduction.characterise import characterise, filter_properties
+from mechlens_reduction.sentence import mechanism_details, mechanism_sentence
+from reduction_test_helpers import exact_attribution
 from torch import nn
 
 from mechlens.interfaces import Model

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import torch
-from captum_test_models import (
+from attribution_test_models import (
     SeqModel,
     full_field_stimulus,
     linear_model,
@@ -17,9 +17,9 @@ from captum_test_models import (
     stimulus_for,
     windows_and_layer,
 )
-from mechlens_captum.exact import ExactIntegratedGradients
-from mechlens_captum.integrated import IntegratedGradients
-from mechlens_captum.structure import UnsupportedModelError
+from mechlens_attribution.exact import ExactIntegratedGradients
+from mechlens_attribution.integrated import IntegratedGradients
+from mechlens_attribution.structure import UnsupportedModelError
 from torch import nn
 
 from mechlens.errors import UsageError
@@ -268,19 +268,19 @@ def test_the_plugin_modules_import_no_circle():
     import ast
     from pathlib import Path
 
-    import mechlens_captum
+    import mechlens_attribution
 
-    root = Path(mechlens_captum.__file__).parent
+    root = Path(mechlens_attribution.__file__).parent
     graph: dict[str, set[str]] = {}
     for path in root.glob("*.py"):
         deps = graph.setdefault(path.stem, set())
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module == "mechlens_captum":
+            if isinstance(node, ast.ImportFrom) and node.module == "mechlens_attribution":
                 deps.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mechlens_captum."):
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mechlens_attribution."):
                 deps.add(node.module.split(".")[1])
             elif isinstance(node, ast.Import):
-                deps.update(a.name.split(".")[1] for a in node.names if a.name.startswith("mechlens_captum."))
+                deps.update(a.name.split(".")[1] for a in node.names if a.name.startswith("mechlens_attribution."))
     assert graph["exact"] >= {"sweep", "integrated"}  # the walk sees function-level imports
 
     def reaches(start: str, target: str, seen: set[str]) -> bool:

@@ -1,4 +1,4 @@
-"""Compiled loops of the path sweep (see :mod:`mechlens_captum.sweep` for the mathematics).
+"""Compiled loops of the path sweep (see :mod:`mechlens_attribution.sweep` for the mathematics).
 
 Plain Python functions over NumPy arrays, made numba dispatchers when this module is imported
 (:func:`_kernel`; the sweep imports it only when it runs), compiled on their first call and cached on
@@ -347,7 +347,7 @@ def sweep(a, b, switch, order, n_switch, chan, din, dout, wt, geom, h0, s0, w3, 
     order : (rows, N1) int64
         Each row's units by ``switch``: the first ``n_switch[r]`` switch inside (0, 1), in order.
         (NumPy's sort, several times faster than a compiled one, makes it:
-        :func:`mechlens_captum.sweep.switch_order`.)
+        :func:`mechlens_attribution.sweep.switch_order`.)
     n_switch : (rows,) int64
     chan : (N1,) int64
         Channel of the attributed layer owning each unit.
@@ -379,7 +379,7 @@ def sweep(a, b, switch, order, n_switch, chan, din, dout, wt, geom, h0, s0, w3, 
         columns past ``n`` are zero.
     ptr2 : (rows + 1,) int64
         Row ``r``'s crossings are ``ptr2[r]:ptr2[r+1]`` of the four arrays below, in no order
-        (:func:`mechlens_captum.sweep.crossing_order` sorts them).
+        (:func:`mechlens_attribution.sweep.crossing_order` sorts them).
     cr_alpha : (X,)
     cr_unit : (X,) int64
         The second-layer unit that crossed zero.
@@ -893,7 +893,7 @@ def softplus_pieces(ptr, p, e, lg, length, beta, threshold):  # pragma: no cover
 
     ``g(x) = log(1 + exp(beta x)) / beta``, or ``x`` where ``beta x > threshold``; ``g'(p) = s(beta p)``
     with ``s`` the logistic function (1 above the threshold). The exponentials come in precomputed
-    (vectorised by NumPy: :func:`mechlens_captum.sweep.softplus_terms`): ``e = exp(-|beta p|)`` and
+    (vectorised by NumPy: :func:`mechlens_attribution.sweep.softplus_terms`): ``e = exp(-|beta p|)`` and
     ``lg = log1p(e)`` at every breakpoint, so ``g = (max(beta p, 0) + lg) / beta`` and
     ``s = 1 / (1 + e)`` (``e / (1 + e)`` for ``p < 0``). A piece over which ``p`` moves by
     ``d >= 1e-6`` gets the secant ``(g(p_b) - g(p_a)) / d * length``. A shorter one (most pieces of a

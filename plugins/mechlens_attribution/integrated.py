@@ -36,7 +36,7 @@ import numpy as np
 
 from mechlens.errors import ParameterError, UsageError
 from mechlens.parameters import param
-from mechlens_captum.base import METHODS, CommonParameters, LayerAttributor, LayerContext
+from mechlens_attribution.base import METHODS, CommonParameters, LayerAttributor, LayerContext
 
 if TYPE_CHECKING:  # torch, captum and the structure helpers are imported where used (cheap discovery)
     import torch
@@ -84,7 +84,7 @@ def quadrature(method: str, n_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     Parameters
     ----------
     method : str
-        One of :data:`~mechlens_captum.base.METHODS`.
+        One of :data:`~mechlens_attribution.base.METHODS`.
     n_steps : int
         Number of nodes (at least 2).
 
@@ -197,12 +197,12 @@ class IntegratedGradients(LayerAttributor):
                 )
 
     def _same_line(self, ctx: LayerContext) -> bool:
-        from mechlens_captum.structure import is_affine
+        from mechlens_attribution.structure import is_affine
 
         return self.params.path == "activation" or is_affine(ctx.below)
 
     def prepare(self, ctx: LayerContext) -> None:
-        from mechlens_captum.structure import tangent_stages
+        from mechlens_attribution.structure import tangent_stages
 
         self._stages = tangent_stages(ctx.above)
         self._forward = self.params.backend == "native" and use_forward_mode(
@@ -269,7 +269,7 @@ class IntegratedGradients(LayerAttributor):
         """Attributions with a fixed number of nodes: (rows, cells, *shape), or (rows, cells, C) in forward mode."""
         import torch
 
-        from mechlens_captum.structure import run_with_tangents
+        from mechlens_attribution.structure import run_with_tangents
 
         if self.params.backend == "captum":
             return self._captum(ctx, x, z, n_steps)

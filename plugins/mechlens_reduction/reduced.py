@@ -1,7 +1,7 @@
 """The reduced model as this plugin's reducers report it: the core's (:mod:`mechlens.reduced`) plus the additive check.
 
 The reduced model itself lives in the core, :mod:`mechlens.reduced`, so that a third-party reducer gets
-it without writing one; this module reads it from a :class:`~mechlens_sklearn.prepare.Prepared`
+it without writing one; this module reads it from a :class:`~mechlens_reduction.prepare.Prepared`
 Dataset and adds what needs the attributions (the additive reduced model, the explained fractions).
 ``layer_mask``, ``pearson``, ``peak_time_error``, ``model_explained`` and ``check_verdict`` are the
 core's, re-exported here.
@@ -53,7 +53,7 @@ import xarray as xr
 import mechlens.reduced as _core
 from mechlens.errors import UsageError
 from mechlens.reduced import check_verdict, layer_mask, model_explained, peak_time_error, pearson
-from mechlens_sklearn.prepare import Prepared, check_layer_sizes, explained_fraction, stimulus_of
+from mechlens_reduction.prepare import Prepared, check_layer_sizes, explained_fraction, stimulus_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from mechlens.interfaces import Model

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mechlens.parameters import param
-from mechlens_captum.base import CommonParameters, LayerAttributor, LayerContext
+from mechlens_attribution.base import CommonParameters, LayerAttributor, LayerContext
 
 if TYPE_CHECKING:  # torch and captum are imported where used (cheap plugin discovery)
     import torch

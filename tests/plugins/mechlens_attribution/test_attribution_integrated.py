@@ -8,8 +8,8 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import torch
-from captum_test_models import SeqModel, linear_model, seeded, stimulus_for, swept_stimulus, windows_and_layer
-from mechlens_captum.integrated import IntegratedGradients, quadrature
+from attribution_test_models import SeqModel, linear_model, seeded, stimulus_for, swept_stimulus, windows_and_layer
+from mechlens_attribution.integrated import IntegratedGradients, quadrature
 from torch import nn
 
 from mechlens.errors import ParameterError, UsageError

@@ -43,8 +43,8 @@ import xarray as xr
 from mechlens.errors import ParameterError
 from mechlens.interfaces import Model, Reducer
 from mechlens.parameters import param
-from mechlens_sklearn import prepare as P
-from mechlens_sklearn.common import component_coord, finish
+from mechlens_reduction import prepare as P
+from mechlens_reduction.common import component_coord, finish
 
 
 def attribution_matrix(prep: P.Prepared, keep_axis: str) -> tuple[np.ndarray, xr.DataArray]:

@@ -1,0 +1,2 @@
+"""The reducer stage: cell types, NMF and PCA reducers, reduced models and cell-type characterisation
+(formerly ``mechlens_sklearn``)."""
