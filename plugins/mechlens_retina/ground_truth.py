@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,14 +97,16 @@ MECHANISMS: dict[str, Mechanism] = {
 }
 
 
-def _model(silence: Sequence[str], registry: Any = None) -> Any:
+def _model(silence: Sequence[str], registry: Any = None, model_params: Mapping[str, Any] | None = None) -> Any:
     from mechlens import registry as _registry
 
     reg = registry or _registry.default()
-    return reg.get("model", "synthetic-retina")(silence=list(silence))
+    return reg.get("model", "synthetic-retina")(**dict(model_params or {}), silence=list(silence))
 
 
-def ablate(phenomenon: str, silence: Sequence[str], registry: Any = None) -> Any:
+def ablate(
+    phenomenon: str, silence: Sequence[str], registry: Any = None, model_params: Mapping[str, Any] | None = None
+) -> Any:
     """The phenomenon's measure on the circuit with some types silenced.
 
     Parameters
@@ -115,6 +117,8 @@ def ablate(phenomenon: str, silence: Sequence[str], registry: Any = None) -> Any
         Bipolar types to silence (their direct and delayed channels set to 0).
     registry : mechlens.registry.Registry, optional
         Where the model and stimuli are looked up.
+    model_params : mapping, optional
+        Other parameters of the circuit, e.g. ``{"circuit": "v3"}``.
 
     Returns
     -------
@@ -123,11 +127,15 @@ def ablate(phenomenon: str, silence: Sequence[str], registry: Any = None) -> Any
     """
     from mechlens_retina import phenomena
 
-    return phenomena.measure_all(_model(silence, registry), registry, only=[phenomenon])[phenomenon]
+    model = _model(silence, registry, model_params)
+    return phenomena.measure_all(model, registry, only=[phenomenon])[phenomenon]
 
 
 def ablation_table(
-    mechanisms: dict[str, Mechanism] | None = None, registry: Any = None, types: Sequence[str] = TYPES
+    mechanisms: dict[str, Mechanism] | None = None,
+    registry: Any = None,
+    types: Sequence[str] = TYPES,
+    model_params: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Measure every row of the ground-truth table on the circuit: intact, named types silenced, others silenced.
 
@@ -139,6 +147,8 @@ def ablation_table(
         Where the model and stimuli are looked up.
     types : sequence of str
         All bipolar types of the circuit (the complement of a row's types is silenced).
+    model_params : mapping, optional
+        Other parameters of the circuit (``{"circuit": "v3"}``: the table on version 3).
 
     Returns
     -------
@@ -153,9 +163,9 @@ def ablation_table(
     for name, mech in (mechanisms if mechanisms is not None else MECHANISMS).items():
         t0 = time.perf_counter()
         others = [t for t in types if t not in mech.types]
-        intact = phenomena.verdict(ablate(name, [], registry))
-        named = phenomena.verdict(ablate(name, mech.types, registry))
-        rest = phenomena.verdict(ablate(name, others, registry)) if others else intact
+        intact = phenomena.verdict(ablate(name, [], registry, model_params))
+        named = phenomena.verdict(ablate(name, mech.types, registry, model_params))
+        rest = phenomena.verdict(ablate(name, others, registry, model_params)) if others else intact
         rows.append(
             {
                 "phenomenon": name,

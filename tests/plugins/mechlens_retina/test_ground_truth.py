@@ -18,12 +18,13 @@ def test_every_phenomenon_has_a_few_named_types_of_the_circuit() -> None:
         assert mech.account and mech.source, name
 
 
+@pytest.mark.parametrize("circuit", ["v2", "v3"])
 @pytest.mark.parametrize("phenomenon", phenomena.MEASURES)
-def test_ablation_table_holds_on_the_circuit(phenomenon: str) -> None:
+def test_ablation_table_holds_on_the_circuit(phenomenon: str, circuit: str) -> None:
     # the intact circuit shows the phenomenon; silencing the named types abolishes it; silencing all
-    # the other types keeps it (docs/synthetic-retina.md, "Ground truth")
+    # the other types keeps it (docs/synthetic-retina.md, "Ground truth" and "Version 3")
     mech = {phenomenon: ground_truth.MECHANISMS[phenomenon]}
-    (row,) = ground_truth.ablation_table(mech)
+    (row,) = ground_truth.ablation_table(mech, model_params={"circuit": circuit})
     assert row["intact"], f"{phenomenon}: the intact circuit does not show it"
     assert not row["named_silenced"], f"{phenomenon}: still shown with {row['types']} silenced"
     assert row["others_silenced"], f"{phenomenon}: lost when only {row['types']} are left"
