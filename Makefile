@@ -49,7 +49,7 @@ bench: $(STAMP)
 # the bundled model's recipe on a GPU if torch sees one, else on the CPU (many hours on 2 cores:
 # resumable, BUNDLE_ARGS="--resume" continues); BUNDLE_ARGS passes other options on
 train-default: $(STAMP)
-	$(BIN)/python -m mechlens_retina.bundle --recipe cuda --device auto $(BUNDLE_ARGS)
+	$(BIN)/python -m mechlens_retina.training.bundle --recipe cuda --device auto $(BUNDLE_ARGS)
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .ruff_cache build *.egg-info

@@ -54,7 +54,7 @@ LAYER = "conv1"
 def retina_model() -> Model:
     """The retina CNN architecture with random weights and 8 cells."""
     try:
-        from mechlens_retina.cnn import RetinaCNN
+        from mechlens_retina.models.cnn import RetinaCNN
 
         return RetinaCNN(checkpoint="random", n_cells=8, device="cpu")
     except ImportError:

@@ -3,7 +3,7 @@
 For each phenomenon: the synthetic retina's measure (the circuit, i.e. the ground truth) and its
 verdict, the retina CNN's measure and verdict (``mechlens_retina.phenomena.measure_all``: the
 targets are in that module's docstring), and the CNN-vs-circuit agreement on that phenomenon's probe
-stimulus (``mechlens_retina.agreement.probe_agreement``: median Pearson r over responding cells and
+stimulus (``mechlens_retina.phenomena.agreement.probe_agreement``: median Pearson r over responding cells and
 median peak-time error), and a timing diagnosis (``timing_offset``: by how many frames the
 CNN's responses to held-out natural scenes lag the circuit's). A measure's numbers are those of its
 best cell (a passing cell if any); motion reversal is judged on the population. Prints one markdown
@@ -20,8 +20,14 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
-from mechlens_retina.agreement import PEAK_ERROR_MS_MAX, R_TARGET, probe_agreement, timing_offset
 from mechlens_retina.phenomena import measure_all
+from mechlens_retina.phenomena.agreement import (
+    PEAK_ERROR_MS_MAX,
+    R_TARGET,
+    probe_agreement,
+    timing_offset,
+    trained_circuit,
+)
 
 from mechlens import registry
 
@@ -97,8 +103,10 @@ def main() -> None:
     args = parser.parse_args()
 
     t0 = time.perf_counter()
-    truth = registry.get("model", "synthetic-retina")()
     cnn = registry.get("model", "retina-cnn")(checkpoint=args.checkpoint)
+    # the circuit the CNN was trained on (its recipe), e.g. {"circuit": "v3"}; the default one otherwise
+    circuit_params = trained_circuit(cnn) or {}
+    truth = registry.get("model", "synthetic-retina")(**circuit_params)
     seconds = {}
     t = time.perf_counter()
     circuit = measure_all(truth)
@@ -114,7 +122,8 @@ def main() -> None:
     seconds["timing"] = time.perf_counter() - t
 
     print(
-        f"| phenomenon | circuit (synthetic-retina) | circuit | CNN ({args.checkpoint}) | CNN | "
+        f"| phenomenon | circuit (synthetic-retina {circuit_params or 'default'}) | circuit | "
+        f"CNN ({args.checkpoint}) | CNN | "
         f"CNN vs circuit r (median over cells) | peak-time error ms (<= {PEAK_ERROR_MS_MAX:g}) |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- |")

@@ -1,13 +1,13 @@
 """Mechanism recovery on the synthetic retina, with controls: one table, phenomenon x test.
 
-For each phenomenon the probe stimulus of the agreement gate (``mechlens_retina.agreement``: every
+For each phenomenon the probe stimulus of the agreement gate (``mechlens_retina.phenomena.agreement``: every
 condition of its sweep) is attributed on the circuit (``synthetic-retina``, layer ``bipolar``,
 sampled integrated gradients) and on each CNN (layer ``conv1``, exact integrated gradients). The
 CNN's attributions are pooled per matched bipolar type; at each (condition, time) the mean over types
 is removed (the *type split*: the response's own time course, which any model that predicts the
 response shares, is taken out), and the result is correlated with the circuit's, per cell that
 shows the phenomenon in the circuit, over (condition x time x type); a score is the median over
-those cells (``mechlens_retina.recovery``). ``--show-ungated`` also prints the raw pooled score and
+those cells (``mechlens_retina.experiments.recovery``). ``--show-ungated`` also prints the raw pooled score and
 the scores over every responding cell (>= 2 Hz in the circuit).
 
 * **test A** -- ``bench/data/recovery-fixed.safetensors``: ``conv1`` fixed to the circuit's filters, so CNN
@@ -24,7 +24,7 @@ the scores over every responding cell (>= 2 Hz in the circuit).
 A test's score is printed only where that CNN passes the agreement gate on that stimulus
 ("gate fails: not scored" otherwise). The kept types are the cell-types reduction (80 % explained) of
 test A's attributions on the cells that show the phenomenon in the circuit, against the ablation
-table (``mechlens_retina.ground_truth.MECHANISMS``), and the lesion check: the phenomenon's measure on
+table (``mechlens_retina.phenomena.ground_truth.MECHANISMS``), and the lesion check: the phenomenon's measure on
 test A intact, with only the kept types' ``conv1`` channels active, and with them silenced
 (:mod:`mechlens.lesion`).
 
@@ -42,11 +42,11 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
-from mechlens_retina import recovery as R
-from mechlens_retina.agreement import probe_agreement, probe_stimuli
 from mechlens_retina.experiments import EXPLAINED
-from mechlens_retina.ground_truth import MECHANISMS
+from mechlens_retina.experiments import recovery as R
 from mechlens_retina.phenomena import measure_all, verdict
+from mechlens_retina.phenomena.agreement import probe_agreement, probe_stimuli
+from mechlens_retina.phenomena.ground_truth import MECHANISMS
 
 from mechlens import registry
 from mechlens.lesion import lesion_channels
@@ -68,7 +68,15 @@ CONTROL_MAX, MARGIN = 0.3, 0.4
 def rebuild(which: str) -> None:
     """Retrain a test-A checkpoint with :data:`RECIPE` (``which``: ``fixed`` or ``other``)."""
     out, extra = (FIXED, []) if which == "fixed" else (OTHER, ["--set", f"simulate.model_params={OTHER_CIRCUIT}"])
-    cmd = [sys.executable, "-m", "mechlens_retina.bundle", *RECIPE, *extra, "--workdir", f"build/recovery-{which}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mechlens_retina.training.bundle",
+        *RECIPE,
+        *extra,
+        "--workdir",
+        f"build/recovery-{which}",
+    ]
     subprocess.run([*cmd, "-o", str(out)], check=True)
 
 

@@ -30,9 +30,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
-from mechlens_retina.cnn import RetinaCNN
-from mechlens_retina.data import open_split
-from mechlens_retina.training import WindowBuffer, train
+from mechlens_retina.models.cnn import RetinaCNN
+from mechlens_retina.training.fit import WindowBuffer, train
+from mechlens_retina.training.recordings import open_split
 
 FRAME_S = 0.01
 SIZE = 50

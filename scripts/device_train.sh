@@ -50,7 +50,7 @@ export PYTHONUNBUFFERED=1
 cat "$OUT/env.txt"
 
 set +e
-"$PY" -m mechlens_retina.bundle --device cuda --workdir "$WORK" --max-seconds 300 -o "$OUT/default.safetensors" "$@" \
+"$PY" -m mechlens_retina.training.bundle --device cuda --workdir "$WORK" --max-seconds 300 -o "$OUT/default.safetensors" "$@" \
     2>&1 | tee "$OUT/train.log"
 status=${PIPESTATUS[0]}
 set -e

@@ -43,8 +43,8 @@ def split_overrides(items: Iterable[str]) -> tuple[dict[str, Any], dict[str, Any
     """
     from mechlens.config import parse_set
     from mechlens.parameters import specs, suggest
-    from mechlens_retina.cnn import RetinaCNN
-    from mechlens_retina.training import DERIVED, TrainParameters
+    from mechlens_retina.models.cnn import RetinaCNN
+    from mechlens_retina.training.fit import DERIVED, TrainParameters
 
     train_names = [s.name for s in specs(TrainParameters)]
     model_names = [s.name for s in specs(RetinaCNN.Parameters) if s.name not in DERIVED]
@@ -79,7 +79,7 @@ def split_overrides(items: Iterable[str]) -> tuple[dict[str, Any], dict[str, Any
 
 
 def _derived_note(name: str) -> str:
-    from mechlens_retina.training import DERIVED
+    from mechlens_retina.training.fit import DERIVED
 
     if name in DERIVED:
         return f" ({name} is set from the data or from the training parameters)"
@@ -93,7 +93,7 @@ class TrainCommand(Command):
     help = "fit the retina CNN to a recording (deep-retina HDF5 or mechlens netCDF) and write MODEL.safetensors"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        from mechlens_retina.data import RESPONSE_KEYS, STIMULUS_TYPES
+        from mechlens_retina.training.recordings import RESPONSE_KEYS, STIMULUS_TYPES
 
         parser.add_argument(
             "--data",
@@ -132,7 +132,7 @@ class TrainCommand(Command):
         parser.add_argument("-o", "--output", required=True, type=Path, help="checkpoint to write (MODEL.safetensors)")
 
     def run(self, args: argparse.Namespace) -> int:
-        from mechlens_retina.training import describe, save_path, train
+        from mechlens_retina.training.fit import describe, save_path, train
 
         output = save_path(args.output)
         train_params, model_params = split_overrides(args.overrides)
@@ -152,4 +152,4 @@ class TrainCommand(Command):
 
 
 # the synthetic-retina module contributes the other command of this plugin
-from mechlens_retina.simulate import SimulateCommand as SimulateCommand  # noqa: E402
+from mechlens_retina.training.simulate import SimulateCommand as SimulateCommand  # noqa: E402

@@ -12,8 +12,8 @@ from mechlens import hookimpl
 
 @hookimpl
 def mechlens_models() -> list[type]:
-    from mechlens_retina.cnn import RetinaCNN
-    from mechlens_retina.synthetic import SyntheticRetina
+    from mechlens_retina.models.cnn import RetinaCNN
+    from mechlens_retina.models.synthetic import SyntheticRetina
 
     return [RetinaCNN, SyntheticRetina]
 
@@ -34,6 +34,6 @@ def mechlens_experiments() -> list[type]:
 
 @hookimpl
 def mechlens_report_sections(results: list[Any]) -> list[Any]:
-    from mechlens_retina.reporting import report_sections
+    from mechlens_retina.experiments.report import report_sections
 
     return report_sections(results)

@@ -195,7 +195,7 @@ def test_checkpoint_takes_only_runtime_parameters(toys, tmp_path, capsys):
 def test_checkpoint_with_a_device(tmp_path, capsys):
     """retina-cnn loads a checkpoint with ``device`` (runtime only); its architecture stays the checkpoint's."""
     pytest.importorskip("torch")
-    from mechlens_retina.cnn import RetinaCNN
+    from mechlens_retina.models.cnn import RetinaCNN
 
     small = {"checkpoint": "random", "history": 5, "image_size": 12, "kernel1": 5, "kernel2": 3, "n_cells": 2}
     path = tmp_path / "m.safetensors"

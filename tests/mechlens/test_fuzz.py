@@ -201,8 +201,8 @@ LIES = st.sampled_from(_LIE_FIELDS).flatmap(_lies)
 def test_lying_checkpoint_metadata_is_a_one_line_refusal(
     lie: tuple[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from mechlens_retina import checkpoint as ckpt
-    from mechlens_retina.cnn import BUNDLED
+    from mechlens_retina.models import checkpoint as ckpt
+    from mechlens_retina.models.cnn import BUNDLED
     from safetensors.numpy import load_file, save_file
 
     meta, _ = ckpt.read_header(BUNDLED)

@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PRINT_ALLOWED = {
     ("mechlens/cli.py", "*"),  # the command line's own output
     ("plugins/mechlens_retina/commands.py", "TrainCommand.run"),  # the `mechlens train` command
-    ("plugins/mechlens_retina/bundle.py", "main"),  # python -m mechlens_retina.bundle
-    ("plugins/mechlens_retina/checkpoint.py", "main"),  # python -m mechlens_retina.checkpoint
+    ("plugins/mechlens_retina/training/bundle.py", "main"),  # python -m mechlens_retina.training.bundle
+    ("plugins/mechlens_retina/models/checkpoint.py", "main"),  # python -m mechlens_retina.models.checkpoint
 }
 
 

@@ -242,7 +242,7 @@ def test_refuses_batch_norm_in_training_mode():
 
 
 def test_retina_cnn_both_layers():
-    cnn = pytest.importorskip("mechlens_retina.cnn")
+    cnn = pytest.importorskip("mechlens_retina.models.cnn")
     model = cnn.RetinaCNN(
         checkpoint="random",
         history=4,

@@ -119,7 +119,7 @@ def test_sweep_with_cells_baseline_and_conditions():
 
 
 def test_dense_white_noise_through_the_retina_architecture():
-    cnn = pytest.importorskip("mechlens_retina.cnn")
+    cnn = pytest.importorskip("mechlens_retina.models.cnn")
     model = cnn.RetinaCNN(
         checkpoint="random", history=6, image_size=20, kernel1=5, kernel2=5, channels1=4, channels2=4, n_cells=3
     )
@@ -257,7 +257,7 @@ def test_per_unit_with_units_at_the_kinks_at_the_baseline():
 def test_per_unit_white_noise_through_the_retina_architecture_sums_to_the_channels_and_the_response():
     """keep_space on dense white noise (thousands of switches and crossings): completeness per unit sums and
     the space sums equal the channel attributions (float64 sums of the float32 output)."""
-    cnn = pytest.importorskip("mechlens_retina.cnn")
+    cnn = pytest.importorskip("mechlens_retina.models.cnn")
     model = cnn.RetinaCNN(
         checkpoint="random", history=6, image_size=20, kernel1=5, kernel2=5, channels1=4, channels2=4, n_cells=3
     )

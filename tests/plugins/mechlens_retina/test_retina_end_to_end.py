@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from mechlens_retina.cnn import RetinaCNN
+from mechlens_retina.models.cnn import RetinaCNN
 
 from mechlens.cli import main
 

@@ -1,0 +1,449 @@
+"""Mechanism recovery: does attribution on a CNN trained on the synthetic retina find the synthetic
+retina's own mechanism? A score that can fail (issue 17).
+
+Two tests, one score:
+
+* **Test A, known channels.** A ``retina-cnn`` with ``first_layer="synthetic-retina"`` has the
+  circuit's bipolar filters as its ``conv1``, frozen in training, so channel ``c`` *is* the
+  circuit's channel ``c`` (:func:`identity_match`).
+* **Test B, free first layer.** A CNN that learned its own ``conv1`` is matched to the circuit by
+  :func:`match_kernels`: the sign-invariant cosine between every CNN kernel (40 x 15 x 15) and every
+  circuit filter (direct and delayed), a Hungarian assignment (channel order is arbitrary), and a
+  threshold below which a channel stays unmatched (a learned filter need not be any circuit filter).
+
+The score (:func:`recovery_score`): per cell, the Pearson r between the CNN's attribution pooled per
+matched bipolar type and the circuit's own attribution pooled the same way, over every condition of
+the stimulus sweep and every time point ``t >= 0`` (the (condition x time x type) arrays flattened),
+on the cells that respond in the circuit (:func:`responding_cells`, >= 2 Hz as in the agreement
+gate). The recovery of a phenomenon is the median over those cells.
+
+Controls scored by the same code (:func:`trivial_attribution`, :func:`shuffled_types`; a random
+CNN and a CNN trained on a different circuit are models, scored like the real one) say how high a
+score comes without the mechanism.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import xarray as xr
+
+from mechlens.errors import SchemaError
+from mechlens.interfaces import Attributor, Model
+from mechlens.testing import noise_stimulus
+from mechlens_retina.metrics import pearson_1d
+
+#: a cell responds to a stimulus when its circuit response varies this much (max - min, t >= 0), Hz;
+#: the agreement gate's threshold (``mechlens_retina.phenomena.agreement.RESPONDING_MIN_HZ``)
+RESPONDING_MIN_HZ = 2.0
+#: default |cosine| below which a CNN kernel matches no circuit filter. Two random 9000-dimensional
+#: kernels have |cos| ~ 0.01; a circuit filter shifted by one pixel keeps |cos| ~ 0.8 (its DoG
+#: centre is 1 px wide), so 0.5 separates "the same filter" from "another filter".
+COSINE_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class TypeMatch:
+    """How CNN channels map onto ground-truth types.
+
+    Attributes
+    ----------
+    assignment : numpy.ndarray
+        (n_cnn_channels,) int: index of the matched ground-truth type per CNN channel; -1 unmatched.
+    correlation : numpy.ndarray
+        (n_cnn_channels, n_truth_channels) similarity the match was made on (signed cosine of the
+        kernels for :func:`match_kernels`; activation r for :func:`match_types`).
+    channel : numpy.ndarray, optional
+        (n_cnn_channels,) int: the matched circuit channel (direct or delayed); -1 unmatched.
+    """
+
+    assignment: np.ndarray
+    correlation: np.ndarray
+    channel: np.ndarray | None = field(default=None)
+
+    def strength(self) -> np.ndarray:
+        """(n_cnn_channels,) similarity of each CNN channel with its matched circuit channel
+        (without ``channel``: the largest similarity with any truth channel)."""
+        if self.channel is None or self.correlation.size == 0:
+            return self.correlation.max(axis=1)
+        rows = np.arange(len(self.channel))
+        ok = self.channel >= 0
+        out = np.full(len(self.channel), np.nan)
+        out[ok] = self.correlation[rows[ok], self.channel[ok]]
+        return out
+
+
+def type_groups(truth: Model) -> tuple[np.ndarray, list[str]]:
+    """Ground-truth type index of each channel of the truth's layer, and the type names.
+
+    The synthetic retina's ``bipolar`` layer holds each type twice (direct and delayed path); both
+    channels belong to one type. A model without ``ground_truth_types`` has one type per channel.
+    """
+    describe = getattr(truth, "ground_truth_types", None)
+    if describe is None:
+        n = next(iter(truth.layers().values()))[0]
+        return np.arange(n), [str(i) for i in range(n)]
+    types = describe()
+    names: list[str] = []
+    for t in types:
+        if t["type"] not in names:
+            names.append(t["type"])
+    return np.array([names.index(t["type"]) for t in types]), names
+
+
+def identity_match(groups: np.ndarray) -> TypeMatch:
+    """Channel ``c`` of the CNN is the circuit's channel ``c`` (test A: ``first_layer="synthetic-retina"``).
+
+    Parameters
+    ----------
+    groups : numpy.ndarray
+        (n_channels,) type index of each circuit channel (:func:`type_groups`).
+    """
+    n = len(groups)
+    return TypeMatch(assignment=np.asarray(groups).copy(), correlation=np.eye(n), channel=np.arange(n))
+
+
+def kernel_cosines(cnn_weight: np.ndarray, circuit_weight: np.ndarray) -> np.ndarray:
+    """Signed cosine between every CNN kernel and every circuit filter.
+
+    Parameters
+    ----------
+    cnn_weight : numpy.ndarray
+        (n_cnn, history, k, k) first-layer weights of the CNN.
+    circuit_weight : numpy.ndarray
+        (n_circuit, history, k, k) the circuit's filters (same history and kernel size).
+
+    Returns
+    -------
+    numpy.ndarray
+        (n_cnn, n_circuit) cosines in [-1, 1]; 0 for an all-zero kernel.
+    """
+    a = np.asarray(cnn_weight, dtype=np.float64)
+    b = np.asarray(circuit_weight, dtype=np.float64)
+    if a.shape[1:] != b.shape[1:]:
+        raise SchemaError(
+            f"kernel_cosines: CNN kernels {a.shape[1:]} and circuit filters {b.shape[1:]} differ in (history, y, x); "
+            "compare a CNN with the circuit's history and kernel size (40 frames, 15 x 15)"
+        )
+    a = a.reshape(a.shape[0], -1)
+    b = b.reshape(b.shape[0], -1)
+    na = np.linalg.norm(a, axis=1, keepdims=True)
+    nb = np.linalg.norm(b, axis=1, keepdims=True)
+    return (a / np.where(na > 0, na, 1.0)) @ (b / np.where(nb > 0, nb, 1.0)).T
+
+
+def match_kernels(
+    cnn_weight: np.ndarray, circuit_weight: np.ndarray, groups: np.ndarray, threshold: float = COSINE_THRESHOLD
+) -> TypeMatch:
+    """Match CNN channels to circuit channels by kernel shape, invariant to channel order and sign.
+
+    The similarity is |cosine| (a CNN may carry a filter with either sign: the layers above absorb
+    it, and attributions do not depend on it); the Hungarian assignment
+    (``scipy.optimize.linear_sum_assignment``) gives each circuit channel at most one CNN channel
+    and maximises the summed |cosine|; an assigned pair below ``threshold`` is dropped, so a kernel
+    like no circuit filter stays unmatched.
+
+    Parameters
+    ----------
+    cnn_weight : numpy.ndarray
+        (n_cnn, history, k, k) the CNN's ``conv1`` weights.
+    circuit_weight : numpy.ndarray
+        (n_circuit, history, k, k) the circuit's filters (``SyntheticRetina().conv.weight``).
+    groups : numpy.ndarray
+        (n_circuit,) type index of each circuit channel (:func:`type_groups`).
+    threshold : float
+        Smallest |cosine| of a match.
+
+    Returns
+    -------
+    TypeMatch
+        ``assignment`` (type or -1), ``channel`` (circuit channel or -1) and ``correlation`` the
+        signed cosines (n_cnn, n_circuit); ``strength()`` is the matched pair's signed cosine.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    cos = kernel_cosines(cnn_weight, circuit_weight)
+    rows, cols = linear_sum_assignment(-np.abs(cos))
+    channel = np.full(cos.shape[0], -1)
+    for r, c in zip(rows, cols):
+        if abs(cos[r, c]) >= threshold:
+            channel[r] = c
+    groups = np.asarray(groups)
+    assignment = np.where(channel >= 0, groups[np.maximum(channel, 0)], -1)
+    return TypeMatch(assignment=assignment, correlation=cos, channel=channel)
+
+
+def pooled_attribution(attribution: xr.DataArray, match: TypeMatch, n_types: int) -> xr.DataArray:
+    """Sum an attribution (..., unit_channel) over the channels matched to each ground-truth type.
+
+    Channels with assignment -1 are left out; a type with no channel sums to 0.
+
+    Returns
+    -------
+    xarray.DataArray
+        (..., unit_channel) with ``unit_channel`` = 0 .. n_types - 1, Hz.
+    """
+    summed = attribution.sum([d for d in ("unit_y", "unit_x") if d in attribution.dims])
+    parts = [
+        summed.isel(unit_channel=np.flatnonzero(match.assignment == k)).sum("unit_channel") for k in range(n_types)
+    ]
+    return xr.concat(parts, dim="unit_channel").assign_coords(unit_channel=np.arange(n_types))
+
+
+def _after_onset(x: xr.DataArray) -> xr.DataArray:
+    return x.sel(time=x["time"] >= -1e-9) if "time" in x.coords else x
+
+
+def responding_cells(truth_ds: xr.Dataset, min_hz: float = RESPONDING_MIN_HZ) -> list[str]:
+    """Cells whose circuit response varies by >= ``min_hz`` (max - min over t >= 0) in some condition.
+
+    Parameters
+    ----------
+    truth_ds : xarray.Dataset
+        The circuit's attribution Dataset (``response`` ([condition,] time, cell), Hz).
+    """
+    resp = _after_onset(truth_ds["response"])
+    ptp = resp.max("time") - resp.min("time")
+    if "condition" in ptp.dims:
+        ptp = ptp.max("condition")
+    return [str(c) for c, v in zip(ptp["cell"].values, ptp.values) if v >= min_hz]
+
+
+def type_split(pooled: xr.DataArray) -> xr.DataArray:
+    """Each type's attribution minus the mean over types at the same (condition, time, cell).
+
+    What is left is how the response change is *split* among the types: the part every type shares
+    (the response's own time course, which any model that predicts the response gets right) is
+    removed, so a correlation of type splits rewards naming the right types and nothing else.
+
+    Parameters
+    ----------
+    pooled : xarray.DataArray
+        ([condition,] time, cell, unit_channel = type), Hz.
+
+    Returns
+    -------
+    xarray.DataArray
+        The same dims, Hz; sums to 0 over ``unit_channel``.
+    """
+    return pooled - pooled.mean("unit_channel")
+
+
+def score_pooled(
+    pooled: xr.DataArray, truth_pooled: xr.DataArray, cells: Sequence[str] | None = None, split: bool = True
+) -> xr.DataArray:
+    """Per-cell Pearson r of two type-pooled attributions over (condition x time x type), t >= 0.
+
+    Parameters
+    ----------
+    pooled, truth_pooled : xarray.DataArray
+        ([condition,] time, cell, unit_channel) on the same conditions, times and cells, Hz.
+    cells : sequence of str, optional
+        Cells to score (default: all of the truth's).
+    split : bool
+        Score the type splits (:func:`type_split`, the default): the shared time course is removed
+        first, so a model that reproduces the response with the wrong types scores about 0. With
+        ``False`` the raw pooled attributions are correlated; that score is dominated by the time
+        course and stays high for a CNN trained on a different circuit (kept for comparison).
+
+    Returns
+    -------
+    xarray.DataArray
+        (cell,) r; 0 where ``pooled`` is constant, NaN where the truth is.
+    """
+    pooled, truth_pooled = _after_onset(pooled), _after_onset(truth_pooled)
+    if split:
+        pooled, truth_pooled = type_split(pooled), type_split(truth_pooled)
+    cells = [str(c) for c in truth_pooled["cell"].values] if cells is None else list(cells)
+    order = [d for d in ("condition", "time", "unit_channel") if d in truth_pooled.dims]
+    scores = []
+    for cell in cells:
+        x = pooled.sel(cell=cell).transpose(*order).values.ravel()
+        y = truth_pooled.sel(cell=cell).transpose(*order).values.ravel()
+        scores.append(pearson_1d(x, y))
+    return xr.DataArray(np.asarray(scores), dims="cell", coords={"cell": cells})
+
+
+def recovery_score(
+    cnn_attr: xr.DataArray,
+    truth_attr: xr.DataArray,
+    match: TypeMatch,
+    groups: np.ndarray | None = None,
+    cells: Sequence[str] | None = None,
+    split: bool = True,
+) -> xr.DataArray:
+    """Pearson r, per cell, between the CNN's type-pooled attribution and the ground truth's.
+
+    Both arrays are ([condition,] time, cell, unit_channel[, unit_y, unit_x]) on the same
+    conditions, times and cells; the (condition x time x type) arrays at t >= 0 are flattened and
+    correlated, so the time courses, their change over the sweep and the split of the response among
+    types must all agree for a high score.
+
+    Parameters
+    ----------
+    cnn_attr : xarray.DataArray
+        The CNN's attribution at ``conv1``, Hz.
+    truth_attr : xarray.DataArray
+        The circuit's attribution at ``bipolar``, Hz.
+    match : TypeMatch
+        CNN channel -> type (:func:`identity_match`, :func:`match_kernels`).
+    groups : numpy.ndarray, optional
+        (n_truth_channels,) type of each circuit channel (default: one type per channel).
+    cells : sequence of str, optional
+        Cells to score (default: all; see :func:`responding_cells`).
+    split : bool
+        Correlate the type splits (default; see :func:`score_pooled`).
+
+    Returns
+    -------
+    xarray.DataArray
+        (cell,) correlation.
+    """
+    if groups is None:
+        groups = np.arange(truth_attr.sizes["unit_channel"])
+    n_types = int(np.max(groups)) + 1
+    pooled = pooled_attribution(cnn_attr, match, n_types)
+    truth = pooled_attribution(truth_attr, TypeMatch(np.asarray(groups), np.zeros(0)), n_types)
+    return score_pooled(pooled, truth, cells, split=split)
+
+
+# -- controls -------------------------------------------------------------------------------------
+def trivial_attribution(truth_ds: xr.Dataset, n_types: int, into: int) -> xr.DataArray:
+    """The attribution that knows only the response: its whole change goes to one type.
+
+    Parameters
+    ----------
+    truth_ds : xarray.Dataset
+        The circuit's attribution Dataset (``response``, ``baseline_response``, Hz).
+    n_types : int
+        Number of types.
+    into : int
+        The type that gets ``response - baseline_response``; every other type gets 0.
+
+    Returns
+    -------
+    xarray.DataArray
+        ([condition,] time, cell, unit_channel = type), Hz: complete by construction.
+    """
+    change = truth_ds["response"] - truth_ds["baseline_response"]
+    parts = [change if k == into else xr.zeros_like(change) for k in range(n_types)]
+    return xr.concat(parts, dim="unit_channel").assign_coords(unit_channel=np.arange(n_types))
+
+
+def derangements(n: int) -> list[tuple[int, ...]]:
+    """Every permutation of ``range(n)`` that moves every element (9 for n = 4)."""
+    return [p for p in itertools.permutations(range(n)) if all(i != j for i, j in enumerate(p))]
+
+
+def shuffled_types(truth_pooled: xr.DataArray, permutation: Sequence[int]) -> xr.DataArray:
+    """The ground truth with its types relabelled: type ``k`` gets the attribution of ``permutation[k]``.
+
+    Parameters
+    ----------
+    truth_pooled : xarray.DataArray
+        (..., unit_channel = type) the circuit's type-pooled attribution, Hz.
+    permutation : sequence of int
+        A permutation of the types (a derangement moves every one).
+    """
+    shuffled = truth_pooled.isel(unit_channel=list(permutation))
+    return shuffled.assign_coords(unit_channel=truth_pooled["unit_channel"].values)
+
+
+# -- the activation-correlation matching (kept for comparison: it cannot tell fast from slow) ------
+def _activity(model: Model, layer: str, movie: xr.DataArray, radius: int) -> np.ndarray:
+    """Activations of the units within ``radius`` of the layer's centre: (time, channel, position)."""
+    import torch
+
+    below, _ = model.split(layer)
+    windows = model.windows(movie)
+    outs = []
+    with torch.no_grad():
+        for start in range(0, windows.shape[0], 256):
+            z = below(windows[start : start + 256].contiguous())
+            cy, cx = z.shape[-2] // 2, z.shape[-1] // 2
+            patch = z[:, :, cy - radius : cy + radius + 1, cx - radius : cx + radius + 1]
+            outs.append(patch.reshape(z.shape[0], z.shape[1], -1).numpy())
+    return np.concatenate(outs)
+
+
+def match_types(
+    cnn: Model,
+    cnn_layer: str,
+    truth: Model,
+    truth_layer: str,
+    n_frames: int = 3000,
+    seed: int = 0,
+    shift: int = 6,
+    probe: xr.Dataset | None = None,
+) -> TypeMatch:
+    """Match CNN channels to ground-truth types by activation correlation under a probe stimulus.
+
+    Superseded by :func:`match_kernels` (under natural scenes this criterion matched every CNN
+    channel to a slow type); kept because it needs no access to the weights.
+
+    Parameters
+    ----------
+    cnn, truth : Model
+        The trained CNN and the synthetic retina (same grid and history).
+    cnn_layer, truth_layer : str
+        Their attributed layers (``"conv1"``, ``"bipolar"``).
+    n_frames : int
+        Length of the white-noise probe, in frames.
+    seed : int
+        Noise seed.
+    shift : int
+        CNN units up to this many positions from the centre are compared (best r kept).
+    probe : xarray.Dataset, optional
+        The stimulus to compare activations under (default: Gaussian white noise of ``n_frames``).
+    """
+    if probe is None:
+        movie = noise_stimulus(cnn, n_times=n_frames, seed=seed)["stimulus"]
+    else:
+        movie = probe["stimulus"]
+    # a CNN is free to place its filters anywhere in its kernel (the next layer absorbs the shift)
+    a = _activity(cnn, cnn_layer, movie, shift)  # (time, channel, position)
+    b = _activity(truth, truth_layer, movie, 0)[:, :, 0]  # (time, channel)
+    a = (a - a.mean(0)) / (a.std(0) + 1e-12)
+    b = (b - b.mean(0)) / (b.std(0) + 1e-12)
+    full = np.einsum("tcp,tk->cpk", a, b) / a.shape[0]  # (cnn channel, position, truth channel)
+    best = full.argmax(axis=1)
+    corr = np.take_along_axis(full, best[:, None, :], axis=1)[:, 0, :]
+    groups, _ = type_groups(truth)
+    return TypeMatch(assignment=groups[corr.argmax(axis=1)], correlation=corr)
+
+
+def compare(
+    cnn: Model,
+    truth: Model,
+    stimulus: xr.Dataset,
+    attributor: Attributor,
+    match: TypeMatch,
+    cells: Sequence[str] | None = None,
+    cnn_layer: str = "conv1",
+    truth_layer: str = "bipolar",
+    truth_attributor: Attributor | None = None,
+) -> tuple[xr.DataArray, xr.Dataset, xr.Dataset]:
+    """Attribute both models on one stimulus (every condition) and score the CNN against the ground truth.
+
+    Parameters
+    ----------
+    truth_attributor : Attributor, optional
+        For the circuit (default: ``attributor``); the exact attributor does not apply to it (its
+        gain control is not piecewise linear).
+
+    Returns
+    -------
+    score : xarray.DataArray
+        (cell,) Pearson r (see :func:`recovery_score`) on the cells that respond in the circuit.
+    cnn_ds, truth_ds : xarray.Dataset
+        The two attribution Datasets.
+    """
+    cnn_ds = attributor.attribute(cnn, stimulus, cnn_layer, cells)
+    truth_ds = (truth_attributor or attributor).attribute(truth, stimulus, truth_layer, cells)
+    score = recovery_score(
+        cnn_ds["attribution"], truth_ds["attribution"], match, type_groups(truth)[0], responding_cells(truth_ds)
+    )
+    return score, cnn_ds, truth_ds
