@@ -52,6 +52,8 @@ IMAGES: dict[str, tuple[str, str]] = {
     "grace_hopper": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
 }
 _STREAM = 2
+#: the full-field flicker's random stream (independent of the image plan's, so flicker=0 changes nothing)
+_FLICKER_STREAM = 11
 _LUMA = np.array([0.299, 0.587, 0.114])
 
 
@@ -138,7 +140,11 @@ def sample_image(image: np.ndarray, centre_px: tuple[float, float], jitter_um: n
 
 
 class NaturalScenes(ChunkedStimulus):
-    """Natural images, a new random crop every second, jittered by fixational eye movements; seeded."""
+    """Natural images, a new random crop every second, jittered by fixational eye movements; seeded.
+
+    ``flicker`` adds full-field white noise (a luminance offset per frame) on top of the images: the
+    "white noise added" of a training movie whose images alone hold no brief full-field pulses.
+    """
 
     name = "natural-scenes"
 
@@ -156,6 +162,10 @@ class NaturalScenes(ChunkedStimulus):
         )  # fmt: skip
         zoom: int = param(4, "image pixels per grid pixel (box-filtered)", min=1)
         contrast: float = param(1.0, "scale applied to the z-scored images", min=0, max=10)
+        flicker: float = param(
+            0.0, "std of a full-field luminance offset drawn anew every frame (white-noise flicker added to the "
+            "images, in the units of the z-scored images; 0: none)", min=0, max=10,
+        )  # fmt: skip
         images: str = param("all", "which library images to draw from", choices=("all", *IMAGES))
 
         if TYPE_CHECKING:  # appended by @stimulus_parameters (declaring it here would reorder the fields)
@@ -215,6 +225,10 @@ class NaturalScenes(ChunkedStimulus):
             sel = k_of == k
             local = frames[sel] - k * n_img
             movie[sel] = sample_image(smoothed(name, params.zoom), centre, path[local], params)
+            if params.flicker > 0:
+                # drawn per image from its own stream, so any chunking of the movie gives the same frames
+                offsets = chunk_rng(seed, _FLICKER_STREAM, int(k)).standard_normal(n_img) * params.flicker
+                movie[sel] += offsets[local, None, None].astype(np.float32)
             jitter[sel] = path[local]
             names.append(name)
             centres.append(centre)
@@ -238,6 +252,7 @@ class NaturalScenes(ChunkedStimulus):
             description=(
                 f"natural images ({params.images}), a new crop every {params.image_s:g} s, jittered by a "
                 f"random walk of {params.jitter_um:g} um per frame"
+                + (f", plus full-field white-noise flicker of std {params.flicker:g}" if params.flicker > 0 else "")
             ),
             reference="McIntosh et al. 2016 (NIPS); Maheswaranathan et al. 2023, Neuron 111:2742",
             image_sources="china, flower: scikit-learn sample images; grace_hopper: matplotlib sample data",

@@ -122,6 +122,23 @@ def test_chunks_equal_the_whole_movie() -> None:
         np.testing.assert_array_equal(joined[name].values, whole[name].values)
 
 
+def test_flicker_adds_a_full_field_white_noise_offset_of_the_stated_std_and_chunks_agree() -> None:
+    kw = dict(duration=6.0, size_px=10, image_s=0.15, pre_s=0.0)
+    plain = NaturalScenes(**kw).generate(3)["stimulus"].transpose("time", "y", "x").values
+    stim = NaturalScenes(**kw, flicker=0.7)
+    movie = stim.generate(3)["stimulus"].transpose("time", "y", "x").values
+    offset = movie - plain
+    # full field: one offset per frame, the same at every pixel
+    np.testing.assert_allclose(offset, offset[:, :1, :1] * np.ones_like(offset), atol=1e-5)
+    per_frame = offset[:, 0, 0]
+    assert abs(per_frame.std() - 0.7) < 0.05 and abs(per_frame.mean()) < 0.05  # 600 frames
+    # white: consecutive frames uncorrelated
+    assert abs(np.corrcoef(per_frame[1:], per_frame[:-1])[0, 1]) < 0.12
+    joined = xr.concat([c["stimulus"] for c in stim.iter_chunks(3, 70)], "time").transpose("time", "y", "x")
+    np.testing.assert_array_equal(joined.values, movie)
+    assert "flicker of std 0.7" in stim.generate(3).attrs["description"]
+
+
 def test_seeds_choose_different_crops() -> None:
     a = NaturalScenes(duration=1.0, size_px=10).generate(0)
     b = NaturalScenes(duration=1.0, size_px=10).generate(1)
