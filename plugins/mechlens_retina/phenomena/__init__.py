@@ -41,7 +41,7 @@ motion reversal           per cell: the burst within 300 ms after a reversal is 
 ``python -m mechlens_retina.phenomena [--model NAME]`` prints the four measures for a model
 (:func:`report`).
 
-This module runs the four on a model with the paper's stimuli (:func:`measure_all`) and prints them;
+This package module runs the four on a model with the paper's stimuli (:func:`measure_all`) and prints them;
 each measure is a module of its own (``latency``, ``osr``, ``anticipation``,
 ``reversal``), with the targets in ``targets`` and what they share (response access,
 peak timing, summaries) in ``common``; their public names are re-exported here. The package also holds
