@@ -1,16 +1,24 @@
 """Scale-out: one process vs a LocalCluster of ``--workers`` processes on the same attribution.
 
 Run: ``.venv/bin/python bench/scale.py [--seconds 20] [--workers 2] [--attributor integrated-gradients]
-[--steps 64] [--parts 0]``.
+[--steps 64] [--parts 0] [--keep-space-points 256]``.
 
 The model is the bundled retina CNN (``retina-cnn``), the stimulus ``white-noise`` of ``--seconds``
 seconds (100 time points per second: 20 s = 2,000 time points), attributed to the first layer for
-every cell. The serial run is ``mechlens.run`` in this process (torch with its default threads);
-the parallel one is ``mechlens.run(..., client=...)`` on a LocalCluster of ``--workers``
-single-threaded worker processes, timed from a started, warm cluster (workers have imported torch
-and loaded the model once, as a cluster that has run before; the start-up is printed apart).
-The two results are compared (largest absolute difference of the attribution) and the speed-up
-printed. The machine may be shared: the load average is printed with the times.
+every cell. Two serial runs of ``mechlens.run`` in this process, one with torch's default threads
+(one per core: what a user gets without scale-out) and one with a single thread (what each worker
+runs with: the baseline of the workers' parallel efficiency); the parallel one is
+``mechlens.run(..., client=...)`` on a LocalCluster of ``--workers`` single-threaded worker
+processes, timed from a started, warm cluster (workers have imported torch and loaded the model
+once, as a cluster that has run before; the start-up is printed apart). The results are compared
+(largest absolute difference of the attribution) and the speed-up over each serial run printed.
+
+Against the default-threads run the speed-up is bounded by how well torch's own threads scale: with
+N cores and a thread speed-up of s, N workers can gain at most N / s (on the 2-core CI machines s is
+about 1.8, so about 1.1x); against the one-thread run, N workers can gain up to N. Last, the per-unit
+(``keep_space``) exact attribution's cost per time point in forward passes (:func:`keep_space_ratio`;
+``bench/attribution.py`` measures it with repeats and CPU time). The machine may be shared: the
+load average is printed with the times.
 """
 
 from __future__ import annotations
@@ -31,6 +39,45 @@ def _warm(model: str) -> None:
     worker_model(recipe_of(model, {}, None), load_model)
 
 
+def keep_space_ratio(model_name: str, points: int) -> tuple[float, float, float]:
+    """(per-unit exact IG s, forward pass s, ratio) per time point on ``points`` white-noise points.
+
+    ``exact-integrated-gradients`` with ``keep_space=true`` (an attribution per unit of the first
+    layer: channel x y x x) against a plain forward pass over the same windows, both in this process
+    with torch's default threads; each timed twice, the faster kept (the first run compiles).
+    """
+    import torch
+    from mechlens_attribution.exact import ExactIntegratedGradients
+
+    from mechlens import registry
+
+    model = registry.get("model", model_name)()
+    dt = model.frame_period_s
+    stim = registry.get("stimulus", "white-noise")(
+        duration=points * dt, pre_s=(model.history - 1) * dt, distribution="gaussian"
+    ).generate(2)
+    module = model.torch_module().eval()
+    windows = model.windows(stim["stimulus"])
+
+    def forward() -> None:
+        with torch.no_grad():
+            for i in range(0, windows.shape[0], 64):
+                module(windows[i : i + 64].contiguous())
+
+    def kept() -> None:
+        ExactIntegratedGradients(keep_space=True).attribute(model, stim, model.default_layer())
+
+    times = []
+    for fn in (forward, kept):
+        best = np.inf
+        for _ in range(2):
+            t0 = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - t0)
+        times.append(best / windows.shape[0])
+    return times[1], times[0], times[1] / times[0]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=20.0, help="white noise after time 0 (s); 20 s = 2,000 points")
@@ -39,6 +86,9 @@ def main() -> None:
     ap.add_argument("--attributor", default="integrated-gradients")
     ap.add_argument("--steps", type=int, default=64, help="integrated-gradients n_steps (0: adaptive, far slower)")
     ap.add_argument("--parts", type=int, default=0, help="parts (0: the default, 2 per worker)")
+    ap.add_argument(
+        "--keep-space-points", type=int, default=256, help="time points of the keep_space ratio (0: skip it)"
+    )
     args = ap.parse_args()
 
     import mechlens
@@ -57,9 +107,19 @@ def main() -> None:
     serial = mechlens.run(args.model, "white-noise", args.attributor, **kw)
     t_serial = time.perf_counter() - t0
     n_points = int(serial["response"].notnull().all("cell").sum())
+    threads = torch.get_num_threads()
     print(
-        f"one process: {t_serial:.1f} s for {n_points} attributed time points of {serial.sizes['cell']} cells, "
-        f"load average {os.getloadavg()[0]:.2f}"
+        f"one process, {threads} torch threads: {t_serial:.1f} s for {n_points} attributed time points of "
+        f"{serial.sizes['cell']} cells, load average {os.getloadavg()[0]:.2f}"
+    )
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    one = mechlens.run(args.model, "white-noise", args.attributor, **kw)
+    t_one = time.perf_counter() - t0
+    torch.set_num_threads(threads)
+    print(
+        f"one process, 1 torch thread (as each worker): {t_one:.1f} s (torch's {threads} threads gain "
+        f"{t_one / t_serial:.2f}x), load average {os.getloadavg()[0]:.2f}"
     )
     t0 = time.perf_counter()
     with engine(workers=args.workers) as client:
@@ -71,13 +131,31 @@ def main() -> None:
         spread = mechlens.run(args.model, "white-noise", args.attributor, client=client, n_parts=parts, **kw)
         t_spread = time.perf_counter() - t0
     diff = float(np.nanmax(np.abs(spread["attribution"].values - serial["attribution"].values)))
+    diff_one = float(np.nanmax(np.abs(spread["attribution"].values - one["attribution"].values)))
     scale = float(np.nanmax(np.abs(serial["attribution"].values)))
     print(
         f"--workers {args.workers}: {t_spread:.1f} s (cluster start {t_start:.1f} s, not counted), "
         f"load average {os.getloadavg()[0]:.2f}"
     )
-    print(f"max |difference| of the attribution: {diff:.3g} Hz (largest |attribution| {scale:.3g} Hz)")
-    print(f"speed-up: {t_serial / t_spread:.2f}x  (with the cluster start: {t_serial / (t_spread + t_start):.2f}x)")
+    print(
+        f"max |difference| of the attribution: {diff:.3g} Hz from the {threads}-thread run, {diff_one:.3g} Hz from "
+        f"the 1-thread run (largest |attribution| {scale:.3g} Hz)"
+    )
+    print(
+        f"speed-up over one process with 1 thread: {t_one / t_spread:.2f}x (parallel efficiency "
+        f"{t_one / t_spread / args.workers:.0%}; with the cluster start: {t_one / (t_spread + t_start):.2f}x)"
+    )
+    if args.keep_space_points > 0:
+        kept, fwd, ratio = keep_space_ratio(args.model, args.keep_space_points)
+        print(
+            f"keep_space (exact-integrated-gradients, per unit) on {args.keep_space_points} points: "
+            f"{kept * 1e3:.1f} ms per time point = {ratio:.1f} forward passes ({fwd * 1e3:.2f} ms; target <= 10)"
+        )
+    print(
+        f"speed-up over one process with {threads} threads: {t_serial / t_spread:.2f}x (at most "
+        f"{args.workers * t_serial / t_one:.2f}x with these thread gains; with the cluster start: "
+        f"{t_serial / (t_spread + t_start):.2f}x)"
+    )
 
 
 if __name__ == "__main__":

@@ -65,6 +65,10 @@ WORKER_ENV = {
     "NUMEXPR_NUM_THREADS": "1",
 }
 
+#: dask configuration while a LocalCluster starts: variables set before a worker process starts
+#: (None unsets one of dask's defaults); see start_client
+WORKER_PRE_SPAWN_ENV = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+
 #: time groups per worker thread when the number of parts is not given (load balance vs overhead)
 PARTS_PER_WORKER = 2
 
@@ -110,14 +114,21 @@ def start_client(workers: int | None = None, scheduler: str | None = None) -> An
             raise UsageError(f"cannot reach the dask scheduler at {scheduler}: {err}") from None
     if int(workers or 0) < 1:
         raise UsageError(f"--workers {workers}: give at least 1 worker process")
-    cluster = dd.LocalCluster(
-        n_workers=int(workers or 1),
-        threads_per_worker=1,
-        processes=True,
-        env=dict(WORKER_ENV),
-        dashboard_address=":0",  # any free port: never clash with another cluster
-        silence_logs=logging.ERROR,
-    )
+    import dask
+
+    # dask starts workers with MALLOC_TRIM_THRESHOLD_=65536 (to hand freed memory back to the OS);
+    # a fixed threshold also turns off glibc's adaptive mmap threshold, so every large tensor of an
+    # attribution is mmap-ed, page-faulted and unmapped again: 22 % slower per time point here
+    # (bench/scale.py). None leaves glibc's default, as in a plain process.
+    with dask.config.set(WORKER_PRE_SPAWN_ENV):
+        cluster = dd.LocalCluster(
+            n_workers=int(workers or 1),
+            threads_per_worker=1,
+            processes=True,
+            env=dict(WORKER_ENV),
+            dashboard_address=":0",  # any free port: never clash with another cluster
+            silence_logs=logging.ERROR,
+        )
     return dd.Client(cluster)
 
 
@@ -164,9 +175,17 @@ class Part:
     condition: int | None = None
     time: tuple[int, int] | None = None
 
-    def spec(self) -> dict[str, Any]:
-        """The ``part`` mapping passed to ``Attributor.attribute_part``."""
-        return {"condition": self.condition, "time": self.time}
+    def spec(self, context: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The ``part`` mapping passed to ``Attributor.attribute_part``.
+
+        ``context`` (from the attributor's optional ``part_context``, computed once per run) travels
+        with every part under the key ``"context"``, so that no part recomputes what the whole
+        problem shares (e.g. the response range over the whole stimulus: a forward pass over all of it).
+        """
+        out: dict[str, Any] = {"condition": self.condition, "time": self.time}
+        if context:
+            out["context"] = dict(context)
+        return out
 
 
 def split_dims(attributor: Any) -> tuple[str, ...]:
@@ -241,6 +260,7 @@ def attribute_task(
     layer: str | None,
     cells: Sequence[str] | None,
     part: Part,
+    context: Mapping[str, Any] | None = None,
 ) -> xr.Dataset:
     """Compute one part (in a worker, or in this process); plugin failures become a PluginError."""
     from mechlens.interfaces import Attributor, Plugin
@@ -251,7 +271,7 @@ def attribute_task(
     assert isinstance(a, Attributor)
     if part.condition is None and part.time is None:
         return stages.call(a, "attribute", a.attribute, model, stimulus, layer, cells)
-    return stages.call(a, "attribute_part", a.attribute_part, model, stimulus, layer, cells, part.spec())  # type: ignore[attr-defined]
+    return stages.call(a, "attribute_part", a.attribute_part, model, stimulus, layer, cells, part.spec(context))  # type: ignore[attr-defined]
 
 
 # -- merge -----------------------------------------------------------------------------------------
@@ -358,11 +378,34 @@ def attribute(
             if p.index in progress.done:
                 pieces[p.index] = progress.read(p.index)
     log.info("attribution in %d part(s), %d to compute%s", len(todo), len(pending), " on the cluster" * bool(client))
-    for part, piece in _compute(pending, stages, recipe, attributor_spec, stimulus, layer, cells, client):
+    context = shared_context(attributor, model, stimulus, layer, cells, pending)
+    for part, piece in _compute(pending, stages, recipe, attributor_spec, stimulus, layer, cells, client, context):
         if progress is not None:
             progress.write(part.index, piece, full_times=model.time_of_outputs(stimulus["stimulus"]), stimulus=stimulus)
         pieces[part.index] = piece
     return merge_parts([pieces[p.index] for p in todo])
+
+
+def shared_context(
+    attributor: Any,
+    model: Any,
+    stimulus: xr.Dataset,
+    layer: str | None,
+    cells: Sequence[str] | None,
+    pending: Sequence[Part],
+) -> dict[str, Any]:
+    """What every part of a split run shares, computed once here: the attributor's ``part_context``.
+
+    An attributor may define ``part_context(model, stimulus, layer, cells) -> dict`` (JSON-like
+    values) for numbers that depend on the whole problem (the built-in integrated gradients' adaptive
+    rule needs the response range over the whole stimulus); without it, or for a run of one part
+    (which has the whole problem anyway), nothing is computed and each part works it out itself.
+    """
+    fn = getattr(attributor, "part_context", None)
+    split = [p for p in pending if p.condition is not None or p.time is not None]
+    if not callable(fn) or len(split) < 2:
+        return {}
+    return dict(fn(model, stimulus, layer, list(cells) if cells is not None else None))
 
 
 def _compute(
@@ -374,6 +417,7 @@ def _compute(
     layer: str | None,
     cells: Sequence[str] | None,
     client: Any,
+    context: Mapping[str, Any] | None = None,
 ) -> Iterator[tuple[Part, xr.Dataset]]:
     """(part, piece) as each part finishes: on the cluster in any order, in this process in plan order."""
     from mechlens.progress import bar
@@ -381,7 +425,7 @@ def _compute(
     cells = list(cells) if cells is not None else None
     if client is None or not pending:
         for part in bar(pending, desc="parts", unit="part"):
-            yield part, attribute_task(stages, recipe, attributor_spec, stimulus, layer, cells, part)
+            yield part, attribute_task(stages, recipe, attributor_spec, stimulus, layer, cells, part, context)
         return
     dd = require("dask.distributed")
     # a task holding the stimulus, not scattered data: a worker that dies with it gets it computed again
@@ -389,7 +433,9 @@ def _compute(
         warnings.filterwarnings("ignore", message=".*[Ll]arge graph.*")
         stim = client.submit(_identity, stimulus, pure=False)
     futures = {
-        client.submit(attribute_task, stages, recipe, attributor_spec, stim, layer, cells, part, pure=False): part
+        client.submit(
+            attribute_task, stages, recipe, attributor_spec, stim, layer, cells, part, context, pure=False
+        ): part
         for part in pending
     }
     try:

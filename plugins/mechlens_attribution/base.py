@@ -353,8 +353,11 @@ class LayerAttributor(Attributor):
                 if "condition" in movie.dims
                 else [movie]
             )
+            shared = (part or {}).get("context") or {}
             if self.needs_response_span:
-                ctx.response_span = self._response_span(ctx, movies)
+                # a split run computes the span once for all its parts (part_context)
+                span = shared.get("response_span")
+                ctx.response_span = float(span) if span is not None else self._response_span(ctx, movies)
             chosen = list(range(len(movies)))
             if part is not None and part.get("condition") is not None:
                 chosen = [int(part["condition"])]
@@ -444,6 +447,36 @@ class LayerAttributor(Attributor):
         set_units(da, "1", "baseline stimulus window (oldest frame first)")
         da.attrs["baseline"] = description
         return da
+
+    def part_context(
+        self, model: Model, stimulus: xr.Dataset, layer: str | None = None, cells: Sequence[str] | None = None
+    ) -> dict[str, Any]:
+        """What the parts of a split run share (:mod:`mechlens.distributed`), computed once for all of them.
+
+        Returns
+        -------
+        dict
+            ``{"response_span": float}`` (Hz; the selected cells' response range over the whole
+            stimulus, one forward pass) when :attr:`needs_response_span`, else empty. Passed back to
+            :meth:`attribute_part` as ``part["context"]``, so no part repeats the forward pass.
+        """
+        if not self.needs_response_span:
+            return {}
+        movie = stimulus["stimulus"]
+        module = model.torch_module()
+        modes = [(m, m.training) for m in module.modules()]
+        try:
+            ctx = self.context(model, stimulus, layer, cells)
+            module.eval()
+            movies = (
+                [movie.isel(condition=i) for i in range(movie.sizes["condition"])]
+                if "condition" in movie.dims
+                else [movie]
+            )
+            return {"response_span": self._response_span(ctx, movies)}
+        finally:
+            for m, mode in modes:
+                m.training = mode
 
     def _response_span(self, ctx: LayerContext, movies: list[xr.DataArray]) -> float:
         """Range of the selected cells' responses over all movies (one forward pass), in Hz."""

@@ -154,7 +154,11 @@ class IntegratedGradients(LayerAttributor):
     """Integrated gradients of each cell's rate to the units of a hidden layer (Captum; quadrature)."""
 
     name = "integrated-gradients"
-    needs_response_span = True
+
+    @property
+    def needs_response_span(self) -> bool:  # type: ignore[override]
+        """Only the adaptive rule (``n_steps=0``) refers to the response range."""
+        return not self.params.n_steps
 
     @dataclass(frozen=True)
     class Parameters(CommonParameters):

@@ -54,6 +54,8 @@ IMAGES: dict[str, tuple[str, str]] = {
 _STREAM = 2
 #: the full-field flicker's random stream (independent of the image plan's, so flicker=0 changes nothing)
 _FLICKER_STREAM = 11
+#: the per-image contrast's random stream (own stream, so image_contrast_min=1 changes nothing)
+_CONTRAST_STREAM = 12
 _LUMA = np.array([0.299, 0.587, 0.114])
 
 
@@ -166,6 +168,10 @@ class NaturalScenes(ChunkedStimulus):
             0.0, "std of a full-field luminance offset drawn anew every frame (white-noise flicker added to the "
             "images, in the units of the z-scored images; 0: none)", min=0, max=10,
         )  # fmt: skip
+        image_contrast_min: float = param(
+            1.0, "each image's contrast is drawn uniformly from [image_contrast_min, 1] (times contrast); "
+            "1: every image at full contrast", min=0, max=1,
+        )  # fmt: skip
         images: str = param("all", "which library images to draw from", choices=("all", *IMAGES))
 
         if TYPE_CHECKING:  # appended by @stimulus_parameters (declaring it here would reorder the fields)
@@ -225,6 +231,11 @@ class NaturalScenes(ChunkedStimulus):
             sel = k_of == k
             local = frames[sel] - k * n_img
             movie[sel] = sample_image(smoothed(name, params.zoom), centre, path[local], params)
+            if params.image_contrast_min < 1:
+                # images towards grey (the z-scored images' mean 0) show a model the regime between
+                # scenes and a blank screen, where the probe stimuli start; own stream, chunk-invariant
+                rng = chunk_rng(seed, _CONTRAST_STREAM, int(k))
+                movie[sel] *= np.float32(rng.uniform(params.image_contrast_min, 1.0))
             if params.flicker > 0:
                 # drawn per image from its own stream, so any chunking of the movie gives the same frames
                 offsets = chunk_rng(seed, _FLICKER_STREAM, int(k)).standard_normal(n_img) * params.flicker
@@ -252,6 +263,11 @@ class NaturalScenes(ChunkedStimulus):
             description=(
                 f"natural images ({params.images}), a new crop every {params.image_s:g} s, jittered by a "
                 f"random walk of {params.jitter_um:g} um per frame"
+                + (
+                    f", each at a contrast drawn from [{params.image_contrast_min:g}, 1]"
+                    if params.image_contrast_min < 1
+                    else ""
+                )
                 + (f", plus full-field white-noise flicker of std {params.flicker:g}" if params.flicker > 0 else "")
             ),
             reference="McIntosh et al. 2016 (NIPS); Maheswaranathan et al. 2023, Neuron 111:2742",

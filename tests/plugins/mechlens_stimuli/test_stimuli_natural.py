@@ -139,6 +139,33 @@ def test_flicker_adds_a_full_field_white_noise_offset_of_the_stated_std_and_chun
     assert "flicker of std 0.7" in stim.generate(3).attrs["description"]
 
 
+def test_image_contrast_min_scales_each_image_by_one_contrast_from_the_range_and_chunks_agree() -> None:
+    kw = dict(duration=6.0, size_px=10, image_s=0.15, pre_s=0.0)
+    full = NaturalScenes(**kw).generate(3)
+    stim = NaturalScenes(**kw, image_contrast_min=0.2)
+    scaled = stim.generate(3)
+    a = full["stimulus"].transpose("time", "y", "x").values
+    b = scaled["stimulus"].transpose("time", "y", "x").values
+    k_of = full["image_index"].values
+    factors = []
+    for k in np.unique(k_of):
+        sel = k_of == k
+        f = np.linalg.lstsq(a[sel].reshape(-1, 1), b[sel].reshape(-1), rcond=None)[0][0]
+        # one factor per image, the image itself otherwise unchanged
+        np.testing.assert_allclose(b[sel], f * a[sel], atol=1e-5)
+        factors.append(f)
+    factors = np.array(factors)  # 40 images
+    assert factors.min() >= 0.2 - 1e-6 and factors.max() <= 1.0 + 1e-6
+    assert factors.min() < 0.4 and factors.max() > 0.8 and np.ptp(factors) > 0.5  # spread over the range
+    joined = xr.concat([c["stimulus"] for c in stim.iter_chunks(3, 70)], "time").transpose("time", "y", "x")
+    np.testing.assert_array_equal(joined.values, b)
+    assert "contrast drawn from [0.2, 1]" in scaled.attrs["description"]
+    # the default draws nothing: the movie of before
+    np.testing.assert_array_equal(
+        NaturalScenes(**kw, image_contrast_min=1.0).generate(3)["stimulus"].values, full["stimulus"].values
+    )
+
+
 def test_seeds_choose_different_crops() -> None:
     a = NaturalScenes(duration=1.0, size_px=10).generate(0)
     b = NaturalScenes(duration=1.0, size_px=10).generate(1)
