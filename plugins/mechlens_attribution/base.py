@@ -163,6 +163,13 @@ def unit_dims(shape: tuple[int, ...]) -> tuple[str, ...]:
     raise UsageError(f"cannot label a layer of unit shape {shape}; layers must be (channel[, y], x) or (channel,)")
 
 
+def _per_condition(movie: xr.DataArray) -> list[xr.DataArray]:
+    """The movie of each condition (one movie when there is no ``condition`` dim)."""
+    if "condition" not in movie.dims:
+        return [movie]
+    return [movie.isel(condition=i) for i in range(movie.sizes["condition"])]
+
+
 class LayerAttributor(Attributor):
     """Base of the attributors of this package (see the module docstring).
 
@@ -348,11 +355,7 @@ class LayerAttributor(Attributor):
             ctx = self.context(model, stimulus, layer, cells)
             module.eval()
             self.prepare(ctx)
-            movies = (
-                [movie.isel(condition=i) for i in range(movie.sizes["condition"])]
-                if "condition" in movie.dims
-                else [movie]
-            )
+            movies = _per_condition(movie)
             shared = (part or {}).get("context") or {}
             if self.needs_response_span:
                 # a split run computes the span once for all its parts (part_context)
@@ -468,11 +471,7 @@ class LayerAttributor(Attributor):
         try:
             ctx = self.context(model, stimulus, layer, cells)
             module.eval()
-            movies = (
-                [movie.isel(condition=i) for i in range(movie.sizes["condition"])]
-                if "condition" in movie.dims
-                else [movie]
-            )
+            movies = _per_condition(movie)
             return {"response_span": self._response_span(ctx, movies)}
         finally:
             for m, mode in modes:
