@@ -46,7 +46,7 @@ def keep_space_ratio(model_name: str, points: int) -> tuple[float, float, float]
     layer: channel x y x x) against a plain forward pass over the same windows, both in this process
     with torch's default threads; each timed twice, the faster kept (the first run compiles).
     """
-    import torch
+    from attribution import forward_pass  # bench/attribution.py, beside this script
     from mechlens_attribution.exact import ExactIntegratedGradients
 
     from mechlens import registry
@@ -56,25 +56,18 @@ def keep_space_ratio(model_name: str, points: int) -> tuple[float, float, float]
     stim = registry.get("stimulus", "white-noise")(
         duration=points * dt, pre_s=(model.history - 1) * dt, distribution="gaussian"
     ).generate(2)
-    module = model.torch_module().eval()
-    windows = model.windows(stim["stimulus"])
-
-    def forward() -> None:
-        with torch.no_grad():
-            for i in range(0, windows.shape[0], 64):
-                module(windows[i : i + 64].contiguous())
 
     def kept() -> None:
         ExactIntegratedGradients(keep_space=True).attribute(model, stim, model.default_layer())
 
     times = []
-    for fn in (forward, kept):
+    for fn in (lambda: forward_pass(model, stim), kept):
         best = np.inf
         for _ in range(2):
             t0 = time.perf_counter()
             fn()
             best = min(best, time.perf_counter() - t0)
-        times.append(best / windows.shape[0])
+        times.append(best / points)
     return times[1], times[0], times[1] / times[0]
 
 
@@ -145,17 +138,17 @@ def main() -> None:
         f"speed-up over one process with 1 thread: {t_one / t_spread:.2f}x (parallel efficiency "
         f"{t_one / t_spread / args.workers:.0%}; with the cluster start: {t_one / (t_spread + t_start):.2f}x)"
     )
+    print(
+        f"speed-up over one process with {threads} threads: {t_serial / t_spread:.2f}x (at most "
+        f"{args.workers * t_serial / t_one:.2f}x with these thread gains; with the cluster start: "
+        f"{t_serial / (t_spread + t_start):.2f}x)"
+    )
     if args.keep_space_points > 0:
         kept, fwd, ratio = keep_space_ratio(args.model, args.keep_space_points)
         print(
             f"keep_space (exact-integrated-gradients, per unit) on {args.keep_space_points} points: "
             f"{kept * 1e3:.1f} ms per time point = {ratio:.1f} forward passes ({fwd * 1e3:.2f} ms; target <= 10)"
         )
-    print(
-        f"speed-up over one process with {threads} threads: {t_serial / t_spread:.2f}x (at most "
-        f"{args.workers * t_serial / t_one:.2f}x with these thread gains; with the cluster start: "
-        f"{t_serial / (t_spread + t_start):.2f}x)"
-    )
 
 
 if __name__ == "__main__":
