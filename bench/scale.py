@@ -1,7 +1,8 @@
 """Scale-out: one process vs a LocalCluster of ``--workers`` processes on the same attribution.
 
 Run: ``.venv/bin/python bench/scale.py [--seconds 20] [--workers 2] [--attributor integrated-gradients]
-[--steps 64] [--parts 0] [--keep-space-points 256]``.
+[--steps 64] [--parts 0] [--keep-space-points 256]``; the cost of splitting cells into groups,
+alone: ``.venv/bin/python bench/scale.py --cell-groups 2 8 [--seconds 1]``.
 
 The model is the bundled retina CNN (``retina-cnn``), the stimulus ``white-noise`` of ``--seconds``
 seconds (100 time points per second: 20 s = 2,000 time points), attributed to the first layer for
@@ -19,6 +20,10 @@ about 1.8, so about 1.1x); against the one-thread run, N workers can gain up to 
 (``keep_space``) exact attribution's cost per time point in forward passes (:func:`keep_space_ratio`;
 ``bench/attribution.py`` measures it with repeats and CPU time). The machine may be shared: the
 load average is printed with the times.
+
+``--cell-groups N ...`` measures instead what splitting the cells into groups costs in one process
+(:func:`cell_group_cost`): the wall time of ``mechlens.run(..., cell_groups=N)`` over that of one
+call, for integrated gradients (``--steps``) and the exact method, with and without ``keep_space``.
 """
 
 from __future__ import annotations
@@ -71,6 +76,30 @@ def keep_space_ratio(model_name: str, points: int) -> tuple[float, float, float]
     return times[1], times[0], times[1] / times[0]
 
 
+def cell_group_cost(model: str, seconds: float, steps: int, groups: list[int]) -> None:
+    """Print the wall time of runs split into cell groups, relative to one call, per attributor."""
+    import mechlens
+
+    kw = {"stimulus_params": {"duration": seconds, "distribution": "gaussian"}, "seed": 1}
+    _warm(model)
+    for name, params in (
+        ("integrated-gradients", {"n_steps": steps}),
+        ("integrated-gradients", {"n_steps": steps, "keep_space": True}),
+        ("exact-integrated-gradients", {}),
+        ("exact-integrated-gradients", {"keep_space": True}),
+    ):
+        times = {}
+        for g in [1, *groups]:
+            t0 = time.perf_counter()
+            mechlens.run(model, "white-noise", name, attributor_params=params, cell_groups=g, **kw)
+            times[g] = time.perf_counter() - t0
+        ratios = ", ".join(f"{g} groups {times[g] / times[1]:.2f}x" for g in groups)
+        print(
+            f"{name} {params}: one call {times[1]:.1f} s; {ratios} (load average {os.getloadavg()[0]:.2f})",
+            flush=True,
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=20.0, help="white noise after time 0 (s); 20 s = 2,000 points")
@@ -82,7 +111,11 @@ def main() -> None:
     ap.add_argument(
         "--keep-space-points", type=int, default=256, help="time points of the keep_space ratio (0: skip it)"
     )
+    ap.add_argument("--cell-groups", type=int, nargs="+", default=[], help="measure only the cost of these cell groups")
     args = ap.parse_args()
+    if args.cell_groups:
+        cell_group_cost(args.model, args.seconds, args.steps, args.cell_groups)
+        return
 
     import mechlens
     from mechlens.distributed import engine

@@ -145,6 +145,14 @@ def _add_run(sub: Any) -> None:
         help="run in parts on a running dask cluster, e.g. tcp://host:8786 (default $MECHLENS_SCHEDULER)",
     )
     p.add_argument(
+        "--cell-groups",
+        type=int,
+        metavar="N",
+        help="split the attribution's cells into N groups, one per part (less memory per task; needs an "
+        "attributor that computes cells independently, e.g. integrated gradients with a fixed n_steps); "
+        "pipeline runs only (docs/scale-out.md)",
+    )
+    p.add_argument(
         "--chunk-time",
         type=int,
         metavar="N",
@@ -377,7 +385,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     with _engine(args) as client:
         from mechlens import streamwrite  # a long movie is streamed into -o chunk by chunk (mechlens.streaming)
 
-        sink = streamwrite.open_sink(out, {"history": history}) if client is None else None
+        # a run split by cells runs in parts, not streamed
+        streamed = client is None and int(opts.cell_groups or 1) <= 1
+        sink = streamwrite.open_sink(out, {"history": history}) if streamed else None
         ds = pipeline.run(
             cfg.model.name,
             cfg.stimulus.name,
@@ -397,6 +407,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             strict=getattr(args, "strict", False),
             sink=sink,
             chunk_time=opts.chunk_time,
+            cell_groups=opts.cell_groups,
         )
     if sink is None or not sink.written:
         ds.attrs["history"] = history

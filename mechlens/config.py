@@ -66,6 +66,12 @@ class RunOptions:
         "stream a longer movie through the stages in chunks of this many time points (0: never)",
         min=0,
     )
+    cell_groups: int = _params.param(
+        1,
+        "split the attribution's cells into this many groups, one per part (1: not split; needs an attributor "
+        "that computes cells independently, e.g. integrated gradients with a fixed n_steps)",
+        min=1,
+    )
 
 
 @dataclass

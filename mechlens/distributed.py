@@ -6,18 +6,19 @@ What is split (docs/scale-out.md):
   task per (model, experiment); each loads its model in the worker (cached per worker process) and
   runs the whole experiment, so the results are those of a serial run;
 - **a pipeline's attribution** (:func:`mechlens.pipeline.run`): one task per :class:`Part`, a
-  condition of a sweep and a group of whole chunks of output times. The attributor computes a part
-  with the context of the whole problem (baseline, response span, chunking) through its
+  condition of a sweep, a group of cells (when asked for: ``cell_groups``) and a group of whole
+  chunks of output times. The attributor computes a part with the context of the whole problem
+  (baseline, response span, chunking, AD mode) through its
   ``attribute_part(model, stimulus, layer, cells, part)`` and declares the dims it can be split
-  along in ``shard_dims`` (the built-in ``mechlens_attribution`` attributors: ``("condition", "time")``);
-  an attributor without them runs as one part. Cells are never split: the built-in attributors'
-  numbers depend on the set of cells (the adaptive rule refines a time point until every cell meets
-  the tolerance). The stimulus is generated once and the reducer runs once, on the merged
-  attribution, in the calling process.
+  along in ``shard_dims`` (the built-in ``mechlens_attribution`` attributors: ``("condition", "time",
+  "cell")``, without ``"cell"`` where a number depends on the set of cells: the adaptive rule of
+  integrated gradients refines a time point until every cell meets the tolerance); an attributor
+  without them runs as one part. The stimulus is generated once and the reducer runs once, on the
+  merged attribution, in the calling process.
 
-:func:`merge_parts` is the one merge: pieces are concatenated along ``time`` within a condition,
-then along ``condition``; variables without those dims (``baseline_response``...) and every attr
-are taken from the first piece, and the completeness error's
+:func:`merge_parts` is the one merge: pieces are concatenated along ``time`` within a condition and
+cell group, then along ``cell``, then along ``condition``; variables without those dims and every
+attr are taken from the first piece, and the completeness error's
 ``max_abs_relative_to_response_range`` attr is recomputed over the whole. The result equals one
 call bit for bit (each part computes the same chunks as one call; workers run torch with one
 thread, so a serial run with several torch threads agrees within float32 rounding).
@@ -169,11 +170,19 @@ class Part:
         The condition's index (None: every condition).
     time : (k, n) or None
         The ``k``-th of ``n`` groups of whole chunks of output times (None: all times).
+    cells : (k, n) or None
+        The ``k``-th of ``n`` groups of the run's cells (:func:`group_bounds`; None: all cells).
     """
 
     index: int
     condition: int | None = None
     time: tuple[int, int] | None = None
+    cells: tuple[int, int] | None = None
+
+    @property
+    def whole(self) -> bool:
+        """Whether this part is the whole problem (computed by ``attribute``, not ``attribute_part``)."""
+        return self.condition is None and self.time is None and self.cells is None
 
     def spec(self, context: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The ``part`` mapping passed to ``Attributor.attribute_part``.
@@ -183,6 +192,8 @@ class Part:
         problem shares (e.g. the response range over the whole stimulus: a forward pass over all of it).
         """
         out: dict[str, Any] = {"condition": self.condition, "time": self.time}
+        if self.cells is not None:  # only then: an attributor that cannot split cells never sees the key
+            out["cells"] = self.cells
         if context:
             out["context"] = dict(context)
         return out
@@ -192,19 +203,61 @@ def split_dims(attributor: Any) -> tuple[str, ...]:
     """The dims ``attributor`` can be split along exactly (empty: it runs as one part)."""
     if not callable(getattr(attributor, "attribute_part", None)):
         return ()
-    return tuple(d for d in getattr(attributor, "shard_dims", ()) if d in ("condition", "time"))
+    return tuple(d for d in getattr(attributor, "shard_dims", ()) if d in ("condition", "time", "cell"))
 
 
-def plan(attributor: Any, stimulus: xr.Dataset, parts: int) -> list[Part]:
-    """Split an attribution of ``stimulus`` into about ``parts`` parts (conditions x time groups)."""
+def group_bounds(n_items: int, k: int, n: int) -> tuple[int, int]:
+    """Items ``[lo, hi)`` of the ``k``-th of ``n`` near-equal groups of ``n_items`` (in order; sizes differ by <= 1).
+
+    >>> [group_bounds(5, k, 2) for k in range(2)]
+    [(0, 2), (2, 5)]
+    """
+    if not 0 <= k < n:
+        raise UsageError(f"group {k} of {n}: k must be in [0, {n})")
+    return (n_items * k) // n, (n_items * (k + 1)) // n
+
+
+def plan(attributor: Any, stimulus: xr.Dataset, parts: int, cell_groups: int = 1, n_cells: int = 1) -> list[Part]:
+    """Split an attribution of ``stimulus`` into about ``parts`` parts (conditions x cell groups x time groups).
+
+    Parameters
+    ----------
+    attributor : Attributor
+        Its ``shard_dims`` say what may be split.
+    stimulus : xarray.Dataset
+        The generated stimulus (its conditions).
+    parts : int
+        About how many parts in all; time groups make up what conditions and cell groups do not.
+    cell_groups : int
+        Groups of cells (1: cells are not split); at most ``n_cells``.
+    n_cells : int
+        Cells of the run.
+
+    Raises
+    ------
+    UsageError
+        If cells are to be split and the attributor cannot split them exactly.
+    """
     dims = split_dims(attributor)
+    if int(cell_groups) < 1:
+        raise UsageError(f"cell_groups={cell_groups}: give at least 1 (1: cells are not split)")
+    if int(cell_groups) > 1 and "cell" not in dims:
+        name = getattr(attributor, "name", type(attributor).__name__)
+        raise UsageError(
+            f"cell_groups={cell_groups}: attributor {name!r} cannot be split by cells exactly (its shard_dims are "
+            f"{list(dims)}: its numbers depend on the set of cells, e.g. integrated gradients' adaptive rule; "
+            "give it a fixed n_steps, e.g. --set attributor.n_steps=64), or leave cell_groups at 1 (docs/scale-out.md)"
+        )
     n_cond = stimulus.sizes.get("condition", 0) if "condition" in stimulus["stimulus"].dims else 0
     conditions: list[int | None] = list(range(n_cond)) if ("condition" in dims and n_cond) else [None]
-    groups = max(1, -(-int(parts) // len(conditions))) if "time" in dims else 1
+    n_groups = min(int(cell_groups), max(1, int(n_cells)))
+    cell_parts: list[tuple[int, int] | None] = [(k, n_groups) for k in range(n_groups)] if n_groups > 1 else [None]
+    groups = max(1, -(-int(parts) // (len(conditions) * len(cell_parts)))) if "time" in dims else 1
     out: list[Part] = []
     for c in conditions:
-        for k in range(groups):
-            out.append(Part(len(out), c, (k, groups) if "time" in dims else None))
+        for cells in cell_parts:
+            for k in range(groups):
+                out.append(Part(len(out), c, (k, groups) if "time" in dims else None, cells))
     return out
 
 
@@ -269,7 +322,7 @@ def attribute_task(
     spec, params = attributor
     a = spec if isinstance(spec, Plugin) else stages.instantiate("attributor", spec, params)
     assert isinstance(a, Attributor)
-    if part.condition is None and part.time is None:
+    if part.whole:
         return stages.call(a, "attribute", a.attribute, model, stimulus, layer, cells)
     return stages.call(a, "attribute_part", a.attribute_part, model, stimulus, layer, cells, part.spec(context))  # type: ignore[attr-defined]
 
@@ -278,8 +331,9 @@ def attribute_task(
 def merge_parts(pieces: Sequence[xr.Dataset]) -> xr.Dataset:
     """Put the pieces of an attribution (in plan order) together into what one call returns.
 
-    Within a condition pieces are concatenated along ``time``, then conditions along ``condition``;
-    variables without those dims and all attrs come from the first piece; the completeness error's
+    Within a condition and a group of cells pieces are concatenated along ``time``, then the cell
+    groups along ``cell``, then conditions along ``condition``; variables without the dim joined and
+    all attrs come from the first piece (equal in all); the completeness error's
     ``max_abs_relative_to_response_range`` is recomputed over the whole (from each piece's
     ``max_abs``, which is dropped).
     """
@@ -289,17 +343,23 @@ def merge_parts(pieces: Sequence[xr.Dataset]) -> xr.Dataset:
     # a time group with no chunk (more groups than chunks) carries no time point, and maybe not every variable
     pieces = [p for p in pieces if p.sizes.get("time", 1) > 0] or list(pieces[:1])
     first = pieces[0]
-    by_condition: dict[Any, list[xr.Dataset]] = {}
+    # condition -> cell group -> pieces along time, in plan order
+    by_condition: dict[str, dict[str, list[xr.Dataset]]] = {}
     for p in pieces:
         key = p["condition"].values.tolist()[0] if "condition" in p.dims else None
-        by_condition.setdefault(json.dumps(key, default=str), []).append(p)
+        group = p["cell"].values.tolist() if "cell" in p.dims else None
+        by_cells = by_condition.setdefault(json.dumps(key, default=str), {})
+        by_cells.setdefault(json.dumps(group, default=str), []).append(p)
 
     def cat(parts: list[xr.Dataset], dim: str) -> xr.Dataset:
         if len(parts) == 1:
             return parts[0]
         return xr.concat(parts, dim, data_vars="minimal", coords="minimal", compat="override", join="outer")
 
-    rows = [cat(group, "time") if "time" in first.dims else group[0] for group in by_condition.values()]
+    rows = []
+    for by_cells in by_condition.values():
+        columns = [cat(group, "time") if "time" in first.dims else group[0] for group in by_cells.values()]
+        rows.append(cat(columns, "cell") if "cell" in first.dims else columns[0])
     out = cat(rows, "condition") if "condition" in first.dims else rows[0]
     out.attrs = dict(first.attrs)
     for name in out.variables:
@@ -329,6 +389,7 @@ def attribute(
     client: Any = None,
     store: str | os.PathLike[str] | None = None,
     parts: int | None = None,
+    cell_groups: int | None = None,
 ) -> xr.Dataset:
     """The attribution of a pipeline, computed in parts on ``client`` (or here), merged (:func:`merge_parts`).
 
@@ -357,18 +418,30 @@ def attribute(
     parts : int, optional
         About how many parts (default: 2 per worker thread, 8 without a client); a resumed store
         keeps its own plan.
+    cell_groups : int, optional
+        Split the cells into this many groups (default 1: not split), for attributors whose
+        ``shard_dims`` include ``"cell"``; each part then holds fewer cells (less memory per task).
     """
     if parts is not None and int(parts) < 1:
         raise UsageError(f"parts={parts}: give at least 1")
     n = int(parts) if parts else (PARTS_PER_WORKER * worker_threads(client) if client is not None else 8)
-    todo = plan(attributor, stimulus, n)
+    all_cells = [str(c) for c in (cells if cells is not None else model.cells)]
+    todo = plan(attributor, stimulus, n, cell_groups=int(cell_groups or 1), n_cells=len(all_cells))
     progress = None
     if store is not None:
         import mechlens.zarrstore as zarrstore
 
         fingerprint = json.dumps(dict(identity), sort_keys=True, default=str)
         progress = zarrstore.Progress.open(store, fingerprint, [asdict(p) for p in todo])
-        todo = [Part(int(p["index"]), p["condition"], tuple(p["time"]) if p["time"] else None) for p in progress.parts]
+        todo = [
+            Part(
+                int(p["index"]),
+                p["condition"],
+                tuple(p["time"]) if p["time"] else None,
+                tuple(p["cells"]) if p.get("cells") else None,  # a store from before cell groups has none
+            )
+            for p in progress.parts
+        ]
         if progress.done:
             log.info("%s: resuming, %d of %d parts already written", store, len(progress.done), len(todo))
     pieces: dict[int, xr.Dataset] = {}
@@ -381,7 +454,13 @@ def attribute(
     context = shared_context(attributor, model, stimulus, layer, cells, pending)
     for part, piece in _compute(pending, stages, recipe, attributor_spec, stimulus, layer, cells, client, context):
         if progress is not None:
-            progress.write(part.index, piece, full_times=model.time_of_outputs(stimulus["stimulus"]), stimulus=stimulus)
+            progress.write(
+                part.index,
+                piece,
+                full_times=model.time_of_outputs(stimulus["stimulus"]),
+                stimulus=stimulus,
+                full_cells=all_cells,
+            )
         pieces[part.index] = piece
     return merge_parts([pieces[p.index] for p in todo])
 
@@ -402,7 +481,7 @@ def shared_context(
     (which has the whole problem anyway), nothing is computed and each part works it out itself.
     """
     fn = getattr(attributor, "part_context", None)
-    split = [p for p in pending if p.condition is not None or p.time is not None]
+    split = [p for p in pending if not p.whole]
     if not callable(fn) or len(split) < 2:
         return {}
     return dict(fn(model, stimulus, layer, list(cells) if cells is not None else None))

@@ -190,6 +190,7 @@ def run(
     client: Any = None,
     store: str | Path | None = None,
     n_parts: int | None = None,
+    cell_groups: int | None = None,
     completeness_tolerance: float = completeness.DEFAULT_TOLERANCE,
     strict: bool = False,
     sink: Any = None,
@@ -221,6 +222,11 @@ def run(
         again resumes from it (:mod:`mechlens.zarrstore`). Save the result there with ``io.save``.
     n_parts : int, optional
         About how many parts to split the attribution into (default: 2 per worker; 8 without a client).
+    cell_groups : int, optional
+        Split the attribution's cells into this many groups, each part holding one group (default 1:
+        cells not split). Needs an attributor that computes each cell independently of the others
+        (``"cell"`` in its ``shard_dims``; integrated gradients with a fixed ``n_steps``); a run with
+        cell groups runs in parts and is not streamed.
     completeness_tolerance : float
         Largest completeness error of the attribution accepted without a warning, as a fraction of
         the response range (:mod:`mechlens.completeness`; recorded as ``completeness_ok``).
@@ -258,7 +264,8 @@ def run(
     r = instantiate("reducer", reducer, reducer_params, registry)
     assert isinstance(m, Model) and isinstance(s, Stimulus)
     layer = m.check_layer(layer) if a is not None else layer
-    if sink is not None and client is None:
+    split_cells = int(cell_groups or 1) > 1
+    if sink is not None and client is None and not split_cells:
         streamed = _stream(m, s, a, r, layer, cells, seed, registry, sink, chunk_time, completeness_tolerance, strict)
         if streamed is not None:
             return streamed
@@ -286,7 +293,9 @@ def run(
     else:
         assert isinstance(a, Attributor)
         log.info("attributor %s on layer %s", a.name, layer)
-        if client is not None or store is not None or n_parts is not None:  # in parts (mechlens.distributed)
+        if (
+            client is not None or store is not None or n_parts is not None or split_cells
+        ):  # in parts (mechlens.distributed)
             import mechlens.distributed as _distributed
 
             out = _distributed.attribute(
@@ -295,7 +304,7 @@ def run(
                 recipe=_distributed.recipe_of(model, model_params, model_checkpoint, registry),
                 attributor_spec=_distributed.plugin_of("attributor", attributor, attributor_params, registry),
                 identity={**attrs, **provenance(a, "attributor", registry), "layer": layer, "cells": cells},
-                client=client, store=store, parts=n_parts,
+                client=client, store=store, parts=n_parts, cell_groups=cell_groups,
             )  # fmt: skip
         else:
             out = _call(a, "attribute", a.attribute, m, stim, layer, cells, registry=registry)

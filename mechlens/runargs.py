@@ -35,7 +35,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         if name:
             cfg.stage(stage).name = name
     config.apply_overrides(cfg, args.overrides)
-    for key in ("layer", "seed", "chunk_time"):
+    for key in ("layer", "seed", "chunk_time", "cell_groups"):
         if getattr(args, key, None) is not None:
             cfg.run[key] = getattr(args, key)
     if args.cells:
@@ -116,6 +116,11 @@ def _refuse_unused(cfg: Any, args: argparse.Namespace) -> None:
             raise UsageError(
                 "--chunk-time / [run] chunk_time streams a single pipeline's movie; the experiments' movies are "
                 f"short and run whole; {pipeline}, or drop it"
+            )
+        if int(opts.get("cell_groups") or 1) > 1:
+            raise UsageError(
+                "--cell-groups / [run] cell_groups splits a single pipeline's attribution by cells; experiments "
+                f"run whole, one task per experiment; {pipeline}, or drop it"
             )
         if opts.get("layer"):
             raise UsageError(

@@ -114,9 +114,10 @@ def assert_round_trip(ds: xr.Dataset) -> xr.Dataset:
     return back
 
 
-def _assert_same(a: xr.Dataset, b: xr.Dataset, what: str) -> None:
+def _assert_same(a: xr.Dataset, b: xr.Dataset, what: str, second: str = "two identical calls") -> None:
     for name in a.data_vars:
-        assert name in b.data_vars, f"{what}: variable {name!r} missing on the second call"
+        assert name in b.data_vars, f"{what}: variable {name!r} missing from {second}"
+        assert a[name].dims == b[name].dims, f"{what}: variable {name!r} has dims {b[name].dims} in {second}"
         if a[name].dtype.kind in "fiub":
             np.testing.assert_allclose(
                 a[name].values,
@@ -124,7 +125,7 @@ def _assert_same(a: xr.Dataset, b: xr.Dataset, what: str) -> None:
                 rtol=1e-6,
                 atol=1e-9,
                 equal_nan=True,
-                err_msg=f"{what}: variable {name!r} differs between two identical calls",
+                err_msg=f"{what}: variable {name!r} differs between {second}",
             )
 
 
@@ -616,7 +617,37 @@ class _AttributorSubject(_Subject):
             ("check_attributor_cell_selection", _attributor_cell_selection),
             ("check_attributor_deterministic", lambda s: _assert_same(s.ds(), s.again(), s.what)),
             ("check_attributor_round_trip", lambda s: assert_round_trip(s.ds())),
+            ("check_attributor_parts", _attributor_parts),
         ]
+
+
+def _attributor_parts(s: _AttributorSubject) -> None:
+    """An attributor that can be split (``attribute_part`` and ``shard_dims``) gives, merged, what one call does.
+
+    Split as :mod:`mechlens.distributed` splits a run: along every dim in ``shard_dims`` (conditions,
+    3 time groups, 2 cell groups), each part computed with the shared context, the pieces merged
+    with :func:`mechlens.distributed.merge_parts`. An attributor that cannot be split passes.
+    """
+    from mechlens import distributed
+
+    a, model, stimulus = s.attributor(), s.model(), s.stimulus()
+    dims = distributed.split_dims(a)
+    if not dims:
+        return
+    n_cells = len(model.cells)
+    groups = 2 if "cell" in dims and n_cells > 1 else 1
+    parts = distributed.plan(a, stimulus, 3 * groups, cell_groups=groups, n_cells=n_cells)
+    context = distributed.shared_context(a, model, stimulus, s.layer, None, parts)
+    pieces = [
+        a.attribute(model, stimulus, s.layer, None)
+        if p.whole
+        else a.attribute_part(model, stimulus, s.layer, None, p.spec(context))
+        for p in parts
+    ]
+    merged = distributed.merge_parts(pieces)
+    split = f"its {len(parts)} parts along {list(dims)} merged (mechlens.distributed; docs/scale-out.md)"
+    _assert_same(s.ds(), merged, s.what, second=f"one call and {split}")
+    assert list(merged["cell"].values) == list(s.ds()["cell"].values), f"{s.what}: cells out of order in {split}"
 
 
 def _attributor_layer_named(s: _AttributorSubject) -> None:
@@ -999,7 +1030,8 @@ def check_attributor(
 
     Checks the schema, that ``response`` matches ``model.predict``, that ``completeness_error`` is
     what it says (sum of attributions minus (response - baseline_response)) and small relative to the
-    response range, cell selection, determinism and the netCDF round trip; raises one
+    response range, cell selection, determinism, the netCDF round trip and, for an attributor that can
+    be split (``attribute_part`` and ``shard_dims``), that its parts merge into one call's result; raises one
     ``AssertionError`` naming every check that failed.
 
     Returns

@@ -122,9 +122,10 @@ class Progress:
     path : Path
         The store.
     parts : list of dict
-        The plan (``index``, ``condition``, ``time``), kept across restarts.
+        The plan (``index``, ``condition``, ``time``, ``cells``), kept across restarts.
     done : dict of int to dict
-        Parts written: their region (``condition`` index or None, ``time`` [lo, hi)) and ``max_abs``.
+        Parts written: their region (``condition`` index or None, ``time`` [lo, hi), ``cells`` [lo, hi)
+        or None) and ``max_abs``.
     """
 
     def __init__(self, path: Path, record: dict[str, Any]) -> None:
@@ -177,6 +178,8 @@ class Progress:
             sel["condition"] = [int(region["condition"])]
         if region["time"] is not None and "time" in ds.dims:
             sel["time"] = slice(*region["time"])
+        if region.get("cells") is not None and "cell" in ds.dims:
+            sel["cell"] = slice(*region["cells"])
         piece = ds.isel(sel).load()
         # the store's mark of an unfinished run is not the part's: it must not reach the result's attrs
         piece.attrs.pop("mechlens_unfinished", None)
@@ -184,8 +187,23 @@ class Progress:
             piece["completeness_error"].attrs["max_abs"] = float(region.get("max_abs", 0.0))
         return piece
 
-    def write(self, index: int, piece: xr.Dataset, full_times: xr.DataArray, stimulus: xr.Dataset) -> None:
-        """Write one finished part into its region (creating the store from the first), and record it."""
+    @property
+    def splits_cells(self) -> bool:
+        """Whether the plan splits cells (then ``cell`` is a region dim, like ``time`` and ``condition``)."""
+        return any(p.get("cells") for p in self.record["parts"])
+
+    def write(
+        self,
+        index: int,
+        piece: xr.Dataset,
+        full_times: xr.DataArray,
+        stimulus: xr.Dataset,
+        full_cells: Sequence[str] | None = None,
+    ) -> None:
+        """Write one finished part into its region (creating the store from the first), and record it.
+
+        ``full_cells`` (the run's cells, in order) is needed when the plan splits cells.
+        """
         part = next(p for p in self.record["parts"] if int(p["index"]) == index)
         condition = part["condition"]
         times = piece["time"].values if "time" in piece.dims else np.zeros(0)
@@ -195,9 +213,18 @@ class Progress:
             if lo >= full_times.size or full_times.values[lo] != times[0]:
                 raise RuntimeError(f"part {index}: its times are not the run's output times")
         hi = lo + int(times.size)
+        cells: list[int] | None = None
+        if self.splits_cells and "cell" in piece.dims:
+            if full_cells is None:
+                raise RuntimeError(f"part {index}: the plan splits cells; write() needs the run's cells (full_cells)")
+            names = [str(c) for c in piece["cell"].values]
+            first = list(full_cells).index(names[0]) if names and names[0] in full_cells else -1
+            if first < 0 or list(full_cells)[first : first + len(names)] != names:
+                raise RuntimeError(f"part {index}: its cells {names} are not a run of the run's cells")
+            cells = [first, first + len(names)]
         empty = "time" in piece.dims and not times.size  # a group with no chunk: nothing to write
         if not empty and not self.record.get("created"):
-            self._create(piece, full_times, stimulus)
+            self._create(piece, full_times, stimulus, full_cells)
         region: dict[str, slice] = {}
         if "time" in piece.dims:
             region["time"] = slice(lo, hi)
@@ -206,6 +233,8 @@ class Progress:
                 region["condition"] = slice(0, piece.sizes["condition"])
             else:
                 region["condition"] = slice(int(condition), int(condition) + 1)
+        if cells is not None:
+            region["cell"] = slice(*cells)
         if region and not empty:
             keep = [v for v in piece.data_vars if set(piece[v].dims) & set(region)]
             data = piece[keep].drop_vars([c for c in piece.coords if not set(piece[c].dims) & set(region)])
@@ -216,12 +245,15 @@ class Progress:
         self.record["done"][str(index)] = {
             "condition": condition,
             "time": [lo, hi] if "time" in piece.dims else None,
+            "cells": cells,
             "max_abs": float(err),
         }
         self._save()
         self._ds = None
 
-    def _create(self, piece: xr.Dataset, full_times: xr.DataArray, stimulus: xr.Dataset) -> None:
+    def _create(
+        self, piece: xr.Dataset, full_times: xr.DataArray, stimulus: xr.Dataset, full_cells: Sequence[str] | None
+    ) -> None:
         """The store's arrays, shaped for the whole attribution; unwritten regions read as NaN (or 0)."""
         import dask.array as da
 
@@ -233,15 +265,25 @@ class Progress:
         if "condition" in piece.dims:
             sizes["condition"] = stimulus.sizes["condition"]
             coords["condition"] = stimulus["condition"].variable.copy()
-        region_dims = {d for d in ("time", "condition") if d in piece.dims}
+        split = ("time", "condition", "cell") if self.splits_cells else ("time", "condition")
+        if "cell" in split and "cell" in piece.dims and full_cells is not None:
+            sizes["cell"] = len(full_cells)
+            coords["cell"] = xr.Variable("cell", np.asarray([str(c) for c in full_cells]))
+        region_dims = {d for d in split if d in piece.dims}
         variables: dict[str, Any] = {}
         for name, var in piece.data_vars.items():
             if not set(var.dims) & region_dims:
                 variables[str(name)] = var.variable.copy()
                 continue
             shape = tuple(sizes[d] for d in var.dims)
+            # a condition or a cell per chunk when they are split: parts never write into one chunk together
             chunks = tuple(
-                1 if d == "condition" else min(TIME_CHUNK, sizes[d]) if d == "time" else -1 for d in var.dims
+                1
+                if d in ("condition", "cell") and d in region_dims
+                else min(TIME_CHUNK, sizes[d])
+                if d == "time"
+                else -1
+                for d in var.dims
             )
             fill = np.nan if var.dtype.kind == "f" else 0
             variables[str(name)] = xr.Variable(var.dims, da.full(shape, fill, dtype=var.dtype, chunks=chunks))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -88,6 +88,14 @@ class LayerContext:
     response_span : float
         Range (max - min) of the selected cells' responses over the whole stimulus, in Hz; filled
         only for attributors that set ``needs_response_span``.
+    planned_cells : int
+        Cells of the whole problem when this call computes only a group of them (a part of a split
+        run, :mod:`mechlens.distributed`); 0: the selected cells are the whole problem. Choices that
+        change how the numbers are summed (AD mode, batch sizes) are made for :attr:`planned`, so a
+        group's numbers are those of the whole call.
+    chunk_rows : int
+        Window rows per chunk fixed by the whole problem (0: from ``memory_gb``), so that the time
+        groups of a part with fewer cells cover the same rows as a whole call's.
     """
 
     model: Model
@@ -104,10 +112,17 @@ class LayerContext:
     act_numel: int
     baseline: str = ""
     response_span: float = 0.0
+    planned_cells: int = 0
+    chunk_rows: int = 0
 
     @property
     def n_cells(self) -> int:
         return len(self.cell_ids)
+
+    @property
+    def planned(self) -> int:
+        """Cells of the whole problem (:attr:`planned_cells`, or the selected cells)."""
+        return self.planned_cells or self.n_cells
 
 
 def select_cells(model: Model, cells: Sequence[str] | None) -> tuple[list[str], list[int]]:
@@ -181,10 +196,18 @@ class LayerAttributor(Attributor):
     path = "activation"
     #: whether :meth:`attribute_chunk` needs ``ctx.response_span`` (costs one forward pass over the stimulus)
     needs_response_span = False
-    #: dims a run may be split along with results equal to one call (:mod:`mechlens.distributed`):
-    #: :meth:`attribute_part` computes one condition and one group of whole chunks of time points with
-    #: the context of the whole problem (baseline, response span, chunk size)
-    shard_dims: tuple[str, ...] = ("condition", "time")
+
+    @property
+    def shard_dims(self) -> tuple[str, ...]:
+        """Dims a run may be split along with results equal to one call (:mod:`mechlens.distributed`).
+
+        :meth:`attribute_part` computes one condition, one group of whole chunks of time points and
+        one group of cells with the context of the whole problem (baseline, response span, chunk
+        size, AD mode). Cells only when no number depends on the set of cells: an attributor that
+        needs the response range of all selected cells (:attr:`needs_response_span`, e.g. the
+        adaptive rule of integrated gradients) cannot be split by cells.
+        """
+        return ("condition", "time") if self.needs_response_span else ("condition", "time", "cell")
 
     # -- subclass API -----------------------------------------------------------------------------
     def check_split(self, model: Model, layer: str, below: torch.nn.Module, above: torch.nn.Module) -> None:
@@ -217,7 +240,7 @@ class LayerAttributor(Attributor):
 
     def bytes_per_row(self, ctx: LayerContext) -> float:
         """Estimated peak bytes of :meth:`attribute_chunk` per window row."""
-        return 4.0 * ctx.act_numel * (2 + 2 * ctx.n_cells)
+        return 4.0 * ctx.act_numel * (2 + 2 * ctx.planned)
 
     def describe_method(self, ctx: LayerContext) -> dict[str, Any]:
         """Attrs naming the method (``method``, ``n_steps``, ``path``...)."""
@@ -296,7 +319,9 @@ class LayerAttributor(Attributor):
         )
 
     def rows_per_chunk(self, ctx: LayerContext) -> int:
-        """Window rows per chunk under ``memory_gb``."""
+        """Window rows per chunk under ``memory_gb`` (or those of the whole problem: ``ctx.chunk_rows``)."""
+        if ctx.chunk_rows:
+            return int(ctx.chunk_rows)
         return max(1, int(self.params.memory_gb * 1e9 // max(self.bytes_per_row(ctx), 1.0)))
 
     def attribute(
@@ -321,9 +346,11 @@ class LayerAttributor(Attributor):
 
         With ``part`` (:mod:`mechlens.distributed`), only a piece of the result is computed, equal to
         that piece of the whole: ``part["condition"]`` (an index, or None) keeps one condition (the
-        dim stays, length 1) and ``part["time"] = (k, n)`` the ``k``-th of ``n`` groups of whole chunks
-        of output times (possibly empty); the baseline and the response span are those of the whole
-        stimulus. The completeness error then carries attr ``max_abs`` (Hz) for the merge.
+        dim stays, length 1), ``part["time"] = (k, n)`` the ``k``-th of ``n`` groups of whole chunks
+        of output times (possibly empty) and ``part["cells"] = (k, n)`` the ``k``-th of ``n`` groups of
+        the selected cells (:func:`mechlens.distributed.group_bounds`; only when ``"cell"`` is in
+        :attr:`shard_dims`); the baseline, the response span, the chunk size and the AD mode are those
+        of the whole problem. The completeness error then carries attr ``max_abs`` (Hz) for the merge.
 
         Parameters
         ----------
@@ -354,6 +381,8 @@ class LayerAttributor(Attributor):
         try:
             ctx = self.context(model, stimulus, layer, cells)
             module.eval()
+            if part is not None and part.get("cells") is not None:
+                ctx = self._cell_group(ctx, part["cells"])
             self.prepare(ctx)
             movies = _per_condition(movie)
             shared = (part or {}).get("context") or {}
@@ -491,6 +520,31 @@ class LayerAttributor(Attributor):
                     r = ctx.above(ctx.below(x))[:, ctx.cell_index]
                 lo, hi = min(lo, float(r.min())), max(hi, float(r.max()))
         return hi - lo
+
+    def _cell_group(self, ctx: LayerContext, group: Sequence[int]) -> LayerContext:
+        """``ctx`` narrowed to the ``k``-th of ``n`` groups of its cells (``group = (k, n)``), planned as the whole."""
+        from mechlens.distributed import group_bounds
+
+        if "cell" not in self.shard_dims:
+            raise UsageError(
+                f"{self.name}: its numbers depend on the set of cells (the adaptive rule refines a time point "
+                "until every cell meets the tolerance), so a run cannot be split by cells; set n_steps, or do "
+                "not split cells (docs/scale-out.md)"
+            )
+        k, n = int(group[0]), int(group[1])
+        # the chunk size of the whole problem (some attributors size chunks in prepare): the time groups
+        # of this part then cover the rows a whole call's do
+        self.prepare(ctx)
+        rows = self.rows_per_chunk(ctx)
+        lo, hi = group_bounds(ctx.n_cells, k, n)
+        return replace(
+            ctx,
+            cell_ids=ctx.cell_ids[lo:hi],
+            cell_index=ctx.cell_index[lo:hi],
+            r0=ctx.r0[lo:hi],
+            planned_cells=ctx.n_cells,
+            chunk_rows=rows,
+        )
 
     def _row_range(self, ctx: LayerContext, n_rows: int, group: tuple[int, int]) -> tuple[int, int]:
         """Rows ``[lo, hi)`` of the ``k``-th of ``n`` groups (``group = (k, n)``) of whole chunks of one call."""

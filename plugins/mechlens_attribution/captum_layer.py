@@ -64,7 +64,7 @@ class GradientXActivation(LayerAttributor):
         return {"path": "none", "method": f"gradient-x-{self.params.multiply_by}", "n_steps": 1}
 
     def bytes_per_row(self, ctx: LayerContext) -> float:
-        return 4.0 * ctx.act_numel * 3 * ctx.n_cells
+        return 4.0 * ctx.act_numel * 3 * ctx.planned
 
     def attribute_chunk(self, ctx: LayerContext, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         import torch
@@ -92,7 +92,7 @@ class DeepLift(LayerAttributor):
         return {"path": "none", "method": "deeplift-rescale", "n_steps": 1}
 
     def bytes_per_row(self, ctx: LayerContext) -> float:
-        return 4.0 * ctx.act_numel * 6 * ctx.n_cells
+        return 4.0 * ctx.act_numel * 6 * ctx.planned
 
     def attribute_chunk(self, ctx: LayerContext, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         import torch

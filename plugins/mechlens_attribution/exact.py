@@ -142,7 +142,7 @@ class ExactIntegratedGradients(LayerAttributor):
             self._stages_plan = self._plan
         # splits closer than this to a segment end are rounding echoes of the end itself
         self._forward = use_forward_mode(
-            self.params.ad_mode, self.params.keep_space, ctx.shape[0], ctx.n_cells, self._stages_plan.stages
+            self.params.ad_mode, self.params.keep_space, ctx.shape[0], ctx.planned, self._stages_plan.stages
         )
         self._eps = 1e-10 if self._dtype == torch.float64 else 2e-6
         self.stats: dict[str, float] = {"rows": 0, "segments": 0, "evaluations": 0, "rounds": 0}
@@ -183,11 +183,11 @@ class ExactIntegratedGradients(LayerAttributor):
         if self._sweep is not None:
             return self._sweep.bytes_per_row(self.params.keep_space)
         # the row chunk only sets the progress granularity; segments are batched separately below
-        return 4.0 * ctx.act_numel * (4 + 2 * ctx.n_cells) * 16
+        return 4.0 * ctx.act_numel * (4 + 2 * ctx.planned) * 16
 
     def _segment_batch(self, ctx: LayerContext, backward: bool) -> int:
         per = (8.0 if self.params.precision == "float64" else 4.0) * ctx.act_numel
-        per *= (2 + 2 * ctx.n_cells) if backward else 6
+        per *= (2 + 2 * ctx.planned) if backward else 6
         return max(1, int(self.params.memory_gb * 1e9 // per))
 
     # -- the algorithm ------------------------------------------------------------------------------

@@ -210,7 +210,7 @@ class IntegratedGradients(LayerAttributor):
 
         self._stages = tangent_stages(ctx.above)
         self._forward = self.params.backend == "native" and use_forward_mode(
-            self.params.ad_mode, self.params.keep_space, ctx.shape[0], ctx.n_cells, self._stages
+            self.params.ad_mode, self.params.keep_space, ctx.shape[0], ctx.planned, self._stages
         )
 
     def describe_method(self, ctx: LayerContext) -> dict[str, Any]:
@@ -228,7 +228,7 @@ class IntegratedGradients(LayerAttributor):
         return info
 
     def _bytes_per_sample(self, ctx: LayerContext) -> float:
-        k = ctx.shape[0] if getattr(self, "_forward", False) else ctx.n_cells
+        k = ctx.shape[0] if getattr(self, "_forward", False) else ctx.planned
         per = 4.0 * ctx.act_numel * (2 + 2 * k)
         if self.params.backend == "captum":
             per *= 2

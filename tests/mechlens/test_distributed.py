@@ -194,12 +194,104 @@ def test_plan_splits_conditions_and_time_only_where_the_attributor_can():
     assert distributed.plan(ToyAttributor(), stim, 6) == [distributed.Part(0)]
 
 
+def test_cell_groups_in_process_are_bit_identical_to_one_call(scale_toys, tmp_path, monkeypatch):
+    log = tmp_path / "parts.log"
+    monkeypatch.setenv("MECHLENS_TEST_PARTS_LOG", str(log))
+    fixed = {**ATTR, "n_steps": 16}
+    kw = {"stimulus_params": STIM, "model_params": {"n_cells": 5}}
+    serial = mechlens.run("toy-cnn", "toy-noise", "integrated-gradients", attributor_params=fixed, **kw)
+    for groups, n in ((2, None), (3, 7), (5, 1)):
+        log.write_text("")
+        parted = mechlens.run(
+            "toy-cnn", "toy-noise", "counting-ig", attributor_params=fixed, cell_groups=groups, n_parts=n, **kw
+        )
+        _same(serial.drop_attrs(), parted.drop_attrs(), exact=True)  # attrs name the attributor (counting-ig)
+        assert parted["cell"].values.tolist() == serial["cell"].values.tolist()
+        seen = {tuple(json.loads(line)["cells"]) for line in log.read_text().splitlines()}
+        assert seen == {(k, groups) for k in range(groups)}
+    # the exact method too, on the cells chosen by the user, in their order
+    cells = ["gc03", "gc00", "gc04"]
+    whole = mechlens.run("toy-cnn", "toy-noise", "exact-integrated-gradients", cells=cells, **kw)
+    split = mechlens.run("toy-cnn", "toy-noise", "exact-integrated-gradients", cells=cells, cell_groups=2, **kw)
+    _same(whole, split, exact=True)
+    assert split["cell"].values.tolist() == cells
+
+
+def test_cell_groups_are_refused_where_a_cells_numbers_depend_on_the_others(scale_toys, capsys):
+    from mechlens.cli import main
+
+    with pytest.raises(UsageError, match="n_steps"):
+        mechlens.run(
+            "toy-cnn", "toy-noise", "integrated-gradients", stimulus_params=STIM,
+            attributor_params={**ATTR, "n_steps": 0}, cell_groups=2,
+        )  # fmt: skip
+    args = ["run", "--model", "toy-cnn", "--stimulus", "toy-noise", "--attributor", "integrated-gradients"]
+    assert main([*args, "--cell-groups", "2", "-o", "x.nc"]) == 2
+    assert "cannot be split by cells exactly" in capsys.readouterr().err
+    assert main(["run", "--cell-groups", "2", "-o", "out"]) == 2  # experiments run whole
+    assert "splits a single pipeline's attribution by cells" in capsys.readouterr().err
+
+
+def test_plan_splits_cells_into_groups_and_time_makes_up_the_rest():
+    from mechlens_attribution.integrated import IntegratedGradients
+
+    from mechlens.toymodels import ToyNoise
+
+    stim = ToyNoise(contrast=[0.5, 1.0]).generate(0)
+    parts = distributed.plan(IntegratedGradients(n_steps=16), stim, 8, cell_groups=2, n_cells=5)
+    assert [(p.condition, p.cells, p.time) for p in parts] == [
+        (c, (g, 2), (k, 2)) for c in (0, 1) for g in (0, 1) for k in range(2)
+    ]
+    # never more groups than cells
+    assert {p.cells for p in distributed.plan(IntegratedGradients(n_steps=16), stim, 2, 9, n_cells=3)} == {
+        (0, 3),
+        (1, 3),
+        (2, 3),
+    }
+    assert [distributed.group_bounds(5, k, 3) for k in range(3)] == [(0, 1), (1, 3), (3, 5)]
+    with pytest.raises(UsageError, match="at least 1"):
+        distributed.plan(IntegratedGradients(n_steps=16), stim, 8, cell_groups=0, n_cells=5)
+
+
+def test_an_interrupted_zarr_run_split_by_cells_resumes_and_equals_one_call(scale_toys, tmp_path, monkeypatch):
+    log = tmp_path / "parts.log"
+    monkeypatch.setenv("MECHLENS_TEST_PARTS_LOG", str(log))
+    kw = {
+        "stimulus_params": STIM, "attributor_params": {**ATTR, "n_steps": 16},
+        "model_params": {"n_cells": 4}, "n_parts": 8, "cell_groups": 2,
+    }  # fmt: skip
+    store = tmp_path / "run.zarr"
+    monkeypatch.setenv("MECHLENS_TEST_INTERRUPT_AT", "3")  # 2 parts (one of each cell group) written
+    with pytest.raises(KeyboardInterrupt):
+        mechlens.run("toy-cnn", "toy-noise", "counting-ig", store=store, **kw)
+    first = [json.loads(line) for line in log.read_text().splitlines()]
+    monkeypatch.delenv("MECHLENS_TEST_INTERRUPT_AT")
+    log.write_text("")
+    resumed = mechlens.run("toy-cnn", "toy-noise", "counting-ig", store=store, **kw)
+    again = [json.loads(line) for line in log.read_text().splitlines()]
+    assert not any(p in again for p in first[:2])  # nothing written is computed again
+    assert len(first) - 1 + len(again) == 8  # 2 conditions x 2 cell groups x 2 time groups, each once
+    io.save(resumed, store)
+    one = mechlens.run(
+        "toy-cnn", "toy-noise", "counting-ig", stimulus_params=STIM, attributor_params={**ATTR, "n_steps": 16},
+        model_params={"n_cells": 4},
+    )  # fmt: skip
+    for name in ("attribution", "response", "baseline_response", "completeness_error"):
+        np.testing.assert_array_equal(io.load(store)[name].values, one[name].values, err_msg=name)
+
+
 def test_pipeline_on_two_worker_processes_equals_serial(client):
     kw = {"stimulus_params": STIM, "attributor_params": ATTR}
     serial = mechlens.run("toy-cnn", "toy-noise", "integrated-gradients", "pca", **kw)
     spread = mechlens.run("toy-cnn", "toy-noise", "integrated-gradients", "pca", client=client, **kw)
     # workers run torch with one thread: equal within float32 rounding (bit for bit where the BLAS agrees)
     _same(serial, spread, exact=False)
+    fixed = {**kw, "attributor_params": {**ATTR, "n_steps": 16}}
+    serial = mechlens.run("toy-cnn", "toy-noise", "integrated-gradients", "pca", **fixed)
+    by_cells = mechlens.run(
+        "toy-cnn", "toy-noise", "integrated-gradients", "pca", client=client, cell_groups=3, **fixed
+    )
+    _same(serial, by_cells, exact=False)
 
 
 def test_workers_run_with_one_thread_and_without_dasks_malloc_trim_threshold(client):

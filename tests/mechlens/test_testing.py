@@ -69,6 +69,27 @@ def test_kit_catches_a_split_that_does_not_recompose():
         check_model(BadSplit())
 
 
+def test_kit_catches_parts_that_do_not_merge_into_one_call():
+    from mechlens_attribution.integrated import IntegratedGradients
+
+    from mechlens.testing import check_attributor
+
+    class ShareOfCells(IntegratedGradients):
+        """Claims cells can be split, but scales each cell by the share of cells in its call."""
+
+        name = "share-of-cells"
+
+        def attribute_part(self, model, stimulus, layer=None, cells=None, part=None):
+            out = super().attribute_part(model, stimulus, layer, cells, part)
+            if part is not None and part.get("cells") is not None:
+                out["attribution"] = out["attribution"] * 0.5
+            return out
+
+    check_attributor(IntegratedGradients, ToyCNN(), params={"n_steps": 8}, completeness_rtol=1e-1)
+    with pytest.raises(AssertionError, match=r"one call and its 6 parts along \['condition', 'time', 'cell'\] merged"):
+        check_attributor(ShareOfCells, ToyCNN(), params={"n_steps": 8}, completeness_rtol=1e-1)
+
+
 # -- named checks -----------------------------------------------------------------------------------------
 
 
