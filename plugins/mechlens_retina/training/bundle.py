@@ -51,7 +51,7 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
             "seed": 0,
             "schedule": "plateau",
             "lr_patience": 1,
-            "patience": 2,
+            "patience": 3,
             "val_fraction": 0.05,
         },
     },

@@ -54,6 +54,7 @@ from mechlens_retina import metrics as _metrics
 from mechlens_retina.models.cnn import RetinaCNN
 from mechlens_retina.training.recordings import Recording, from_datasets, open_recording
 from mechlens_retina.training.state import (
+    RESUMABLE_CHANGES,
     STATE_FILE,
     STATE_VERSION,
     _copy_state,
@@ -133,6 +134,16 @@ class TrainParameters:
     def __post_init__(self) -> None:
         if any(m < 1 for m in self.milestones):
             raise ParameterError("milestones", f"epochs must be >= 1, got {self.milestones}")
+        # ReduceLROnPlateau decays after lr_patience + 1 epochs without improvement; a stop at or
+        # before that epoch ends the run before the lower rate is tried (a v3 run stopped so at
+        # epoch 15 with the rate never decayed, build log of 2026-12-06)
+        if self.schedule == "plateau" and self.patience <= self.lr_patience + 1:
+            raise ParameterError(
+                "patience",
+                f"{self.patience} stops training no later than the first learning-rate decay (after "
+                f"lr_patience + 1 = {self.lr_patience + 1} epochs without improvement), so the lower rate is "
+                f"never tried; set patience >= {self.lr_patience + 2} or lower lr_patience",
+            )
 
 
 # -- the training loop -----------------------------------------------------------------------------
@@ -285,6 +296,8 @@ def _train(
     if resume and state_path is not None and state_path.is_file():
         saved = load_state(state_path)
         stored = json.loads(saved["identity"])
+        # a state written before a parameter became resumable still carries it
+        stored["train"] = {k: v for k, v in stored.get("train", {}).items() if k not in RESUMABLE_CHANGES}
         if stored != identity:
             flat_new, flat_old = _flatten(identity), _flatten(stored)
             diff = sorted(k for k in flat_new.keys() | flat_old.keys() if flat_new.get(k) != flat_old.get(k))

@@ -24,8 +24,9 @@ from mechlens.errors import UsageError
 STATE_FILE = "train_state.pt"
 #: version of the training-state layout; a state of another version is refused
 STATE_VERSION = 1
-#: training parameters that may change between a run and its resumption
-RESUMABLE_CHANGES = ("epochs", "max_steps", "max_seconds", "threads", "eval_batch_size")
+#: training parameters that may change between a run and its resumption (none of them changes what
+#: an epoch computes; a larger ``patience`` lets a run that stopped on a plateau go on)
+RESUMABLE_CHANGES = ("epochs", "max_steps", "max_seconds", "threads", "eval_batch_size", "patience")
 
 
 def _state_identity(params: Any, model_params: Mapping[str, Any], fingerprint: str) -> dict[str, Any]:

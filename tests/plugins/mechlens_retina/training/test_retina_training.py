@@ -176,6 +176,9 @@ def test_resume_refuses_a_state_from_other_parameters(recording, tmp_path):
     train(recording, quick, ARCH, progress=False, workdir=tmp_path)
     with pytest.raises(UsageError, match=r"cannot resume .*train\.lr"):
         train(recording, {**quick, "lr": 0.5}, ARCH, progress=False, workdir=tmp_path, resume=True)
+    # the stopping patience may change: a run that stopped on a plateau can be given longer
+    _, m = train(recording, {**quick, "patience": 9}, ARCH, progress=False, workdir=tmp_path, resume=True)
+    assert m["resumed"]
     with pytest.raises(UsageError, match="needs workdir"):
         train(recording, quick, ARCH, progress=False, resume=True)
     (tmp_path / training.STATE_FILE).write_bytes(b"not a torch file")
@@ -262,6 +265,11 @@ def test_bad_inputs_are_explained(recording):
         train(recording, {"lr": -1.0}, ARCH)
     with pytest.raises(UsageError, match="too few samples"):
         train(recording, {**FAST, "nskip": 5000}, ARCH)
+    # a stop no later than the first plateau decay would never try the lower rate
+    with pytest.raises(ParameterError, match=r"train\.patience.*never tried; set patience >= 3"):
+        train(recording, {**FAST, "lr_patience": 1, "patience": 2}, ARCH)
+    # without a decay there is nothing to wait for
+    training.TrainParameters(**{**FAST, "lr_patience": 1, "patience": 2, "schedule": "none"})
     with pytest.raises(UsageError, match=r"\.safetensors file name, e\.g\. model\.safetensors"):
         training.save_path(Path("model.bin"))
     with pytest.raises(UsageError, match=r"\.pt \+ \.json checkpoints are still read, no longer written"):
