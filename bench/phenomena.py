@@ -24,6 +24,7 @@ from mechlens_retina.phenomena import measure_all
 from mechlens_retina.phenomena.agreement import (
     PEAK_ERROR_MS_MAX,
     R_TARGET,
+    format_agreement_cells,
     probe_agreement,
     timing_offset,
     trained_circuit,
@@ -136,6 +137,8 @@ def main() -> None:
         f"\nagreement gate (median r >= {R_TARGET:g} and peak-time error <= {PEAK_ERROR_MS_MAX:g} ms on every probe): "
         f"{'PASS' if agree['passed'] else 'FAIL'}"
     )
+    # per cell: which cells a failing median rests on
+    print(f"\n{format_agreement_cells(agree)}\n")
     lags = ", ".join(
         f"{c} {offset['lag_frames'][c]:+d} (r {offset['r_lag0'][c]:.2f} -> {offset['r_best'][c]:.2f})"
         for c in offset["lag_frames"]

@@ -282,8 +282,16 @@ def _num(x: float | None, fmt: str) -> str:
     return "-" if x is None else format(x, fmt)
 
 
-def format_agreement(d: Mapping[str, Any]) -> str:
-    """A :func:`probe_agreement` result as a markdown table, one row per probe stimulus."""
+def format_agreement(d: Mapping[str, Any], per_cell: bool = False) -> str:
+    """A :func:`probe_agreement` result as a markdown table, one row per probe stimulus.
+
+    Parameters
+    ----------
+    d : mapping
+        The result of :func:`probe_agreement` (as stored in a checkpoint's ``probe_agreement``).
+    per_cell : bool
+        Add the table of :func:`format_agreement_cells` (one row per responding cell).
+    """
     lines = [
         f"{d.get('model', 'model')} vs {d.get('truth', 'truth')}: median r >= {d['r_min_target']:g} and peak-time "
         f"error <= {d['peak_error_ms_max']:g} ms per probe: {'PASS' if d['passed'] else 'FAIL'}",
@@ -296,4 +304,29 @@ def format_agreement(d: Mapping[str, Any]) -> str:
             f"| {name} | {len(s['cells'])} | {_num(s['r_median'], '.2f')} | {_num(s['r_min'], '.2f')} | "
             f"{_num(s['peak_error_ms'], '.1f')} | {'pass' if s['passed'] else 'FAIL'} |"
         )
+    if per_cell:
+        lines += ["", format_agreement_cells(d)]
+    return "\n".join(lines)
+
+
+def format_agreement_cells(d: Mapping[str, Any]) -> str:
+    """One row per responding cell of a :func:`probe_agreement` result: r and peak-time error per probe.
+
+    The error is in ms, the median over the probe's conditions; it says which cells a failing
+    median rests on. A probe stored without per-cell numbers, or where the cell does not respond,
+    shows ``-``.
+    """
+    probes = list(d["stimuli"])
+    cells = sorted({c for s in d["stimuli"].values() for c in s.get("cells", [])})
+    lines = [
+        "| cell | " + " | ".join(f"{p}: r, peak error (ms)" for p in probes) + " |",
+        "| --- |" + " --- |" * len(probes),
+    ]
+    for cell in cells:
+        row = []
+        for p in probes:
+            s = d["stimuli"][p]
+            r, err = s.get("r", {}).get(cell), s.get("peak_error_ms_by_cell", {}).get(cell)
+            row.append("-" if r is None else f"{_num(r, '.2f')}, {_num(err, '.1f')}")
+        lines.append(f"| {cell} | " + " | ".join(row) + " |")
     return "\n".join(lines)

@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         final.metadata["probe_agreement"] = gate
         final.metadata["build_seconds"] = {**final.metadata["build_seconds"], "agreement": round(t_gate, 1)}
         final.save(output)
-        print(format_agreement(gate), flush=True)
+        print(format_agreement(gate, per_cell=True), flush=True)
         print(f"probe agreement {t_gate:.0f} s; gate {'passed' if gate.get('passed') else 'NOT passed'}", flush=True)
     print(json.dumps(model.metadata.get("metrics", {}), default=str)[:2000])
     return 0

@@ -118,7 +118,7 @@ def test_bundle_writes_the_gate_into_the_checkpoint_and_resumes(tmp_path, monkey
         return {"passed": False, "stimuli": {"flash": {"r_median": 0.5, "r_min": 0.1, "peak_error_ms": 3.0}}}
 
     fake.probe_agreement = probe_agreement
-    fake.format_agreement = lambda d: "GATE TABLE"
+    fake.format_agreement = lambda d, per_cell=False: "GATE TABLE" + (" PER CELL" if per_cell else "")
     monkeypatch.setitem(sys.modules, "mechlens_retina.phenomena.agreement", fake)
     out = tmp_path / "m.safetensors"
     small = [
@@ -134,7 +134,7 @@ def test_bundle_writes_the_gate_into_the_checkpoint_and_resumes(tmp_path, monkey
         str(tmp_path),
     ]
     assert bundle.main([*small, "--epochs", "1", "-o", str(out)]) == 0
-    assert "GATE TABLE" in capsys.readouterr().out and calls == [("cpu", "synthetic-retina")]
+    assert "GATE TABLE PER CELL" in capsys.readouterr().out and calls == [("cpu", "synthetic-retina")]
     model = RetinaCNN(checkpoint=str(out), device="cpu")
     assert model.metadata["probe_agreement"]["passed"] is False
     assert model.metadata["recipe"]["device"] == "cpu" and model.metadata["recipe"]["train"]["epochs"] == 1

@@ -78,6 +78,17 @@ def test_a_response_delayed_by_three_frames_fails(truth: Cached, itself: dict[st
     for s in out["stimuli"].values():
         assert s["peak_error_ms"] == pytest.approx(30.0, abs=2.0)
         assert not s["passed"]
+    # the per-cell table names each responding cell with its r and error on every probe
+    table = ag.format_agreement(out, per_cell=True).split("\n")
+    header = next(i for i, line in enumerate(table) if line.startswith("| cell |"))
+    rows = {line.split(" | ")[0][2:]: line for line in table[header + 2 :]}
+    cell = out["stimuli"]["osr"]["cells"][0]
+    err = out["stimuli"]["osr"]["peak_error_ms_by_cell"][cell]
+    assert f"{out['stimuli']['osr']['r'][cell]:.2f}, {err:.1f}" in rows[cell]
+    assert set(rows) == {c for s in out["stimuli"].values() for c in s["cells"]}
+    # a gate stored without per-cell numbers still renders
+    bare = {**out, "stimuli": {k: {**v, "r": {}, "peak_error_ms_by_cell": {}} for k, v in out["stimuli"].items()}}
+    assert "| - |" in ag.format_agreement(bare, per_cell=True)
 
 
 def test_a_sign_flipped_response_fails(truth: Cached) -> None:
