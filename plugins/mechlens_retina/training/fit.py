@@ -130,6 +130,11 @@ class TrainParameters:
         True, "on a GPU, use deterministic cuDNN / torch kernels (bitwise repeatable, possibly slower)"
     )
     threads: int = param(0, "torch CPU threads (0: torch's default, one per core)", min=0)
+    init_from: str = param(
+        "",
+        "retina-cnn checkpoint (.safetensors) whose weights and stimulus normalisation start training, "
+        "instead of random weights (fine-tuning on more data; same architecture and cell count); empty: random",
+    )
 
     def __post_init__(self) -> None:
         if any(m < 1 for m in self.milestones):
@@ -147,6 +152,36 @@ class TrainParameters:
 
 
 # -- the training loop -----------------------------------------------------------------------------
+def _initial_weights(path: str, model: RetinaCNN) -> tuple[float, float]:
+    """Load ``init_from``'s weights into ``model`` (in place); its stimulus mean and std.
+
+    Raises
+    ------
+    ParameterError
+        When the checkpoint's architecture or cell count differs from the model training builds, or
+        it stores no stimulus normalisation.
+    """
+    start = RetinaCNN(checkpoint=path, device="cpu")
+    if start.architecture() != model.architecture() or start.params.first_layer != model.params.first_layer:
+        theirs = {**start.architecture(), "first_layer": start.params.first_layer}
+        ours = {**model.architecture(), "first_layer": model.params.first_layer}
+        diff = ", ".join(f"{k} {theirs[k]} (training: {ours[k]})" for k in ours if theirs[k] != ours[k])
+        raise ParameterError(
+            "train.init_from",
+            f"{path} has another architecture than the model this recording and recipe build: {diff}; "
+            "fine-tune only on a recording with the same cells and grid, with the same model parameters",
+        )
+    mean, std = start.metadata.get("stimulus_mean"), start.metadata.get("stimulus_std")
+    if not isinstance(mean, (int, float)) or not isinstance(std, (int, float)):
+        raise ParameterError(
+            "train.init_from", f"{path} stores no stimulus_mean / stimulus_std; it was not written by training"
+        )
+    with torch.no_grad():
+        model.torch_module().load_state_dict(start.torch_module().state_dict())
+    log.info("starting from the weights of %s", path)
+    return float(mean), float(std)
+
+
 def _as_recording(
     data: Any, stimulus_type: str, response: str, cells: Sequence[int] | None, pixel_um: float
 ) -> tuple[Recording, bool]:
@@ -307,8 +342,13 @@ def _train(
             )
     elif resume:
         log.info("no training state in %s; starting from the beginning", workdir)
-    log.info("computing the training stimulus statistics over %d frames", val_start)
-    mean, std = stimulus_stats(rec.train["stimulus"].transpose("time", "y", "x"), val_start, params.block_frames)
+    start = _initial_weights(params.init_from, model) if params.init_from else None
+    if start is not None:
+        # the starting model's normalisation, so its weights see the inputs they were trained on
+        mean, std = start
+    else:
+        log.info("computing the training stimulus statistics over %d frames", val_start)
+        mean, std = stimulus_stats(rec.train["stimulus"].transpose("time", "y", "x"), val_start, params.block_frames)
     train_split = _Split(rec.train, mean, std)
     module = model.torch_module()
     device = torch.device(model.device)
@@ -321,8 +361,9 @@ def _train(
     with torch.no_grad():
         # get_parameter: typed (module.bn3.bias is typed Tensor | Module by nn.Module.__getattr__)
         bn3_bias, bn3_weight = module.get_parameter("bn3.bias"), module.get_parameter("bn3.weight")
-        bn3_bias.copy_(torch.as_tensor(np.log(np.expm1(np.maximum(mean_rate, 1e-3))), dtype=torch.float32))
-        bn3_weight.copy_(torch.as_tensor(0.5 * np.maximum(train_rates.std(axis=0), 1e-3), dtype=torch.float32))
+        if start is None:  # a fine-tune keeps the output scale its starting model learnt
+            bn3_bias.copy_(torch.as_tensor(np.log(np.expm1(np.maximum(mean_rate, 1e-3))), dtype=torch.float32))
+            bn3_weight.copy_(torch.as_tensor(0.5 * np.maximum(train_rates.std(axis=0), 1e-3), dtype=torch.float32))
     del train_rates
 
     # a frozen layer (first_layer="synthetic-retina": conv1 is the circuit's) stays out of the optimiser,

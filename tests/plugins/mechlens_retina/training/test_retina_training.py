@@ -189,6 +189,27 @@ def test_resume_refuses_a_state_from_other_parameters(recording, tmp_path):
     assert not m["resumed"] and m["steps"] == 2
 
 
+def test_init_from_fine_tunes_a_trained_checkpoint(recording, fitted, tmp_path):
+    model, m = fitted
+    path = tmp_path / "start.safetensors"
+    model.save(path)
+    # a fine-tune starts where the checkpoint ended: its first validation loss is near the trained
+    # model's best, far below a random start's
+    _, tuned = train(recording, {**FAST, "epochs": 1, "lr": 1e-4, "init_from": str(path)}, ARCH, progress=False)
+    _, fresh = train(recording, {**FAST, "epochs": 1}, ARCH, progress=False)
+    assert tuned["history"][0]["val_loss"] < fresh["history"][0]["val_loss"]
+    assert abs(tuned["history"][0]["val_loss"] - m["val_loss"]) < 0.1 * abs(m["val_loss"])
+    # zero steps of training leave the weights and the input normalisation as they were
+    same, _ = train(recording, {**FAST, "epochs": 1, "max_steps": 1, "lr": 1e-12, "init_from": str(path)}, ARCH,
+                    progress=False)  # fmt: skip
+    assert same.metadata["stimulus_mean"] == model.metadata["stimulus_mean"]
+    w0, w1 = model.torch_module().conv1.weight, same.torch_module().conv1.weight
+    assert torch.allclose(w0, w1, atol=1e-8)
+    # another architecture is refused, naming what differs
+    with pytest.raises(ParameterError, match=r"init_from.*channels2 4 \(training: 3\)"):
+        train(recording, {**FAST, "epochs": 1, "init_from": str(path)}, {**ARCH, "channels2": 3}, progress=False)
+
+
 def test_wall_clock_budget_stops_after_the_step_past_it_and_keeps_the_best(recording, tmp_path, caplog):
     params = {**FAST, "epochs": 5, "patience": 10, "max_seconds": 1e-6}
     with caplog.at_level("INFO", logger="mechlens.retina.training"):
