@@ -14,8 +14,11 @@ the scores over every responding cell (>= 2 Hz in the circuit).
   channel c is circuit channel c (``python bench/recovery.py --rebuild`` retrains both test-A
   checkpoints with :data:`RECIPE`, deterministic on the CPU with 2 threads: 15 simulated minutes and
   6 epochs each, 10-15 minutes each on the 2-core machine);
-* **test B** -- the bundled CNN (free ``conv1``), channels matched by kernel cosine + Hungarian
-  assignment (|cos| >= 0.5, else unmatched);
+* **test B** -- the bundled CNN, or ``--checkpoint PATH`` (free ``conv1``), channels matched by kernel
+  cosine + Hungarian assignment (|cos| >= 0.5, else unmatched). The circuit everything is scored
+  against is the one test B was trained on (its recipe: ``trained_circuit``); for a circuit other than
+  the default (e.g. ``{circuit="v3"}``) the test-A and other-circuit checkpoints carry its name
+  (``recovery-fixed-v3.safetensors``) and ``--rebuild`` trains them on it;
 * **controls**, scored like test A: a random CNN with the circuit's ``conv1`` (random above it); the
   trivial attribution putting the whole response change into one type (mean over the four types);
   the ground truth with its types shuffled (mean over the 9 derangements); a CNN trained the same
@@ -28,12 +31,13 @@ table (``mechlens_retina.phenomena.ground_truth.MECHANISMS``), and the lesion ch
 test A intact, with only the kept types' ``conv1`` channels active, and with them silenced
 (:mod:`mechlens.lesion`).
 
-Usage: python bench/recovery.py [--steps N] [--show-ungated] [--rebuild]
+Usage: python bench/recovery.py [--checkpoint PATH] [--steps N] [--show-ungated] [--rebuild] [--probes P ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import time
@@ -45,17 +49,15 @@ import xarray as xr
 from mechlens_retina.experiments import EXPLAINED
 from mechlens_retina.experiments import recovery as R
 from mechlens_retina.phenomena import measure_all, verdict
-from mechlens_retina.phenomena.agreement import probe_agreement, probe_stimuli
+from mechlens_retina.phenomena.agreement import probe_agreement, probe_stimuli, trained_circuit
 from mechlens_retina.phenomena.ground_truth import MECHANISMS
 
 from mechlens import registry
 from mechlens.lesion import lesion_channels
 
 DATA = Path(__file__).resolve().parent / "data"
-FIXED = DATA / "recovery-fixed.safetensors"
-OTHER = DATA / "recovery-other.safetensors"
-#: the circuit the control CNN is trained on: OFF-fast silenced (the type of three of the four mechanisms)
-OTHER_CIRCUIT = '{silence=["OFF-fast"]}'
+#: the type silenced in the circuit the control CNN is trained on (the type of three of the four mechanisms)
+OTHER_SILENCED = ("OFF-fast",)
 #: the small CPU recipe of the test-A checkpoints (deterministic on the CPU for a given thread count)
 RECIPE = [
     "--device", "cpu", "--recipe", "cpu", "--minutes", "15", "--test-minutes", "0.5", "--epochs", "6",
@@ -65,9 +67,36 @@ RECIPE = [
 CONTROL_MAX, MARGIN = 0.3, 0.4
 
 
-def rebuild(which: str) -> None:
-    """Retrain a test-A checkpoint with :data:`RECIPE` (``which``: ``fixed`` or ``other``)."""
-    out, extra = (FIXED, []) if which == "fixed" else (OTHER, ["--set", f"simulate.model_params={OTHER_CIRCUIT}"])
+def circuit_tag(circuit: dict[str, Any]) -> str:
+    """File-name suffix of the test-A checkpoints for a circuit: ``""`` (default) or ``"-v3"``."""
+    if set(circuit) - {"circuit"}:
+        raise SystemExit(
+            f"test B was trained on a modified circuit {circuit}; recovery is scored against an unmodified "
+            "circuit version (synthetic-retina's `circuit` parameter) only"
+        )
+    return f"-{circuit['circuit']}" if circuit.get("circuit") else ""
+
+
+def test_a_paths(circuit: dict[str, Any]) -> tuple[Path, Path]:
+    """The test-A (fixed ``conv1``) and other-circuit checkpoints for a circuit."""
+    tag = circuit_tag(circuit)
+    return DATA / f"recovery-fixed{tag}.safetensors", DATA / f"recovery-other{tag}.safetensors"
+
+
+def other_circuit(circuit: dict[str, Any]) -> dict[str, Any]:
+    """The control's circuit: ``circuit`` with :data:`OTHER_SILENCED` silenced."""
+    return {**circuit, "silence": list(OTHER_SILENCED)}
+
+
+def _toml(params: dict[str, Any]) -> str:
+    return "{" + ", ".join(f"{k}={json.dumps(v)}" for k, v in params.items()) + "}"
+
+
+def rebuild(which: str, circuit: dict[str, Any]) -> None:
+    """Retrain a test-A checkpoint with :data:`RECIPE` (``which``: ``fixed`` or ``other``) on ``circuit``."""
+    fixed, other = test_a_paths(circuit)
+    out, params = (fixed, circuit) if which == "fixed" else (other, other_circuit(circuit))
+    extra = ["--set", f"simulate.model_params={_toml(params)}"] if params else []
     cmd = [
         sys.executable,
         "-m",
@@ -75,7 +104,7 @@ def rebuild(which: str) -> None:
         *RECIPE,
         *extra,
         "--workdir",
-        f"build/recovery-{which}",
+        f"build/recovery-{which}{circuit_tag(circuit)}",
     ]
     subprocess.run([*cmd, "-o", str(out)], check=True)
 
@@ -161,27 +190,45 @@ def lesion_verdicts(model: Any, groups: np.ndarray, names: list[str], kept: list
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--checkpoint", help="test B's CNN (default: the bundled one); scored against the circuit it was trained on"
+    )
     parser.add_argument("--steps", type=int, default=8, help="integrated-gradients nodes per time point (circuit)")
     parser.add_argument("--show-ungated", action="store_true", help="also print scores the gate does not allow")
     parser.add_argument("--rebuild", action="store_true", help="retrain both test-A checkpoints first")
     parser.add_argument("--probes", nargs="*", help="only these probes (flash, osr, moving-bar, motion-reversal)")
     args = parser.parse_args()
     t_start = time.perf_counter()
+    cnn_cls = registry.get("model", "retina-cnn")
+    model_b = cnn_cls(checkpoint=args.checkpoint or "bundled", device="cpu")
+    circuit = trained_circuit(model_b)
+    if circuit is None:
+        raise SystemExit(
+            f"{args.checkpoint or 'the bundled model'} records no synthetic-retina recipe to score against"
+        )
+    fixed_path, other_path = test_a_paths(circuit)
     if args.rebuild:
-        rebuild("fixed")
-        rebuild("other")
+        rebuild("fixed", circuit)
+        rebuild("other", circuit)
 
-    for path in (FIXED, OTHER):
+    for path in (fixed_path, other_path):
         if not path.is_file():
             raise SystemExit(f"{path} is missing: make it with `python bench/recovery.py --rebuild` (CPU minutes)")
-    truth = registry.get("model", "synthetic-retina")()
-    cnn_cls = registry.get("model", "retina-cnn")
     models = {
-        "A": cnn_cls(checkpoint=str(FIXED), device="cpu"),
-        "B": cnn_cls(checkpoint="bundled", device="cpu"),
+        "A": cnn_cls(checkpoint=str(fixed_path), device="cpu"),
+        "B": model_b,
         "random": cnn_cls(checkpoint="random", first_layer="synthetic-retina", n_cells=8, seed=1, device="cpu"),
-        "other": cnn_cls(checkpoint=str(OTHER), device="cpu"),
+        "other": cnn_cls(checkpoint=str(other_path), device="cpu"),
     }
+    for key, want in (("A", circuit), ("other", other_circuit(circuit))):
+        got = trained_circuit(models[key])
+        if got != want:
+            raise SystemExit(
+                f"{fixed_path if key == 'A' else other_path} was trained on the circuit {got}, not {want}: "
+                "remake it with `python bench/recovery.py --rebuild` (and the same --checkpoint)"
+            )
+    truth = registry.get("model", "synthetic-retina")(**circuit)
+    print(f"circuit: synthetic-retina {circuit or '(default)'}; test B: {args.checkpoint or 'the bundled model'}")
     groups, names = R.type_groups(truth)
     n_types = len(names)
     circuit_w = truth.conv.weight.detach().numpy()
@@ -189,7 +236,7 @@ def main() -> None:
     matches["B"] = R.match_kernels(models["B"].module.conv1.weight.detach().numpy(), circuit_w, groups)
     channel_names = [t["name"] for t in truth.ground_truth_types()]
 
-    print("test B matching (bundled CNN conv1 -> circuit filter; |cos| >= 0.5 to match):")
+    print("test B matching (its conv1 -> circuit filter; |cos| >= 0.5 to match):")
     for c, (ch, cos) in enumerate(zip(matches["B"].channel, matches["B"].strength())):
         best = np.abs(matches["B"].correlation[c]).max()
         to = f"{channel_names[ch]:<17} cos {cos:+.2f}" if ch >= 0 else f"unmatched          (largest |cos| {best:.2f})"

@@ -172,6 +172,11 @@ class NaturalScenes(ChunkedStimulus):
             1.0, "each image's contrast is drawn uniformly from [image_contrast_min, 1] (times contrast); "
             "1: every image at full contrast", min=0, max=1,
         )  # fmt: skip
+        flicker_scale: str = param(
+            "fixed", "fixed: every image's flicker has std flicker; image: each image's flicker is scaled by that "
+            "image's contrast draw (image_contrast_min), so a low-contrast image comes with weak flicker: a stretch "
+            "near the blank screen the probe stimuli start from", choices=("fixed", "image"),
+        )  # fmt: skip
         images: str = param("all", "which library images to draw from", choices=("all", *IMAGES))
 
         if TYPE_CHECKING:  # appended by @stimulus_parameters (declaring it here would reorder the fields)
@@ -231,14 +236,17 @@ class NaturalScenes(ChunkedStimulus):
             sel = k_of == k
             local = frames[sel] - k * n_img
             movie[sel] = sample_image(smoothed(name, params.zoom), centre, path[local], params)
+            scale = 1.0
             if params.image_contrast_min < 1:
                 # images towards grey (the z-scored images' mean 0) show a model the regime between
                 # scenes and a blank screen, where the probe stimuli start; own stream, chunk-invariant
                 rng = chunk_rng(seed, _CONTRAST_STREAM, int(k))
-                movie[sel] *= np.float32(rng.uniform(params.image_contrast_min, 1.0))
+                scale = float(rng.uniform(params.image_contrast_min, 1.0))
+                movie[sel] *= np.float32(scale)
             if params.flicker > 0:
                 # drawn per image from its own stream, so any chunking of the movie gives the same frames
-                offsets = chunk_rng(seed, _FLICKER_STREAM, int(k)).standard_normal(n_img) * params.flicker
+                std = params.flicker * (scale if params.flicker_scale == "image" else 1.0)
+                offsets = chunk_rng(seed, _FLICKER_STREAM, int(k)).standard_normal(n_img) * std
                 movie[sel] += offsets[local, None, None].astype(np.float32)
             jitter[sel] = path[local]
             names.append(name)
@@ -268,7 +276,12 @@ class NaturalScenes(ChunkedStimulus):
                     if params.image_contrast_min < 1
                     else ""
                 )
-                + (f", plus full-field white-noise flicker of std {params.flicker:g}" if params.flicker > 0 else "")
+                + (
+                    f", plus full-field white-noise flicker of std {params.flicker:g}"
+                    + (" times the image's contrast" if params.flicker_scale == "image" else "")
+                    if params.flicker > 0
+                    else ""
+                )
             ),
             reference="McIntosh et al. 2016 (NIPS); Maheswaranathan et al. 2023, Neuron 111:2742",
             image_sources="china, flower: scikit-learn sample images; grace_hopper: matplotlib sample data",

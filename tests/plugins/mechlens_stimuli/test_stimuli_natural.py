@@ -166,6 +166,30 @@ def test_image_contrast_min_scales_each_image_by_one_contrast_from_the_range_and
     )
 
 
+def test_flicker_scale_image_scales_each_images_flicker_by_its_contrast_draw() -> None:
+    kw = dict(duration=6.0, size_px=10, image_s=0.15, pre_s=0.0, image_contrast_min=0.0)
+    images = NaturalScenes(**kw).generate(3)
+    fixed = NaturalScenes(**kw, flicker=0.7).generate(3)
+    stim = NaturalScenes(**kw, flicker=0.7, flicker_scale="image")
+    scaled = stim.generate(3)
+    a, f, s = (d["stimulus"].transpose("time", "y", "x").values for d in (images, fixed, scaled))
+    k_of = images["image_index"].values
+    full = NaturalScenes(**{**kw, "image_contrast_min": 1.0}).generate(3)["stimulus"].transpose("time", "y", "x")
+    ratios = []
+    for k in np.unique(k_of):
+        sel = k_of == k
+        contrast = np.linalg.lstsq(full.values[sel].reshape(-1, 1), a[sel].reshape(-1), rcond=None)[0][0]
+        # the same white-noise draw as flicker_scale="fixed", times this image's contrast
+        np.testing.assert_allclose(s[sel] - a[sel], contrast * (f[sel] - a[sel]), atol=1e-4)
+        ratios.append(contrast)
+    assert min(ratios) < 0.3 and max(ratios) > 0.7  # the images' contrasts, hence their flicker, spread
+    joined = xr.concat([c["stimulus"] for c in stim.iter_chunks(3, 70)], "time").transpose("time", "y", "x")
+    np.testing.assert_array_equal(joined.values, s)
+    assert "flicker of std 0.7 times the image's contrast" in scaled.attrs["description"]
+    with pytest.raises(ParameterError, match="flicker_scale"):
+        NaturalScenes(**kw, flicker_scale="frame")
+
+
 def test_seeds_choose_different_crops() -> None:
     a = NaturalScenes(duration=1.0, size_px=10).generate(0)
     b = NaturalScenes(duration=1.0, size_px=10).generate(1)
