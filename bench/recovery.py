@@ -37,7 +37,6 @@ Usage: python bench/recovery.py [--checkpoint PATH] [--steps N] [--show-ungated]
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
@@ -53,6 +52,7 @@ from mechlens_retina.phenomena.agreement import probe_agreement, probe_stimuli, 
 from mechlens_retina.phenomena.ground_truth import MECHANISMS
 
 from mechlens import registry
+from mechlens.dryrun import toml_value
 from mechlens.lesion import lesion_channels
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -89,7 +89,8 @@ def other_circuit(circuit: dict[str, Any]) -> dict[str, Any]:
 
 
 def _toml(params: dict[str, Any]) -> str:
-    return "{" + ", ".join(f"{k}={json.dumps(v)}" for k, v in params.items()) + "}"
+    """``params`` as a TOML inline table, the form ``--set simulate.model_params=...`` reads."""
+    return "{" + ", ".join(f"{k}={toml_value(v)}" for k, v in params.items()) + "}"
 
 
 def rebuild(which: str, circuit: dict[str, Any]) -> None:
