@@ -56,6 +56,8 @@ _STREAM = 2
 _FLICKER_STREAM = 11
 #: the per-image contrast's random stream (own stream, so image_contrast_min=1 changes nothing)
 _CONTRAST_STREAM = 12
+#: the blank slots' random stream (own stream, so blank_p=0 changes nothing)
+_BLANK_STREAM = 13
 _LUMA = np.array([0.299, 0.587, 0.114])
 
 
@@ -177,6 +179,11 @@ class NaturalScenes(ChunkedStimulus):
             "image's contrast draw (image_contrast_min), so a low-contrast image comes with weak flicker: a stretch "
             "near the blank screen the probe stimuli start from", choices=("fixed", "image"),
         )  # fmt: skip
+        blank_p: float = param(
+            0.0, "probability that an image's slot shows the flicker-free grey screen instead (mean 0, the screen "
+            "every probe starts from), so the next image appears abruptly from grey as in flashed-image "
+            "experiments; 0: no blanks", min=0, max=1,
+        )  # fmt: skip
         images: str = param("all", "which library images to draw from", choices=("all", *IMAGES))
 
         if TYPE_CHECKING:  # appended by @stimulus_parameters (declaring it here would reorder the fields)
@@ -230,7 +237,7 @@ class NaturalScenes(ChunkedStimulus):
         movie = np.empty((len(frames), *grid_shape(params)), dtype=np.float32)
         jitter = np.empty((len(frames), 2))
         ks = np.unique(k_of)
-        names, centres = [], []
+        names, centres, blanks = [], [], []
         for k in ks:  # one pass per image (a few per second of movie), vectorised inside
             name, centre, path = self.image_plan(params, seed, int(k))
             sel = k_of == k
@@ -248,6 +255,12 @@ class NaturalScenes(ChunkedStimulus):
                 std = params.flicker * (scale if params.flicker_scale == "image" else 1.0)
                 offsets = chunk_rng(seed, _FLICKER_STREAM, int(k)).standard_normal(n_img) * std
                 movie[sel] += offsets[local, None, None].astype(np.float32)
+            blank = params.blank_p > 0 and chunk_rng(seed, _BLANK_STREAM, int(k)).uniform() < params.blank_p
+            if blank:
+                # a whole slot of exact grey: a model's window then holds the state every probe starts
+                # from, which scenes with flicker never show (own stream, chunk-invariant)
+                movie[sel] = 0.0
+            blanks.append(bool(blank))
             jitter[sel] = path[local]
             names.append(name)
             centres.append(centre)
@@ -264,6 +277,11 @@ class NaturalScenes(ChunkedStimulus):
                 "image_index": (("time",), k_of.astype(np.int32), {"long_name": "image shown (index on dim image)"}),
                 "image_onset": event(ks * n_img * dt, "s", "image onset", dims=("image",)),
                 "image_name": (("image",), np.asarray(names, dtype=str), {"long_name": "library image"}),
+                "image_blank": (
+                    ("image",),
+                    np.asarray(blanks, dtype=np.int8),
+                    {"long_name": "1: the slot shows the grey screen instead of the image (blank_p)"},
+                ),
                 "crop_row": event(crop[:, 0], "px", "image row at the grid centre (no jitter)", dims=("image",)),
                 "crop_col": event(crop[:, 1], "px", "image column at the grid centre (no jitter)", dims=("image",)),
             },
@@ -276,6 +294,7 @@ class NaturalScenes(ChunkedStimulus):
                     if params.image_contrast_min < 1
                     else ""
                 )
+                + (f", each slot blank (grey) with probability {params.blank_p:g}" if params.blank_p > 0 else "")
                 + (
                     f", plus full-field white-noise flicker of std {params.flicker:g}"
                     + (" times the image's contrast" if params.flicker_scale == "image" else "")

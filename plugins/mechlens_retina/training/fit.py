@@ -33,12 +33,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import functools
 import json
 import logging
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,14 @@ class TrainParameters:
         True, "on a GPU, use deterministic cuDNN / torch kernels (bitwise repeatable, possibly slower)"
     )
     threads: int = param(0, "torch CPU threads (0: torch's default, one per core)", min=0)
+    cell_weights: str = param(
+        "none",
+        "how cells weigh in the Poisson loss: none (summed as they come, so a cell weighs with its rate) or "
+        "rate (each cell's term divided by its mean training rate, normalised to mean weight 1, so a "
+        "low-rate cell's timing counts as much as a bursting cell's); validation and early stopping use "
+        "the same weighting",
+        choices=("none", "rate"),
+    )
     init_from: str = param(
         "",
         "retina-cnn checkpoint (.safetensors) whose weights and stimulus normalisation start training, "
@@ -302,6 +311,11 @@ def train(
             rec.close()
 
 
+def _weighted_poisson(rate: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """PoissonNLLLoss (rates, no log y! term) with each cell's term (last axis) multiplied by ``weights``."""
+    return ((rate - target * torch.log(rate + 1e-8)) * weights).mean()
+
+
 def _train(
     rec: Recording,
     params: TrainParameters,
@@ -382,15 +396,22 @@ def _train(
         )
     elif params.schedule == "multistep":
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, params.milestones, gamma=params.lr_factor)
-    loss_fn = torch.nn.PoissonNLLLoss(log_input=False, full=False)
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = torch.nn.PoissonNLLLoss(log_input=False, full=False)
 
     pieces = runs(train_frames, params.block_frames)
     capacity = min(params.buffer_blocks * (params.block_frames + h - 1), sum(b - a + h - 1 for a, b in pieces))
     buffer = WindowBuffer(_conv1(module), model.input_shape, capacity, params.conv1, device)
     rest = module[1:]
     rng = np.random.default_rng(params.seed)
+    weights = None
+    if params.cell_weights == "rate":
+        # Poisson deviance grows with a cell's rate, so bursting cells (200+ Hz) dominate the plain sum
+        # and a low-rate cell's timing barely moves the loss; dividing by the mean rate evens that out
+        inverse = 1.0 / np.maximum(mean_rate, 1e-3)
+        weights = (inverse / inverse.mean()).astype(np.float32)
+        loss_fn = functools.partial(_weighted_poisson, weights=torch.from_numpy(weights).to(device))
     val_target = train_split.response[val_frames]
-    val_loss_mean_rate = _poisson(np.broadcast_to(mean_rate, val_target.shape), val_target)
+    val_loss_mean_rate = _poisson(np.broadcast_to(mean_rate, val_target.shape), val_target, weights)
     steps_per_epoch = sum(
         max(1, round(n / params.batch_size)) for n in _group_sizes(pieces, capacity, h, params.buffer_blocks)
     )
@@ -490,7 +511,7 @@ def _train(
         val_pred = predict_frames(
             model, train_split, val_frames, params.conv1, params.block_frames, params.eval_batch_size
         )
-        val_loss = _poisson(val_pred, val_target)
+        val_loss = _poisson(val_pred, val_target, weights)
         lr = optimizer.param_groups[0]["lr"]
         train_loss = float(total) / max(count, 1)
         history.append(

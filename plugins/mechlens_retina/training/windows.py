@@ -250,9 +250,14 @@ def predict_frames(
     return torch.cat(outs).numpy()
 
 
-def _poisson(rate: np.ndarray, target: np.ndarray) -> float:
-    """Mean Poisson negative log-likelihood (without the log y! term), as torch's PoissonNLLLoss."""
-    return float(np.mean(rate - target * np.log(rate + 1e-8)))
+def _poisson(rate: np.ndarray, target: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """Mean Poisson negative log-likelihood (without the log y! term), as torch's PoissonNLLLoss.
+
+    ``weights`` (cell,), when given, multiplies each cell's term (the training objective of
+    ``cell_weights="rate"``).
+    """
+    nll = rate - target * np.log(rate + 1e-8)
+    return float(np.mean(nll if weights is None else nll * weights))
 
 
 def _groups(

@@ -190,6 +190,29 @@ def test_flicker_scale_image_scales_each_images_flicker_by_its_contrast_draw() -
         NaturalScenes(**kw, flicker_scale="frame")
 
 
+def test_blank_p_replaces_whole_slots_by_exact_grey_and_leaves_the_others_unchanged() -> None:
+    kw = dict(duration=6.0, size_px=10, image_s=0.15, pre_s=0.0, flicker=0.7)
+    plain = NaturalScenes(**kw).generate(3)
+    stim = NaturalScenes(**kw, blank_p=0.5)
+    blanked = stim.generate(3)
+    a, b = (d["stimulus"].transpose("time", "y", "x").values for d in (plain, blanked))
+    k_of = plain["image_index"].values
+    flags = blanked["image_blank"].values
+    assert 0.2 < flags.mean() < 0.8  # about half of the 40 slots
+    for k, flag in zip(blanked["image"].values, flags):
+        sel = k_of == k
+        if flag:
+            assert np.all(b[sel] == 0.0)  # grey, flicker included
+        else:
+            np.testing.assert_array_equal(b[sel], a[sel])
+    joined = xr.concat([c["stimulus"] for c in stim.iter_chunks(3, 70)], "time").transpose("time", "y", "x")
+    np.testing.assert_array_equal(joined.values, b)
+    assert "blank (grey) with probability 0.5" in blanked.attrs["description"]
+    assert not plain["image_blank"].values.any()
+    with pytest.raises(ParameterError, match="blank_p"):
+        NaturalScenes(**kw, blank_p=1.5)
+
+
 def test_seeds_choose_different_crops() -> None:
     a = NaturalScenes(duration=1.0, size_px=10).generate(0)
     b = NaturalScenes(duration=1.0, size_px=10).generate(1)

@@ -210,6 +210,38 @@ def test_init_from_fine_tunes_a_trained_checkpoint(recording, fitted, tmp_path):
         train(recording, {**FAST, "epochs": 1, "init_from": str(path)}, {**ARCH, "channels2": 3}, progress=False)
 
 
+def test_weighted_poisson_multiplies_each_cells_term():
+    rate = torch.tensor([[2.0, 30.0], [5.0, 10.0]])
+    target = torch.tensor([[1.0, 40.0], [6.0, 0.0]])
+    plain = torch.nn.PoissonNLLLoss(log_input=False, full=False)(rate, target)
+    assert torch.allclose(training._weighted_poisson(rate, target, torch.ones(2)), plain)
+    terms = rate - target * torch.log(rate + 1e-8)
+    assert torch.allclose(training._weighted_poisson(rate, target, torch.tensor([2.0, 0.0])), terms[:, 0].mean())
+
+
+def test_cell_weights_rate_evens_out_cells_of_different_rates(recording):
+    # gc01 fires 20x faster: unweighted, its Poisson terms dominate the loss
+    train_ds = recording.train.copy()
+    train_ds["response"] = train_ds["response"] * xr.DataArray([1.0, 20.0], dims="cell")
+    rec = from_datasets(train_ds)
+    quick = {**FAST, "epochs": 1, "max_steps": 2}
+    _, plain = train(rec, quick, ARCH, progress=False)
+    _, even = train(rec, {**quick, "cell_weights": "rate"}, ARCH, progress=False)
+    y = train_ds["response"].transpose("time", "cell").values.astype(np.float64)
+    h, n = ARCH["history"], y.shape[0]
+    frames = sample_frames(n, h, 1, 0)
+    val_start = n - round(FAST["val_fraction"] * n)
+    train_frames, val_frames = frames[frames < val_start], frames[frames >= val_start + h - 1]
+    mean_rate = y[train_frames].mean(axis=0)
+    terms = (mean_rate - y[val_frames] * np.log(mean_rate + 1e-8)).mean(axis=0)  # per cell
+    weights = (1 / mean_rate) / (1 / mean_rate).mean()
+    assert plain["val_loss_mean_rate"] == pytest.approx(terms.mean(), rel=1e-4)
+    assert even["val_loss_mean_rate"] == pytest.approx((terms * weights).mean(), rel=1e-4)
+    assert weights[0] > 10 * weights[1]
+    with pytest.raises(ParameterError, match="cell_weights"):
+        train(rec, {**quick, "cell_weights": "spikes"}, ARCH, progress=False)
+
+
 def test_wall_clock_budget_stops_after_the_step_past_it_and_keeps_the_best(recording, tmp_path, caplog):
     params = {**FAST, "epochs": 5, "patience": 10, "max_seconds": 1e-6}
     with caplog.at_level("INFO", logger="mechlens.retina.training"):
