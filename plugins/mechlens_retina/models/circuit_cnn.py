@@ -109,6 +109,53 @@ def as_cnn(retina: SyntheticRetina | None = None, device: str = "cpu") -> Retina
     return cnn
 
 
+def at_data_statistics(cnn: RetinaCNN, windows: np.ndarray) -> RetinaCNN:
+    """Re-express every batch norm of ``cnn`` at the statistics of ``windows``, same function.
+
+    :func:`as_cnn` writes its batch norms as the identity with running mean 0 and variance 1. Evaluated
+    (eval mode) that is exact, but a training step normalises with the *batch's* statistics, so
+    training would start from a different function. Here each batch norm gets the per-unit mean and
+    variance of its input over ``windows`` as running statistics, and a scale and shift that undo
+    them (for :func:`as_cnn`'s identity: ``weight = sqrt(var + eps)``, ``bias = mean + bias``), so the
+    evaluated function is unchanged
+    (to float32 rounding) and a train-mode pass over a batch like ``windows`` is close to it. This is
+    the start of the batch-statistics check in ``bench/batch_norm_drift.py``.
+
+    Parameters
+    ----------
+    cnn : RetinaCNN
+        Usually ``as_cnn(...)``; modified in place and returned.
+    windows : numpy.ndarray
+        (batch, 40, 50, 50) stimulus windows in the model's input units (contrast for :func:`as_cnn`).
+
+    Returns
+    -------
+    RetinaCNN
+        ``cnn``, in eval mode.
+    """
+    import torch
+
+    module: Any = cnn.module
+    device = next(module.parameters()).device
+    h = torch.as_tensor(np.asarray(windows, dtype=np.float32), device=device)
+    with torch.no_grad():
+        for layer in module.children():
+            if isinstance(layer, torch.nn.BatchNorm1d):
+                assert layer.running_mean is not None and layer.running_var is not None
+                # eval mode is the affine map a x + c; keep it, with the data's statistics inside
+                a = layer.weight / torch.sqrt(layer.running_var + layer.eps)
+                c = layer.bias - a * layer.running_mean
+                mean, var = h.mean(0), h.var(0, unbiased=False)
+                layer.running_mean.copy_(mean)
+                layer.running_var.copy_(var)
+                layer.weight.copy_(a * torch.sqrt(var + layer.eps))
+                layer.bias.copy_(c + a * mean)
+                layer.eval()
+            h = layer(h)
+    module.eval()
+    return cnn
+
+
 def max_difference(retina: SyntheticRetina, cnn: RetinaCNN, windows: np.ndarray) -> float:
     """Largest |circuit - CNN| rate over some windows, Hz (what the exactness test reports).
 

@@ -131,6 +131,13 @@ class TrainParameters:
         True, "on a GPU, use deterministic cuDNN / torch kernels (bitwise repeatable, possibly slower)"
     )
     threads: int = param(0, "torch CPU threads (0: torch's default, one per core)", min=0)
+    freeze_bn_epoch: int = param(
+        0,
+        "from this epoch on (1-based) the batch norms normalise with their running statistics, held fixed, "
+        "in training too (their scale and shift still learn), so training optimises the function that is "
+        "evaluated; 0: never (batch statistics throughout, the published recipe)",
+        min=0,
+    )
     cell_weights: str = param(
         "none",
         "how cells weigh in the Poisson loss: none (summed as they come, so a cell weighs with its rate) or "
@@ -459,6 +466,13 @@ def _train(
             break
         epoch_start = time.perf_counter()
         module.train()
+        if params.freeze_bn_epoch and epoch >= params.freeze_bn_epoch:
+            # batch statistics make the trained function differ from the evaluated one: each unit's
+            # threshold moves with the batch mean, so gradient steps leave even the exact circuit
+            # (docs/training.md); with fixed running statistics the two are the same function
+            for m in module.modules():
+                if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+                    m.eval()
         order = rng.permutation(len(pieces))
         total = torch.zeros((), dtype=torch.float64, device=device)
         count = 0
@@ -481,7 +495,9 @@ def _train(
                 idx = torch.from_numpy(starts[chosen]).to(device)
                 y = targets[torch.from_numpy(frames[chosen]).to(device)]
                 x = buffer.gather(idx)
-                if step == 0:
+                if step == 0 and start is None:
+                    # a fine-tune keeps the running statistics it accumulated: one batch's would
+                    # replace them, and eval-mode predictions would move before any step was taken
                     _prime_batch_norm(module, lambda x=x: rest(buffer.first_layer(x)))
                 rate = rest(buffer.first_layer(x))
                 loss = loss_fn(rate, y)

@@ -148,14 +148,17 @@ def _prime_batch_norm(module: torch.nn.Module, forward: Any) -> None:
     """
     norms = [m for m in module.modules() if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d))]
     momenta = [m.momentum for m in norms]
+    modes = [m.training for m in norms]
     try:
         for m in norms:
             m.momentum = 1.0
+            m.train()  # a frozen batch norm (freeze_bn_epoch=1) is primed too
         with torch.no_grad():
             forward()
     finally:
-        for m, momentum in zip(norms, momenta):
+        for m, momentum, mode in zip(norms, momenta, modes):
             m.momentum = momentum
+            m.train(mode)
 
 
 def _copy_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from mechlens_retina.models.circuit_cnn import as_cnn, max_difference
+from mechlens_retina.models.circuit_cnn import as_cnn, at_data_statistics, max_difference
 from mechlens_retina.models.synthetic import SyntheticRetina
 
 from mechlens.errors import UsageError
@@ -37,6 +37,25 @@ def test_the_cnn_computes_the_circuit(windows: np.ndarray, params: dict) -> None
         "kernel2": 11,
         "n_cells": 8,
     }
+
+
+def test_at_data_statistics_keeps_the_function_and_makes_a_train_mode_pass_close(windows: np.ndarray) -> None:
+    retina = SyntheticRetina(circuit="v3")
+    x = torch.as_tensor(windows)
+    plain = as_cnn(retina)
+    with torch.no_grad():
+        plain.module.train()
+        before = (plain.module(x) - retina.torch_module()(x)).abs().max()  # batch statistics, identity norms
+    cnn = at_data_statistics(as_cnn(retina), windows)
+    assert max_difference(retina, cnn, windows) < 1e-3  # eval mode: still the circuit
+    bn1 = cnn.torch_module().bn1
+    assert float(bn1.running_var.mean()) != pytest.approx(1.0, abs=0.05)  # the data's statistics inside
+    with torch.no_grad():
+        cnn.module.train()
+        after = (cnn.module(x) - retina.torch_module()(x)).abs().max()
+    # a train-mode pass over the windows whose statistics it holds is the circuit again; with the
+    # identity norms of as_cnn it is far off
+    assert float(after) < 1e-2 < 1.0 < float(before)
 
 
 def test_a_random_cnn_is_not_the_circuit(windows: np.ndarray) -> None:

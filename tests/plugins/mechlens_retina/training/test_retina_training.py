@@ -205,6 +205,10 @@ def test_init_from_fine_tunes_a_trained_checkpoint(recording, fitted, tmp_path):
     assert same.metadata["stimulus_mean"] == model.metadata["stimulus_mean"]
     w0, w1 = model.torch_module().conv1.weight, same.torch_module().conv1.weight
     assert torch.allclose(w0, w1, atol=1e-8)
+    # and the running statistics carry over: one train-mode step moves them by the momentum (0.1 here)
+    # times the batch's deviation, where priming them from one batch, as a fresh start does, replaces them
+    v0, v1 = model.torch_module().bn1.running_var, same.torch_module().bn1.running_var
+    assert float(((v1 - v0).abs() / v0).median()) < 0.03  # primed from one batch: about 0.09
     # another architecture is refused, naming what differs
     with pytest.raises(ParameterError, match=r"init_from.*channels2 4 \(training: 3\)"):
         train(recording, {**FAST, "epochs": 1, "init_from": str(path)}, {**ARCH, "channels2": 3}, progress=False)
@@ -240,6 +244,27 @@ def test_cell_weights_rate_evens_out_cells_of_different_rates(recording):
     assert weights[0] > 10 * weights[1]
     with pytest.raises(ParameterError, match="cell_weights"):
         train(rec, {**quick, "cell_weights": "spikes"}, ARCH, progress=False)
+
+
+def test_freeze_bn_epoch_holds_the_running_statistics_while_the_rest_learns(recording, fitted, tmp_path):
+    model, _ = fitted
+    path = tmp_path / "start.safetensors"
+    model.save(path)
+    quick = {**FAST, "epochs": 2, "lr": 1e-3, "init_from": str(path)}
+    frozen, _ = train(recording, {**quick, "freeze_bn_epoch": 1}, ARCH, progress=False)
+    moving, _ = train(recording, quick, ARCH, progress=False)
+    s0, sf, sm = (m.torch_module().state_dict() for m in (model, frozen, moving))
+    for bn in ("bn1", "bn2", "bn3"):
+        for stat in ("running_mean", "running_var"):
+            assert torch.equal(sf[f"{bn}.{stat}"], s0[f"{bn}.{stat}"])
+    assert not torch.equal(sm["bn1.running_var"], s0["bn1.running_var"])  # batch statistics: they move
+    assert not torch.equal(sf["conv1.weight"], s0["conv1.weight"])  # the weights still learn
+    assert not torch.equal(sf["bn1.weight"], s0["bn1.weight"])  # and so do the norms' scales
+    # a fresh start frozen from epoch 1 holds the statistics of its first batch, not the defaults (0, 1)
+    a, _ = train(recording, {**FAST, "epochs": 1, "freeze_bn_epoch": 1}, ARCH, progress=False)
+    b, _ = train(recording, {**FAST, "epochs": 2, "freeze_bn_epoch": 1}, ARCH, progress=False)
+    va, vb = a.torch_module().bn1.running_var, b.torch_module().bn1.running_var
+    assert torch.equal(va, vb) and float((va - 1.0).abs().max()) > 0.1
 
 
 def test_wall_clock_budget_stops_after_the_step_past_it_and_keeps_the_best(recording, tmp_path, caplog):
