@@ -18,6 +18,8 @@ deviation ``jitter_um`` per frame along y and x. With ``drift_um_s`` > 0 each im
 constant velocity, in a random direction at a speed drawn uniformly from ``[0, drift_um_s]``: smooth
 motion at the speeds of the moving-bar probes, which a fixational random walk alone never shows
 (drawn after the jitter steps, so a movie with ``drift_um_s = 0`` is the same as before it existed).
+With ``blank_p`` > 0 each image's slot is, with that probability, the flicker-free grey screen instead
+(``image_blank`` marks those slots), so images also appear abruptly from grey, as the probes do.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ fails the probe-agreement gate failed to learn, not to express. The earlier, div
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -117,9 +117,8 @@ def at_data_statistics(cnn: RetinaCNN, windows: np.ndarray) -> RetinaCNN:
     training would start from a different function. Here each batch norm gets the per-unit mean and
     variance of its input over ``windows`` as running statistics, and a scale and shift that undo
     them (for :func:`as_cnn`'s identity: ``weight = sqrt(var + eps)``, ``bias = mean + bias``), so the
-    evaluated function is unchanged
-    (to float32 rounding) and a train-mode pass over a batch like ``windows`` is close to it. This is
-    the start of the batch-statistics check in ``bench/batch_norm_drift.py``.
+    evaluated function is unchanged (to float32 rounding) and a train-mode pass over a batch like
+    ``windows`` is close to it. This is the start of the check in ``bench/batch_norm_drift.py``.
 
     Parameters
     ----------
@@ -141,13 +140,15 @@ def at_data_statistics(cnn: RetinaCNN, windows: np.ndarray) -> RetinaCNN:
     with torch.no_grad():
         for layer in module.children():
             if isinstance(layer, torch.nn.BatchNorm1d):
-                assert layer.running_mean is not None and layer.running_var is not None
+                # running statistics are tensors here (track_running_stats is on in every retina-cnn)
+                running_mean = cast(torch.Tensor, layer.running_mean)
+                running_var = cast(torch.Tensor, layer.running_var)
                 # eval mode is the affine map a x + c; keep it, with the data's statistics inside
-                a = layer.weight / torch.sqrt(layer.running_var + layer.eps)
-                c = layer.bias - a * layer.running_mean
+                a = layer.weight / torch.sqrt(running_var + layer.eps)
+                c = layer.bias - a * running_mean
                 mean, var = h.mean(0), h.var(0, unbiased=False)
-                layer.running_mean.copy_(mean)
-                layer.running_var.copy_(var)
+                running_mean.copy_(mean)
+                running_var.copy_(var)
                 layer.weight.copy_(a * torch.sqrt(var + layer.eps))
                 layer.bias.copy_(c + a * mean)
                 layer.eval()
