@@ -140,6 +140,24 @@ def test_bundled_checkpoint_loads_or_explains_how_to_make_it():
             RetinaCNN(device="cpu")
 
 
+def test_windows_are_z_scored_with_the_training_statistics_as_training_saw_its_movie(small):
+    """A probe reaches the network in the units of the training movie (predictions and attributions alike)."""
+    ds = noise_stimulus(small, n_times=4, seed=0)
+    movie = ds["stimulus"]
+    raw = small.windows(movie)  # no statistics: the movie as it comes
+    np.testing.assert_array_equal(raw[0].numpy(), movie.transpose("time", "y", "x").values[: small.history])
+    model = RetinaCNN(**SMALL)
+    model.module.load_state_dict(small.module.state_dict())
+    model.annotate(list(small.cells), stimulus_mean=0.5, stimulus_std=2.0)
+    np.testing.assert_allclose(model.windows(movie).numpy(), (raw.numpy() - 0.5) / 2.0, rtol=1e-6, atol=1e-6)
+    # predict goes through them: the same network with the statistics answers the z-scored movie
+    scaled = ds.copy()
+    scaled["stimulus"] = (movie - 0.5) / 2.0
+    a = model.predict(ds)["response"].values
+    b = small.predict(scaled)["response"].values
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
 def test_standardise_needs_training_statistics(small):
     with pytest.raises(UsageError, match="normalisation"):
         small.standardise(np.zeros((3, 12, 12)))
