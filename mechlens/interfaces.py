@@ -450,10 +450,30 @@ class Model(Plugin):
         import torch
 
         self.check_movie(movie)
-        arr = np.ascontiguousarray(movie.transpose("time", "y", "x").values, dtype=np.float32)
+        arr = np.ascontiguousarray(self.input_frames(movie.transpose("time", "y", "x").values), dtype=np.float32)
         frames = torch.from_numpy(arr)
         # unfold gives (T', y, x, history) as a view; permute keeps it a view
         return frames.unfold(0, self.history, 1).permute(0, 3, 1, 2)
+
+    def input_frames(self, frames: np.ndarray) -> np.ndarray:
+        """Frames in the stimulus library's contrast units, in the units the torch module takes.
+
+        Every input the module sees goes through here: the stimulus windows (:meth:`windows`) and
+        the baseline windows of attribution, reduced models and lesions, so both sides of a
+        comparison are in one unit. The default is the identity; a model trained on a movie it
+        z-scored with that movie's own statistics overrides it to z-score the same way.
+
+        Parameters
+        ----------
+        frames : numpy.ndarray
+            (..., y, x) contrast, dimensionless.
+
+        Returns
+        -------
+        numpy.ndarray
+            The same shape, float32.
+        """
+        return np.asarray(frames, dtype=np.float32)
 
     def check_movie(self, movie: xr.DataArray) -> None:
         """Raise a SchemaError if a movie does not fit the model's grid, frame period or history."""

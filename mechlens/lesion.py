@@ -111,7 +111,7 @@ class Lesioned(Model):
                 f"{model.input_shape[0]}, {model.input_shape[1]}) windows"
             )
         device = model.device
-        window = torch.as_tensor(np.asarray(x0, np.float32), device=device)[None]
+        window = torch.as_tensor(model.input_frames(np.asarray(x0, np.float32)), device=device)[None]
         keep_t = torch.as_tensor(np.ascontiguousarray(mask), device=device)
         self._module: torch.nn.Module
         if model.split_by_hooks():
@@ -134,6 +134,10 @@ class Lesioned(Model):
 
     def layers(self) -> dict[str, tuple[int, ...]]:
         return {}
+
+    def input_frames(self, frames: np.ndarray) -> np.ndarray:
+        """The intact model's input units (its module is the one that runs)."""
+        return self.model.input_frames(frames)
 
     def torch_module(self) -> torch.nn.Module:
         return self._module

@@ -235,7 +235,7 @@ def run_reduced(
         rows = _rows(model, m, t)
         windows = model.windows(m)
         b = base[ci] if base.ndim == 4 else base
-        x0 = torch.from_numpy(np.ascontiguousarray(b))[None].to(device)
+        x0 = torch.from_numpy(np.ascontiguousarray(model.input_frames(b)))[None].to(device)
         parts: list[list[np.ndarray]] = [[], [], []]
         with torch.no_grad():
             if hooks:

@@ -297,7 +297,8 @@ class LayerAttributor(Attributor):
         above.eval()
         device = torch.device(model.device)
         x0_np, description = self.baseline_window(model, stimulus)
-        x0 = torch.from_numpy(x0_np).to(device)[None]
+        # in the module's input units, as the stimulus windows are (Model.input_frames)
+        x0 = torch.from_numpy(model.input_frames(x0_np)).to(device)[None]
         with torch.no_grad():
             z0 = below(x0)
             index = torch.tensor(idx, dtype=torch.long, device=device)
@@ -419,7 +420,7 @@ class LayerAttributor(Attributor):
             coords["condition"] = movie["condition"].isel(condition=chosen)
         info = {"layer": ctx.layer, **self.describe_method(ctx)}
         description = ctx.baseline
-        x0_np = ctx.x0[0].detach().cpu().numpy()
+        x0_np, _ = self.baseline_window(model, stimulus)  # contrast units, as the Dataset holds stimuli
         info["baseline"] = description
         attribution = xr.DataArray(attr.astype(np.float32), dims=(*lead, "time", "cell", *udims), coords=coords)
         set_units(attribution, "Hz", "contribution of each hidden unit to the cell's rate")

@@ -25,7 +25,7 @@ is fully general over the lags. Defaults are the paper's model (40 x 50 x 50 inp
 
 A model trained on a recording stores the mean and standard deviation used to z-score that
 recording's movie in its metadata, and z-scores every movie it is shown the same way
-(:meth:`RetinaCNN.windows`, :meth:`RetinaCNN.standardise`): a recording simulated from mechlens
+(:meth:`RetinaCNN.input_frames`, :meth:`RetinaCNN.standardise`): a recording simulated from mechlens
 stimuli holds them in the stimulus library's contrast units, so probes and training movie reach the
 network in the same units. A model without the two numbers takes its input as it comes.
 """
@@ -48,7 +48,6 @@ from mechlens_retina.models import checkpoint as ckpt
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
-    import xarray as xr
 
 #: the package's bundled checkpoint (trained by ``make train-default``)
 BUNDLED = Path(__file__).resolve().parents[1] / "data" / "default.safetensors"
@@ -422,28 +421,18 @@ class RetinaCNN(Model):
         """Micrometres per stimulus pixel."""
         return float(self.params.pixel_um)
 
-    def windows(self, movie: xr.DataArray) -> torch.Tensor:
-        """History windows of a movie in the units the model was trained on.
+    def input_frames(self, frames: np.ndarray) -> np.ndarray:
+        """Contrast frames z-scored as training z-scored its movie (identity without the statistics).
 
         A model trained on a recording learnt from that recording's movie z-scored with its own mean
         and standard deviation (``stimulus_mean``, ``stimulus_std`` in the metadata), and a recording
         simulated from mechlens stimuli holds them in the stimulus library's contrast units. So every
-        movie is z-scored here the same way before the model sees it (predictions, attributions and
-        reduced models all take their windows from here). Without the two numbers (a model not
-        trained on a recording) the movie is taken as it is.
-
-        Returns
-        -------
-        torch.Tensor
-            (n_times - history + 1, history, y, x) float32, row ``i`` frames ``i .. i+history-1``.
+        input (stimulus windows and baseline windows alike, :meth:`mechlens.interfaces.Model.input_frames`)
+        is z-scored the same way before the network sees it.
         """
         if "stimulus_mean" not in self.metadata or "stimulus_std" not in self.metadata:
-            return super().windows(movie)
-        import torch
-
-        self.check_movie(movie)
-        frames = torch.from_numpy(self.standardise(movie.transpose("time", "y", "x").values))
-        return frames.unfold(0, self.history, 1).permute(0, 3, 1, 2)
+            return super().input_frames(frames)
+        return self.standardise(frames)
 
     def standardise(self, raw: np.ndarray) -> np.ndarray:
         """Z-score a raw recording movie with the training statistics stored in the checkpoint.

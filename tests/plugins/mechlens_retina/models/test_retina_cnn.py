@@ -156,6 +156,17 @@ def test_windows_are_z_scored_with_the_training_statistics_as_training_saw_its_m
     a = model.predict(ds)["response"].values
     b = small.predict(scaled)["response"].values
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    # a lesioned copy runs the same network in the same units: keeping every channel changes nothing,
+    # and its clamped baseline is the grey screen in those units too
+    from mechlens.lesion import lesion_channels
+
+    kept_all = lesion_channels(model, "conv1", list(range(model.layers()["conv1"][0])))
+    np.testing.assert_allclose(kept_all.predict(ds)["response"].values, a, rtol=1e-5, atol=1e-5)
+    none = lesion_channels(model, "conv1", [])
+    grey = ds.copy()
+    grey["stimulus"] = movie * 0.0
+    np.testing.assert_allclose(none.predict(ds)["response"].values, model.predict(grey)["response"].values,
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
 
 
 def test_standardise_needs_training_statistics(small):
