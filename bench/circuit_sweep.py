@@ -9,7 +9,8 @@ anticipation speed, their lead at each speed (rightward bar, um; the measure all
 It shows why a CNN trained on version 3 is judged on OFF-cell bar responses of a few Hz
 (docs/synthetic-retina.md, "Limits of version 3"). Last, the ablation table (which bipolar types
 generate each phenomenon: :mod:`mechlens_retina.phenomena.ground_truth`) re-measured on the
-candidate :data:`CANDIDATE`, whose OFF cells answer the slow bar about 4x more strongly.
+candidate :data:`CANDIDATE`, whose OFF cells answer the slow bar about 4x more strongly: adopted as
+circuit version 4 (``SyntheticRetina(circuit="v4")``, ``synthetic.V4_OFF``).
 
 Usage: python bench/circuit_sweep.py  (about 2 minutes)
 """
@@ -27,8 +28,8 @@ from mechlens import registry
 
 #: (OFF cells' self_inhibition, OFF cells' OFF-fast weight); the first row is version 3 itself
 VARIANTS = ((1.29, 7.65), (1.1, 7.65), (0.9, 7.65), (0.7, 7.65), (0.0, 7.65), (1.29, 15.3), (1.2, 15.3))
-#: the variant whose ablation table is re-measured
-CANDIDATE = (1.2, 15.3)
+#: the variant whose ablation table is re-measured: circuit version 4
+CANDIDATE = (sy.V4_OFF["self_inhibition"], sy.V4_OFF["OFF-fast"])
 
 
 def variant(self_inhibition: float, weight: float) -> sy.CircuitSpec:

@@ -12,8 +12,8 @@ the scores over every responding cell (>= 2 Hz in the circuit).
 
 * **test A** -- ``bench/data/recovery-fixed.safetensors``: ``conv1`` fixed to the circuit's filters, so CNN
   channel c is circuit channel c (``python bench/recovery.py --rebuild`` retrains both test-A
-  checkpoints with :data:`RECIPE`, deterministic on the CPU with 2 threads: 15 simulated minutes and
-  6 epochs each, 10-15 minutes each on the 2-core machine);
+  checkpoints with :data:`RECIPE` (plus :data:`RECIPE_EXTRA` for the circuit), deterministic on the CPU
+  with 2 threads: 15 simulated minutes and 6 epochs each, 10-15 minutes each on the 2-core machine);
 * **test B** -- the bundled CNN, or ``--checkpoint PATH`` (free ``conv1``), channels matched by kernel
   cosine + Hungarian assignment (|cos| >= 0.5, else unmatched). The circuit everything is scored
   against is the one test B was trained on (its recipe: ``trained_circuit``); for a circuit other than
@@ -64,6 +64,15 @@ RECIPE = [
     "--set", "simulate.stimulus_params={image_s=0.15}", "--set", 'simulate.compression="none"',
     "--set", "simulate.repeats=2", "--set", 'model.first_layer="synthetic-retina"', "--set", "train.threads=2",
 ]  # fmt: skip
+#: per circuit version, what its test-A checkpoints add to RECIPE: versions 3 and 4 train on the movie of
+#: their free-``conv1`` CNNs' first stage (drifting images with full-field flicker, regularisation off,
+#: batch-norm statistics held from epoch 2; docs/training.md), so test A and test B differ in the first
+#: layer (and test B's fine-tune near grey)
+_HELD_FLICKER = [
+    "--set", "simulate.stimulus_params={image_s=0.15, drift_um_s=1000.0, flicker=0.7}",
+    "--set", "train.l2=0", "--set", "train.l1=0", "--set", "train.noise=0", "--set", "train.freeze_bn_epoch=2",
+]  # fmt: skip
+RECIPE_EXTRA: dict[str, list[str]] = {"v3": _HELD_FLICKER, "v4": _HELD_FLICKER}
 CONTROL_MAX, MARGIN = 0.3, 0.4
 
 
@@ -98,6 +107,7 @@ def rebuild(which: str, circuit: dict[str, Any]) -> None:
     fixed, other = test_a_paths(circuit)
     out, params = (fixed, circuit) if which == "fixed" else (other, other_circuit(circuit))
     extra = ["--set", f"simulate.model_params={_toml(params)}"] if params else []
+    extra += RECIPE_EXTRA.get(str(circuit.get("circuit", "")), [])
     cmd = [
         sys.executable,
         "-m",

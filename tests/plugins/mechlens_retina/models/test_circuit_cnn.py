@@ -19,11 +19,11 @@ def windows() -> np.ndarray:
 
 @pytest.mark.parametrize(
     "params",
-    [{}, {"silence": ["ON-slow"]}, {"gain_control": 0.5, "amacrine": 2.0}],
-    ids=["intact", "silenced", "scaled"],
+    [{}, {"silence": ["ON-slow"]}, {"gain_control": 0.5, "amacrine": 2.0}, {"circuit": "v4"}],
+    ids=["intact", "silenced", "scaled", "version-4"],
 )
 def test_the_cnn_computes_the_circuit(windows: np.ndarray, params: dict) -> None:
-    retina = SyntheticRetina(circuit="v3", **params)
+    retina = SyntheticRetina(**{"circuit": "v3", **params})
     cnn = as_cnn(retina)
     rates = retina.torch_module()(torch.as_tensor(windows)).detach().numpy()
     assert rates.max() > 20.0  # the windows drive the cells: the comparison is not of zeros
