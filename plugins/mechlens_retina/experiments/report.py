@@ -88,8 +88,9 @@ FINDINGS: dict[str, Finding] = {
     "motion-reversal": Finding(
         "Reproduced: a synchronous burst at a fixed delay after a moving bar reverses (Schwartz et al. 2007); "
         "the reduced model is consistent with dual ON and OFF pathways (Chen et al. 2014).",
-        "the population's burst after the reversal is not clearly larger than its response before it, so "
-        "the model does not signal the reversal.",
+        "the population's burst after the reversal is not clearly larger than its response before it, or "
+        "does not come at a fixed delay after the reversal wherever the bar reverses (its burst time varies "
+        "beyond the target): the model does not signal the reversal as one synchronous event.",
         "motion_reversal",
     ),
     "contrast-adaptation": Finding(
@@ -112,12 +113,15 @@ FINDINGS: dict[str, Finding] = {
 def training_record(meta: Mapping[str, Any]) -> dict[str, Any]:
     """The part of a checkpoint's metadata a report needs: data, recipe, held-out r, probe-agreement gate."""
     recipe = meta.get("recipe") or {}
+    first_stage = (recipe.get("first_stage") or {}) if isinstance(recipe, Mapping) else {}
     training = meta.get("training") or {}
     metrics = meta.get("metrics") or {}
     evaluation = metrics.get("evaluation") or {}
     cc = [float(c) for c in evaluation.get("cc") or [] if isinstance(c, (int, float))]
     out: dict[str, Any] = {
         "simulate": recipe.get("simulate") if isinstance(recipe, Mapping) else None,
+        # a two-stage recipe (docs/training.md): the data of the stage the fine-tune started from
+        "first_stage_simulate": first_stage.get("simulate"),
         "data": training.get("data"),
         "data_sha256": training.get("data_sha256"),
         "created": training.get("created"),
@@ -256,13 +260,25 @@ def _training_section(title: str, rec: Mapping[str, Any], where: str) -> Any:
     from mechlens.report import Section
 
     sim = rec.get("simulate") or {}
+    first = rec.get("first_stage_simulate") or {}
     paragraphs = []
-    if sim:
+
+    def data(sim: Mapping[str, Any]) -> str:
         params = ", ".join(f"{k} {v}" for k, v in (sim.get("stimulus_params") or {}).items())
-        paragraphs.append(
-            f"Trained on {_n(sim.get('minutes'), 'g')} minutes of the {sim.get('model', '?')}'s responses to "
+        return (
+            f"{_n(sim.get('minutes'), 'g')} minutes of the {sim.get('model', '?')}'s responses to "
             f"{sim.get('stimulus', '?')}{f' ({params})' if params else ''}, simulated with seed {sim.get('seed', '?')}"
-            f"; data sha256 {str(rec.get('data_sha256', ''))[:12]}..., trained {rec.get('created', '?')}."
+        )
+
+    if sim and first:
+        paragraphs.append(
+            f"Trained in two stages: first on {data(first)}, then fine-tuned on {data(sim)}; data sha256 "
+            f"{str(rec.get('data_sha256', ''))[:12]}... (second stage), trained {rec.get('created', '?')}."
+        )
+    elif sim:
+        paragraphs.append(
+            f"Trained on {data(sim)}; data sha256 {str(rec.get('data_sha256', ''))[:12]}..., trained "
+            f"{rec.get('created', '?')}."
         )
     elif rec.get("data"):
         paragraphs.append(f"Trained on {rec['data']} (sha256 {str(rec.get('data_sha256', ''))[:12]}...).")

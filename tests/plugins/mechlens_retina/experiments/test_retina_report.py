@@ -75,7 +75,10 @@ def test_a_failed_result_gets_model_data_paper_failure_and_ground_truth(meta, re
     model = [s for s in sections if s.topic == "model"]
     assert len(model) == 1 and not model[0].result
     text = " ".join(model[0].paragraphs)
-    assert "60 minutes of the synthetic-retina's responses to natural-scenes" in text
+    sim = meta["recipe"]["simulate"]
+    assert f"{sim['minutes']:g} minutes of the synthetic-retina's responses to natural-scenes" in text
+    if "first_stage" in meta["recipe"]:  # a two-stage recipe names both recordings
+        assert "Trained in two stages: first on" in text and "then fine-tuned on" in text
     assert "NOT passed" in text and model[0].tone == "fail"
     assert ("model_training attr" in text) is record and ("default.safetensors" in text) is (not record)
     assert [row[0] for row in model[0].table][1:] == list(meta["probe_agreement"]["stimuli"])

@@ -23,8 +23,10 @@ def test_bundled_checkpoint_reproduces_its_stored_test_metrics(tmp_path):
     sim = model.metadata["recipe"]["simulate"]
     # the test split is seeded independently of the training movie's length, so a short training
     # part regenerates exactly the test movie the checkpoint was evaluated on
+    from mechlens_retina.phenomena.agreement import trained_circuit
+
     path = simulate(
-        SyntheticRetina(),
+        SyntheticRetina(**(trained_circuit(model) or {})),  # the circuit it was trained on
         registry.get("stimulus", sim["stimulus"]),
         tmp_path / "recording.h5",
         minutes=0.05,
@@ -63,12 +65,12 @@ def test_bundled_checkpoint_stores_its_current_probe_agreement():
     """
     from mechlens_retina.models.cnn import RetinaCNN
     from mechlens_retina.models.synthetic import SyntheticRetina
-    from mechlens_retina.phenomena.agreement import probe_agreement
+    from mechlens_retina.phenomena.agreement import probe_agreement, trained_circuit
 
     model = RetinaCNN(device="cpu")  # checkpoint="bundled"
     stored = model.metadata.get("probe_agreement")
     assert stored is not None, "the bundled checkpoint has no probe_agreement; rebuild it with make train-default"
-    fresh = probe_agreement(model, SyntheticRetina())
+    fresh = probe_agreement(model, SyntheticRetina(**(trained_circuit(model) or {})))
     assert set(fresh["stimuli"]) == set(stored["stimuli"])
     for name, now in fresh["stimuli"].items():
         then = stored["stimuli"][name]
@@ -145,6 +147,39 @@ def test_bundle_writes_the_gate_into_the_checkpoint_and_resumes(tmp_path, monkey
     assert "reusing the recording" in text
     resumed = RetinaCNN(checkpoint=str(out), device="cpu")
     assert resumed.metadata["metrics"]["resumed"] and resumed.metadata["metrics"]["epochs_run"] == 2
+
+
+@pytest.mark.slow
+def test_a_two_stage_recipe_fine_tunes_the_first_stage_checkpoint(tmp_path, monkeypatch, capsys):
+    import copy
+
+    from mechlens_retina.models.cnn import RetinaCNN
+    from mechlens_retina.training import bundle
+
+    recipe = copy.deepcopy(bundle.RECIPES["cpu"])
+    # a learning rate so small that the second stage's weights stay where the first stage left them
+    recipe["fine_tune"] = {
+        "simulate": {"seed": 1, "stimulus_params": {"image_contrast_min": 0.0}},
+        "train": {"lr": 1e-9, "freeze_bn_epoch": 1},
+    }
+    monkeypatch.setitem(bundle.RECIPES, "two-stage", recipe)
+    out, work = tmp_path / "m.safetensors", tmp_path / "work"
+    small = ["--recipe", "two-stage", "--minutes", "0.1", "--test-minutes", "0.05", "--epochs", "1"]
+    small += ["--set", "train.threads=1", "--set", "train.val_fraction=0.2", "--skip-agreement"]
+    assert bundle.main([*small, "--workdir", str(work), "-o", str(out)]) == 0
+    assert "second stage: fine-tuning" in capsys.readouterr().out
+    first = work / "stage1.safetensors"
+    assert (work / "fine-tune" / "synthetic_naturalscene.h5").is_file()
+    one, two = RetinaCNN(checkpoint=str(first), device="cpu"), RetinaCNN(checkpoint=str(out), device="cpu")
+    r = two.metadata["recipe"]
+    assert r["train"]["init_from"] == str(first) and r["train"]["lr"] == 1e-9 and r["train"]["epochs"] == 1
+    assert r["simulate"]["seed"] == 1 and r["simulate"]["stimulus_params"] == {"image_contrast_min": 0.0}
+    assert r["first_stage"]["simulate"]["seed"] == 0 and r["first_stage"]["train"]["lr"] == 5e-3
+    # started from the first stage (its weights and its input normalisation), not from a fresh init
+    w1, w2 = one.module.conv1.weight.detach(), two.module.conv1.weight.detach()
+    fresh = RetinaCNN(checkpoint="random", device="cpu", n_cells=len(one.cells)).module.conv1.weight.detach()
+    assert float((w2 - w1).abs().max()) < 1e-5 < float((fresh - w1).abs().max())
+    assert two.metadata["stimulus_mean"] == one.metadata["stimulus_mean"]
 
 
 def test_the_gate_compares_a_cnn_with_the_circuit_it_was_trained_on(monkeypatch):
