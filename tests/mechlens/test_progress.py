@@ -18,6 +18,7 @@ PRINT_ALLOWED = {
     ("mechlens/cli.py", "*"),  # the command line's own output
     ("plugins/mechlens_retina/commands.py", "TrainCommand.run"),  # the `mechlens train` command
     ("plugins/mechlens_retina/training/bundle.py", "main"),  # python -m mechlens_retina.training.bundle
+    ("plugins/mechlens_retina/training/bundle.py", "_stage"),  # the same command, one stage of a recipe
     ("plugins/mechlens_retina/models/checkpoint.py", "main"),  # python -m mechlens_retina.models.checkpoint
 }
 
