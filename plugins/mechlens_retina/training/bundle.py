@@ -171,7 +171,9 @@ def _parser() -> argparse.ArgumentParser:
         "stages, about 65 minutes on 2 cores), cpu-v4 the same on version 4; --minutes, --epochs and --set "
         "change a two-stage recipe's first stage",
     )
-    parser.add_argument("--minutes", type=float, help="training movie, min (recipe: cpu 15, cuda 60)")
+    parser.add_argument(
+        "--minutes", type=float, help="training movie, min (recipe: cpu 15, cuda 60, cpu-v3 and cpu-v4 30 per stage)"
+    )
     parser.add_argument("--test-minutes", type=float, help="test movie, min")
     parser.add_argument("--epochs", type=int, help="maximum training epochs")
     parser.add_argument("--batch-size", type=int, help="windows per optimisation step")
