@@ -17,7 +17,6 @@ Usage: python bench/circuit_sweep.py  (about 2 minutes)
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 import numpy as np
@@ -34,14 +33,7 @@ CANDIDATE = (sy.V4_OFF["self_inhibition"], sy.V4_OFF["OFF-fast"])
 
 def variant(self_inhibition: float, weight: float) -> sy.CircuitSpec:
     """Version 3 with the OFF ganglion cells' own gain control and OFF-fast weight replaced."""
-    spec = sy.expressible_spec()
-    cells = tuple(
-        dataclasses.replace(c, self_inhibition=self_inhibition, weights={**c.weights, "OFF-fast": weight})
-        if c.kind == "OFF"
-        else c
-        for c in spec.cells
-    )
-    return dataclasses.replace(spec, cells=cells)
+    return sy.with_off_cells(sy.expressible_spec(), self_inhibition, weight)
 
 
 def main() -> None:

@@ -13,8 +13,8 @@ the scores over every responding cell (>= 2 Hz in the circuit).
 * **test A** -- ``bench/data/recovery-fixed.safetensors``: ``conv1`` fixed to the circuit's filters, so CNN
   channel c is circuit channel c (``python bench/recovery.py --rebuild`` retrains both test-A
   checkpoints with :data:`RECIPE`, deterministic on the CPU with 2 threads: 15 simulated minutes and
-  6 epochs each, 10-15 minutes each on the 2-core machine; for circuit versions 3 and 4 with
-  :data:`RECIPE_EXTRA`, then fine-tuned near grey by :data:`FINE_TUNE`, about twice as long);
+  6 epochs each, 10-15 minutes each on the 2-core machine; for circuit versions 3 and 4 in the two
+  stages of the bundled recipes, :func:`two_stage_sets`, about twice as long);
 * **test B** -- the bundled CNN, or ``--checkpoint PATH`` (free ``conv1``), channels matched by kernel
   cosine + Hungarian assignment (|cos| >= 0.5, else unmatched). The circuit everything is scored
   against is the one test B was trained on (its recipe: ``trained_circuit``); for a circuit other than
@@ -51,6 +51,7 @@ from mechlens_retina.experiments import recovery as R
 from mechlens_retina.phenomena import measure_all, verdict
 from mechlens_retina.phenomena.agreement import probe_agreement, probe_stimuli, trained_circuit
 from mechlens_retina.phenomena.ground_truth import MECHANISMS
+from mechlens_retina.training.bundle import RECIPES
 
 from mechlens import registry
 from mechlens.dryrun import toml_value
@@ -65,24 +66,31 @@ RECIPE = [
     "--set", "simulate.stimulus_params={image_s=0.15}", "--set", 'simulate.compression="none"',
     "--set", "simulate.repeats=2", "--set", 'model.first_layer="synthetic-retina"', "--set", "train.threads=2",
 ]  # fmt: skip
-#: per circuit version, what its test-A checkpoints add to RECIPE: versions 3 and 4 train like their
-#: free-``conv1`` CNNs (docs/retina-walkthrough.md): first on drifting images with full-field flicker,
-#: regularisation off, batch-norm statistics held from epoch 2 ...
-_HELD_FLICKER = [
-    "--set", "simulate.stimulus_params={image_s=0.15, drift_um_s=1000.0, flicker=0.7}",
-    "--set", "train.l2=0", "--set", "train.l1=0", "--set", "train.noise=0", "--set", "train.freeze_bn_epoch=2",
-]  # fmt: skip
-RECIPE_EXTRA: dict[str, list[str]] = {"v3": _HELD_FLICKER, "v4": _HELD_FLICKER}
-#: ... then fine-tuned, statistics held, on a second recording whose images pass near the grey screen
-#: the probes start from (each image's contrast and flicker drawn from [0, 1]); ``{start}`` is the first
-#: stage's checkpoint. So test A and test B differ in the first layer only.
-_NEAR_GREY = [
-    "--set", 'simulate.stimulus_params={image_s=0.15, drift_um_s=1000.0, flicker=0.7, image_contrast_min=0.0, '
-    'flicker_scale="image"}',
-    "--set", "simulate.seed=1", "--set", "train.lr=0.001", "--set", "train.patience=3", "--set", "train.lr_patience=1",
-    "--set", "train.freeze_bn_epoch=1", "--set", 'train.init_from="{start}"',
-]  # fmt: skip
-FINE_TUNE: dict[str, list[str]] = {"v3": _NEAR_GREY, "v4": _NEAR_GREY}
+#: the train values of a two-stage recipe's first stage that test A takes over (the rest is RECIPE's)
+_FIRST_STAGE_TRAIN = ("l2", "l1", "noise", "freeze_bn_epoch")
+
+
+def two_stage_sets(version: str) -> tuple[list[str], list[str]] | None:
+    """``--set`` arguments that make test A train like the bundled model's two-stage recipe, or None.
+
+    For a circuit version with a two-stage recipe (``mechlens_retina.training.bundle.RECIPES``,
+    ``cpu-v3`` / ``cpu-v4``; docs/training.md, "Two stages"): the first stage's movie and its
+    regularisation and held batch-norm statistics, and the second stage's values except its epoch count
+    (``{start}`` stands for the first stage's checkpoint). Length and epochs stay RECIPE's, so test A
+    and test B differ in the first layer and the amount of training only.
+    """
+    recipe = RECIPES.get(f"cpu-{version}")
+    if not recipe or "fine_tune" not in recipe:
+        return None
+    first = ["--set", f"simulate.stimulus_params={_toml(recipe['simulate']['stimulus_params'])}"]
+    for name in _FIRST_STAGE_TRAIN:
+        first += ["--set", f"train.{name}={toml_value(recipe['train'][name])}"]
+    tune = recipe["fine_tune"]
+    second = [a for k, v in tune["simulate"].items() for a in ("--set", f"simulate.{k}={_value(v)}")]
+    second += [a for k, v in tune["train"].items() if k != "epochs" for a in ("--set", f"train.{k}={toml_value(v)}")]
+    return first, [*second, "--set", 'train.init_from="{start}"']
+
+
 CONTROL_MAX, MARGIN = 0.3, 0.4
 
 
@@ -109,7 +117,12 @@ def other_circuit(circuit: dict[str, Any]) -> dict[str, Any]:
 
 def _toml(params: dict[str, Any]) -> str:
     """``params`` as a TOML inline table, the form ``--set simulate.model_params=...`` reads."""
-    return "{" + ", ".join(f"{k}={toml_value(v)}" for k, v in params.items()) + "}"
+    return "{" + ", ".join(f"{k}={_value(v)}" for k, v in params.items()) + "}"
+
+
+def _value(v: Any) -> str:
+    """One ``--set`` value in TOML (a mapping as an inline table)."""
+    return _toml(v) if isinstance(v, dict) else toml_value(v)
 
 
 def rebuild(which: str, circuit: dict[str, Any]) -> None:
@@ -117,11 +130,11 @@ def rebuild(which: str, circuit: dict[str, Any]) -> None:
     fixed, other = test_a_paths(circuit)
     out, params = (fixed, circuit) if which == "fixed" else (other, other_circuit(circuit))
     extra = ["--set", f"simulate.model_params={_toml(params)}"] if params else []
-    version = str(circuit.get("circuit", ""))
-    extra += RECIPE_EXTRA.get(version, [])
+    stages = two_stage_sets(str(circuit.get("circuit", "")))
+    extra += stages[0] if stages else []
+    tune = stages[1] if stages else None
     workdir = Path(f"build/recovery-{which}{circuit_tag(circuit)}")
     cmd = [sys.executable, "-m", "mechlens_retina.training.bundle", *RECIPE, *extra]
-    tune = FINE_TUNE.get(version)
     first = workdir / "stage1.safetensors" if tune else out
     subprocess.run([*cmd, "--workdir", str(workdir), "-o", str(first)], check=True)
     if tune:

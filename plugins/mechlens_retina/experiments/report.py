@@ -263,11 +263,12 @@ def _training_section(title: str, rec: Mapping[str, Any], where: str) -> Any:
     first = rec.get("first_stage_simulate") or {}
     paragraphs = []
 
-    def data(sim: Mapping[str, Any]) -> str:
-        params = ", ".join(f"{k} {v}" for k, v in (sim.get("stimulus_params") or {}).items())
+    def data(stage: Mapping[str, Any]) -> str:
+        params = ", ".join(f"{k} {v}" for k, v in (stage.get("stimulus_params") or {}).items())
         return (
-            f"{_n(sim.get('minutes'), 'g')} minutes of the {sim.get('model', '?')}'s responses to "
-            f"{sim.get('stimulus', '?')}{f' ({params})' if params else ''}, simulated with seed {sim.get('seed', '?')}"
+            f"{_n(stage.get('minutes'), 'g')} minutes of the {stage.get('model', '?')}'s responses to "
+            f"{stage.get('stimulus', '?')}{f' ({params})' if params else ''}, simulated with seed "
+            f"{stage.get('seed', '?')}"
         )
 
     if sim and first:

@@ -397,6 +397,21 @@ def expressible_spec() -> CircuitSpec:
     return CircuitSpec(types=types, cells=cells, gain_pool_um=45.0, form="subtractive")
 
 
+def with_off_cells(spec: CircuitSpec, self_inhibition: float, off_fast_weight: float) -> CircuitSpec:
+    """``spec`` with its OFF ganglion cells' own gain control and OFF-fast weight replaced.
+
+    The two constants that trade the OFF cells' slow-bar response against anticipation
+    (``bench/circuit_sweep.py``; :func:`bar_spec` is the variant adopted as version 4).
+    """
+    cells = tuple(
+        replace(c, self_inhibition=self_inhibition, weights={**c.weights, "OFF-fast": off_fast_weight})
+        if c.kind == "OFF"
+        else c
+        for c in spec.cells
+    )
+    return replace(spec, cells=cells)
+
+
 def bar_spec() -> CircuitSpec:
     """Version 4: version 3 whose OFF cells answer the slow moving bar about 4x more strongly.
 
@@ -406,18 +421,7 @@ def bar_spec() -> CircuitSpec:
     (:data:`V4_OFF`): a 14.6 Hz swing, and all four phenomena and the ablation table still hold
     (docs/synthetic-retina.md, "Version 4"). Everything else is :func:`expressible_spec`.
     """
-    spec = expressible_spec()
-    cells = tuple(
-        replace(
-            c,
-            self_inhibition=V4_OFF["self_inhibition"],
-            weights={**c.weights, "OFF-fast": V4_OFF["OFF-fast"]},
-        )
-        if c.kind == "OFF"
-        else c
-        for c in spec.cells
-    )
-    return replace(spec, cells=cells)
+    return with_off_cells(expressible_spec(), V4_OFF["self_inhibition"], V4_OFF["OFF-fast"])
 
 
 # -- filters -------------------------------------------------------------------------------------
