@@ -146,6 +146,7 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "cpu-v3": _two_stage("v3", epochs=14, fine_tune_epochs=8),
     # the same on circuit version 4 (OFF cells that answer the slow bar; about 50 minutes)
     "cpu-v4": _two_stage("v4", epochs=10, fine_tune_epochs=6),
+    "cpu-v5": _two_stage("v5", epochs=10, fine_tune_epochs=6),
 }
 #: the CPU recipe (kept under its former name)
 RECIPE = RECIPES["cpu"]
@@ -168,11 +169,12 @@ def _parser() -> argparse.ArgumentParser:
         "--recipe",
         choices=tuple(RECIPES),
         help="which recipe (default: the device's); cpu-v3 is the bundled model's (circuit version 3, two "
-        "stages, about 65 minutes on 2 cores), cpu-v4 the same on version 4; --minutes, --epochs and --set "
+        "stages, about 65 minutes on 2 cores), cpu-v4 and cpu-v5 the same on versions 4 and 5 (10 + 6 "
+        "epochs); --minutes, --epochs and --set "
         "change a two-stage recipe's first stage",
     )
     parser.add_argument(
-        "--minutes", type=float, help="training movie, min (recipe: cpu 15, cuda 60, cpu-v3 and cpu-v4 30 per stage)"
+        "--minutes", type=float, help="training movie, min (recipe: cpu 15, cuda 60, cpu-v3 to cpu-v5 30 per stage)"
     )
     parser.add_argument("--test-minutes", type=float, help="test movie, min")
     parser.add_argument("--epochs", type=int, help="maximum training epochs")
