@@ -169,8 +169,8 @@ def _parser() -> argparse.ArgumentParser:
         "--recipe",
         choices=tuple(RECIPES),
         help="which recipe (default: the device's); cpu-v3 is the bundled model's (circuit version 3, two "
-        "stages, about 65 minutes on 2 cores), cpu-v4 and cpu-v5 the same on versions 4 and 5 (10 + 6 "
-        "epochs); --minutes, --epochs and --set "
+        "stages, about 65 minutes on 2 cores), cpu-v4 and cpu-v5 the same on versions 4 and 5 (10 + 6 and 10 "
+        "+ up to 10 epochs); --minutes, --epochs and --set "
         "change a two-stage recipe's first stage",
     )
     parser.add_argument(

@@ -424,21 +424,24 @@ def test_version_4_keeps_the_four_phenomena_with_off_cells_that_answer_the_slow_
     assert not any(gain_off.values()), gain_off
 
 
-def test_version_5_keeps_the_four_phenomena_with_a_wider_reversal_margin() -> None:
-    """v5 changes only the ON-OFF cells' output scale and ON-slow's own gain control: a larger reversal burst."""
+def test_version_5_keeps_the_four_phenomena_with_margins_on_the_osr_and_the_reversal() -> None:
+    """v5 changes only the ON-OFF cells' OFF-fast weight and ON-slow's own gain control: wider OSR and reversal margins."""
     v4 = ph.measure_all(SyntheticRetina(circuit="v4"))
     v5 = ph.measure_all(SyntheticRetina(circuit="v5"))
     assert {k: bool(ph.verdict(v)) for k, v in v5.items()} == dict.fromkeys(ph.MEASURES, True)
     ratio4 = v4["motion_reversal"].attrs["population_ratio"]
     ratio5 = v5["motion_reversal"].attrs["population_ratio"]
-    assert ratio5 >= ratio4 + 0.2, (ratio4, ratio5)  # 1.84 against 1.55: a margin a trained CNN can keep
-    # the OSR does not lose margin: the ON-OFF cells' latency spread over periods stays <= version 4's
-    onoff = [i for i, k in enumerate(SyntheticRetina(circuit="v5").cell_kind) if k == "ON-OFF"]
-    spread4 = v4["omitted_stimulus_response"]["latency_spread"].values[onoff]
-    spread5 = v5["omitted_stimulus_response"]["latency_spread"].values[onoff]
-    assert np.all(spread5 <= spread4 + 1e-9), (spread4, spread5)
-    # the latency and anticipation measures (OFF cells, untouched) are version 4's
+    assert ratio5 >= ratio4 + 0.5, (ratio4, ratio5)  # 2.44 against 1.55: a margin a trained CNN can keep
+    kinds = SyntheticRetina(circuit="v5").cell_kind
+    onoff = [i for i, k in enumerate(kinds) if k == "ON-OFF"]
+    osr4, osr5 = v4["omitted_stimulus_response"], v5["omitted_stimulus_response"]
+    # the OSR against the steady per-flash response, at its worst period: 4.1x against 1.6x
+    assert np.all(osr5["ratio"].values[:, onoff].min(axis=0) >= 2 * osr4["ratio"].values[:, onoff].min(axis=0))
+    # and its latency spread over periods does not grow
+    assert np.all(osr5["latency_spread"].values[onoff] <= osr4["latency_spread"].values[onoff] + 1e-9)
+    # the OFF cells (untouched) keep version 4's latency coding and anticipation
+    off = [i for i, k in enumerate(kinds) if k == "OFF"]
     for name, var in (("latency_coding", "shift"), ("motion_anticipation", "lead")):
-        np.testing.assert_allclose(v5[name][var].values, v4[name][var].values, equal_nan=True)
+        np.testing.assert_allclose(v5[name][var].values[..., off], v4[name][var].values[..., off])
     no_gain = ph.measure_all(SyntheticRetina(circuit="v5", gain_control=0.0))
     assert not any(ph.verdict(v) for v in no_gain.values()), {k: ph.verdict(v) for k, v in no_gain.items()}
