@@ -425,7 +425,7 @@ def test_version_4_keeps_the_four_phenomena_with_off_cells_that_answer_the_slow_
 
 
 def test_version_5_keeps_the_four_phenomena_with_margins_on_the_osr_and_the_reversal() -> None:
-    """v5 changes only the ON-OFF cells' OFF-fast weight and ON-slow's own gain control: wider OSR and reversal margins."""
+    """v5 changes only the ON-OFF cells' OFF-fast weight and ON-slow's own gain control: wider OSR, reversal margins."""
     v4 = ph.measure_all(SyntheticRetina(circuit="v4"))
     v5 = ph.measure_all(SyntheticRetina(circuit="v5"))
     assert {k: bool(ph.verdict(v)) for k, v in v5.items()} == dict.fromkeys(ph.MEASURES, True)
