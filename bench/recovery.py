@@ -74,7 +74,7 @@ def two_stage_sets(version: str) -> tuple[list[str], list[str]] | None:
     """``--set`` arguments that make test A train like the bundled model's two-stage recipe, or None.
 
     For a circuit version with a two-stage recipe (``mechlens_retina.training.bundle.RECIPES``,
-    ``cpu-v3`` / ``cpu-v4``; docs/training.md, "Two stages"): the first stage's movie and its
+    ``cpu-v3`` to ``cpu-v5``; docs/training.md, "Two stages"): the first stage's movie and its
     regularisation and held batch-norm statistics, and the second stage's values except its epoch count
     (``{start}`` stands for the first stage's checkpoint). Length and epochs stay RECIPE's, so test A
     and test B differ in the first layer and the amount of training only.

@@ -38,7 +38,7 @@ phenomenon, checked that way, is :mod:`mechlens_retina.phenomena.ground_truth`.
 
 Every constant and its source is in ``docs/synthetic-retina.md``.
 
-Why one file (about 1050 lines): the circuit's constants (both versions), filters and forward passes are read together
+Why one file (about 1050 lines): the circuit's constants (every version), filters and forward passes are read together
 against docs/synthetic-retina.md and change together whenever the circuit is retuned; each part is
 short.
 """
