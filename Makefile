@@ -46,8 +46,8 @@ format: $(STAMP)
 bench: $(STAMP)
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
-# the bundled model's recipe on a GPU if torch sees one, else on the CPU (many hours on 2 cores:
-# resumable, BUNDLE_ARGS="--resume" continues); BUNDLE_ARGS passes other options on
+# the bundled model's two-stage recipe on the CPU (about 65 minutes on 2 cores; resumable:
+# BUNDLE_ARGS="--resume" continues); BUNDLE_ARGS passes other options on
 train-default: $(STAMP)
 	$(BIN)/python -m mechlens_retina.training.bundle --recipe cpu-v3 --device cpu $(BUNDLE_ARGS)
 

@@ -13,7 +13,7 @@ the scores over every responding cell (>= 2 Hz in the circuit).
 * **test A** -- ``bench/data/recovery-fixed.safetensors``: ``conv1`` fixed to the circuit's filters, so CNN
   channel c is circuit channel c (``python bench/recovery.py --rebuild`` retrains both test-A
   checkpoints with :data:`RECIPE`, deterministic on the CPU with 2 threads: 15 simulated minutes and
-  6 epochs each, 10-15 minutes each on the 2-core machine; for circuit versions 3 and 4 in the two
+  6 epochs each, 10-15 minutes each on the 2-core machine; for circuit versions 3 to 5 in the two
   stages of the bundled recipes, :func:`two_stage_sets`, about twice as long);
 * **test B** -- the bundled CNN, or ``--checkpoint PATH`` (free ``conv1``), channels matched by kernel
   cosine + Hungarian assignment (|cos| >= 0.5, else unmatched). The circuit everything is scored

@@ -146,6 +146,8 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "cpu-v3": _two_stage("v3", epochs=14, fine_tune_epochs=8),
     # the same on circuit version 4 (OFF cells that answer the slow bar; about 50 minutes)
     "cpu-v4": _two_stage("v4", epochs=10, fine_tune_epochs=6),
+    # and on version 5 (margins on the OSR and the reversal; about 60 minutes): the fine-tune may run
+    # 10 epochs, early stopping ends it sooner
     "cpu-v5": _two_stage("v5", epochs=10, fine_tune_epochs=10),
 }
 #: the CPU recipe (kept under its former name)
