@@ -20,6 +20,12 @@ motion at the speeds of the moving-bar probes, which a fixational random walk al
 (drawn after the jitter steps, so a movie with ``drift_um_s = 0`` is the same as before it existed).
 With ``blank_p`` > 0 each image's slot is, with that probability, the flicker-free grey screen instead
 (``image_blank`` marks those slots), so images also appear abruptly from grey, as the probes do.
+With ``checker_p`` > 0 each slot shows, with that probability, a random binary checkerboard (checks of
+``checker_px`` grid pixels, +-1: the z-scored images' standard deviation) instead of an image, moved by
+the slot's jitter and drift and rendered like an image (``image_checker`` marks those slots). The
+photographs, box-filtered to the grid, hold little contrast at the scale of one pixel; a model fitted
+to them alone is free to pool its first-layer subunits over several pixels, which the checkerboard's
+pixel-scale edges, moving across the grid, do not allow.
 """
 
 from __future__ import annotations
@@ -60,6 +66,8 @@ _FLICKER_STREAM = 11
 _CONTRAST_STREAM = 12
 #: the blank slots' random stream (own stream, so blank_p=0 changes nothing)
 _BLANK_STREAM = 13
+#: the checkerboard slots' random stream (own stream, so checker_p=0 changes nothing)
+_CHECKER_STREAM = 14
 _LUMA = np.array([0.299, 0.587, 0.114])
 
 
@@ -145,6 +153,31 @@ def sample_image(image: np.ndarray, centre_px: tuple[float, float], jitter_um: n
     return out.reshape(n_t, ny, nx).astype(np.float32)
 
 
+def checkerboard_image(
+    rng: np.random.Generator, params: Any, path_um: np.ndarray
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """A random binary checkerboard in image pixels, large enough for the grid along ``path_um``.
+
+    Checks are ``checker_px`` grid pixels (``checker_px * zoom`` image pixels), values +-1, then
+    box-filtered over one grid pixel's footprint like the photographs (:func:`smoothed`).
+
+    Returns
+    -------
+    (numpy.ndarray, (float, float))
+        The (h, w) float32 image and the image coordinates (row, column) shown at the grid centre
+        when the jitter is 0.
+    """
+    ny, nx = grid_shape(params)
+    reach = int(np.ceil(np.abs(path_um).max(initial=0.0) / params.pixel_um)) + 2  # grid px the path moves
+    check = params.checker_px * params.zoom
+    cy, cx = -(-(ny + 2 * reach) * params.zoom // check), -(-(nx + 2 * reach) * params.zoom // check)
+    cells = np.where(rng.uniform(size=(cy, cx)) < 0.5, -1.0, 1.0).astype(np.float32)
+    img = np.kron(cells, np.ones((check, check), dtype=np.float32))
+    if params.zoom > 1:
+        img = ndimage.uniform_filter(img, size=params.zoom, mode="reflect")
+    return img, ((img.shape[0] - 1) / 2, (img.shape[1] - 1) / 2)
+
+
 class NaturalScenes(ChunkedStimulus):
     """Natural images, a new random crop every second, jittered by fixational eye movements; seeded.
 
@@ -186,6 +219,12 @@ class NaturalScenes(ChunkedStimulus):
             "every probe starts from), so the next image appears abruptly from grey as in flashed-image "
             "experiments; 0: no blanks", min=0, max=1,
         )  # fmt: skip
+        checker_p: float = param(
+            0.0, "probability that an image's slot shows a random binary checkerboard (+-1, checks of checker_px "
+            "grid pixels) instead, moved like an image: pixel-scale edges, which the box-filtered photographs "
+            "hardly hold; 0: none", min=0, max=1,
+        )  # fmt: skip
+        checker_px: int = param(1, "check size of the checker_p slots", units="px", min=1)
         images: str = param("all", "which library images to draw from", choices=("all", *IMAGES))
 
         if TYPE_CHECKING:  # appended by @stimulus_parameters (declaring it here would reorder the fields)
@@ -239,12 +278,22 @@ class NaturalScenes(ChunkedStimulus):
         movie = np.empty((len(frames), *grid_shape(params)), dtype=np.float32)
         jitter = np.empty((len(frames), 2))
         ks = np.unique(k_of)
-        names, centres, blanks = [], [], []
+        names, centres, blanks, checkers = [], [], [], []
         for k in ks:  # one pass per image (a few per second of movie), vectorised inside
             name, centre, path = self.image_plan(params, seed, int(k))
             sel = k_of == k
             local = frames[sel] - k * n_img
-            movie[sel] = sample_image(smoothed(name, params.zoom), centre, path[local], params)
+            checker = params.checker_p > 0 and chunk_rng(seed, _CHECKER_STREAM, int(k)).uniform() < params.checker_p
+            if checker:
+                # the slot's own stream draws the pattern after the choice, so any chunking gives the same
+                rng = chunk_rng(seed, _CHECKER_STREAM, int(k))
+                rng.uniform()
+                image, centre = checkerboard_image(rng, params, path)
+                name = "checkerboard"
+                movie[sel] = sample_image(image, centre, path[local], params)
+            else:
+                movie[sel] = sample_image(smoothed(name, params.zoom), centre, path[local], params)
+            checkers.append(bool(checker))
             scale = 1.0
             if params.image_contrast_min < 1:
                 # images towards grey (the z-scored images' mean 0) show a model the regime between
@@ -278,11 +327,20 @@ class NaturalScenes(ChunkedStimulus):
                 "jitter_x": event(jitter[:, 1], "um", "image displacement on the retina, x", dims=("time",)),
                 "image_index": (("time",), k_of.astype(np.int32), {"long_name": "image shown (index on dim image)"}),
                 "image_onset": event(ks * n_img * dt, "s", "image onset", dims=("image",)),
-                "image_name": (("image",), np.asarray(names, dtype=str), {"long_name": "library image"}),
+                "image_name": (
+                    ("image",),
+                    np.asarray(names, dtype=str),
+                    {"long_name": "library image (or checkerboard: checker_p)"},
+                ),
                 "image_blank": (
                     ("image",),
                     np.asarray(blanks, dtype=np.int8),
                     {"long_name": "1: the slot shows the grey screen instead of the image (blank_p)"},
+                ),
+                "image_checker": (
+                    ("image",),
+                    np.asarray(checkers, dtype=np.int8),
+                    {"long_name": "1: the slot shows a random checkerboard instead of the image (checker_p)"},
                 ),
                 "crop_row": event(crop[:, 0], "px", "image row at the grid centre (no jitter)", dims=("image",)),
                 "crop_col": event(crop[:, 1], "px", "image column at the grid centre (no jitter)", dims=("image",)),
@@ -297,6 +355,11 @@ class NaturalScenes(ChunkedStimulus):
                     else ""
                 )
                 + (f", each slot blank (grey) with probability {params.blank_p:g}" if params.blank_p > 0 else "")
+                + (
+                    f", each slot a random {params.checker_px} px checkerboard with probability {params.checker_p:g}"
+                    if params.checker_p > 0
+                    else ""
+                )
                 + (
                     f", plus full-field white-noise flicker of std {params.flicker:g}"
                     + (" times the image's contrast" if params.flicker_scale == "image" else "")

@@ -213,6 +213,41 @@ def test_blank_p_replaces_whole_slots_by_exact_grey_and_leaves_the_others_unchan
         NaturalScenes(**kw, blank_p=1.5)
 
 
+def test_checker_p_shows_moving_pixel_checkerboards_in_whole_slots_and_leaves_the_others_unchanged() -> None:
+    kw = dict(duration=6.0, size_px=12, image_s=0.15, pre_s=0.0, drift_um_s=1000.0, jitter_um=0.0)
+    plain = NaturalScenes(**kw).generate(3)
+    stim = NaturalScenes(**kw, checker_p=0.5)
+    mixed = stim.generate(3)
+    a, b = (d["stimulus"].transpose("time", "y", "x").values for d in (plain, mixed))
+    k_of = plain["image_index"].values
+    flags = mixed["image_checker"].values
+    assert 0.2 < flags.mean() < 0.8  # about half of the 40 slots
+    names = mixed["image_name"].values
+    for k, flag, name in zip(mixed["image"].values, flags, names):
+        sel = k_of == k
+        if not flag:
+            np.testing.assert_array_equal(b[sel], a[sel])
+            continue
+        assert name == "checkerboard"
+        first = b[sel][0]
+        # binary checks of one pixel: values near +-1 (box-filtered edges and a sub-pixel drift blend
+        # neighbours), standard deviation near 1, and little correlation between neighbouring pixels
+        assert 0.6 < first.std() < 1.3
+        assert abs(np.corrcoef(first[:, :-1].ravel(), first[:, 1:].ravel())[0, 1]) < 0.4
+        # the pattern moves with the slot's drift: later frames differ from the first
+        assert not np.array_equal(b[sel][-1], first)
+    joined = xr.concat([c["stimulus"] for c in stim.iter_chunks(3, 70)], "time").transpose("time", "y", "x")
+    np.testing.assert_array_equal(joined.values, b)
+    assert "checkerboard with probability 0.5" in mixed.attrs["description"]
+    assert not plain["image_checker"].values.any()
+    coarse = NaturalScenes(**kw, checker_p=1.0, checker_px=4).generate(3)["stimulus"].transpose("time", "y", "x")
+    frame = coarse.values[0]
+    # 4 px checks: neighbouring pixels mostly agree
+    assert np.corrcoef(frame[:, :-1].ravel(), frame[:, 1:].ravel())[0, 1] > 0.5
+    with pytest.raises(ParameterError, match="checker_p"):
+        NaturalScenes(**kw, checker_p=1.5)
+
+
 def test_seeds_choose_different_crops() -> None:
     a = NaturalScenes(duration=1.0, size_px=10).generate(0)
     b = NaturalScenes(duration=1.0, size_px=10).generate(1)
