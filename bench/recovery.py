@@ -8,13 +8,16 @@ is removed (the *type split*: the response's own time course, which any model th
 response shares, is taken out), and the result is correlated with the circuit's, per cell that
 shows the phenomenon in the circuit, over (condition x time x type); a score is the median over
 those cells (``mechlens_retina.experiments.recovery``). ``--show-ungated`` also prints the raw pooled score and
-the scores over every responding cell (>= 2 Hz in the circuit).
+the scores over every responding cell (>= 2 Hz in the circuit). For the OSR and the reversal the
+script also prints, for diagnosis, the same score read only in the phenomenon's own window
+(:data:`WINDOWS`), for test A, test B, the control CNNs and the control circuits.
 
 * **test A** -- ``bench/data/recovery-fixed.safetensors``: ``conv1`` fixed to the circuit's filters, so CNN
-  channel c is circuit channel c (``python bench/recovery.py --rebuild`` retrains both test-A
-  checkpoints with :data:`RECIPE`, deterministic on the CPU with 2 threads: 15 simulated minutes and
-  6 epochs each, 10-15 minutes each on the 2-core machine; for circuit versions 3 to 5 in the two
-  stages of the bundled recipes, :func:`two_stage_sets`, about twice as long);
+  channel c is circuit channel c (``python bench/recovery.py --rebuild`` retrains it and every
+  control CNN with :data:`RECIPE`, ``--train-missing`` only those missing; deterministic on the CPU
+  with 2 threads: 15 simulated minutes and 6 epochs each, 10-15 minutes each on the 2-core machine;
+  for circuit versions 3 to 5 in the two stages of the bundled recipes, :func:`two_stage_sets`,
+  about twice as long);
 * **test B** -- the bundled CNN, or ``--checkpoint PATH`` (free ``conv1``), channels matched by kernel
   cosine + Hungarian assignment (|cos| >= 0.5, else unmatched). The circuit everything is scored
   against is the one test B was trained on (its recipe: ``trained_circuit``); for a circuit other than
@@ -22,8 +25,14 @@ the scores over every responding cell (>= 2 Hz in the circuit).
   (``recovery-fixed-v3.safetensors``) and ``--rebuild`` trains them on it;
 * **controls**, scored like test A: a random CNN with the circuit's ``conv1`` (random above it); the
   trivial attribution putting the whole response change into one type (mean over the four types);
-  the ground truth with its types shuffled (mean over the 9 derangements); a CNN trained the same
-  way as test A on a *different* circuit (``silence=["OFF-fast"]``, ``bench/data/recovery-other.safetensors``).
+  the ground truth with its types shuffled (mean over the 9 derangements); and, per phenomenon, a CNN
+  trained the same way as test A on a circuit *without that phenomenon's mechanism* (its types in the
+  ablation table silenced, :func:`control_silenced`: OFF-fast for latency coding and anticipation,
+  ``bench/data/recovery-other.safetensors``; ON-slow for the reversal; OFF-fast, ON-fast and ON-slow for
+  the OSR). The first such control, the OFF-fast-silenced CNN, is still scored on every phenomenon and
+  printed beside the circuit silenced the same way scored against the intact one (how different that
+  control's mechanism truly is), but it counts only where OFF-fast is the whole mechanism: the ON-OFF
+  cells' OSR barely draws on OFF-fast, so a CNN of a circuit without it rightly scores high there.
 
 A test's score is printed only where that CNN passes the agreement gate on that stimulus
 ("gate fails: not scored" otherwise). The kept types are the cell-types reduction (80 % explained) of
@@ -32,7 +41,8 @@ table (``mechlens_retina.phenomena.ground_truth.MECHANISMS``), and the lesion ch
 test A intact, with only the kept types' ``conv1`` channels active, and with them silenced
 (:mod:`mechlens.lesion`).
 
-Usage: python bench/recovery.py [--checkpoint PATH] [--steps N] [--show-ungated] [--rebuild] [--probes P ...]
+Usage: python bench/recovery.py [--checkpoint PATH] [--steps N] [--show-ungated] [--rebuild | --train-missing]
+                                [--probes P ...]
 """
 
 from __future__ import annotations
@@ -58,8 +68,21 @@ from mechlens.dryrun import toml_value
 from mechlens.lesion import lesion_channels
 
 DATA = Path(__file__).resolve().parent / "data"
-#: the type silenced in the circuit the control CNN is trained on (the type of three of the four mechanisms)
+#: the type silenced in the first control circuit (scored on every phenomenon; see :func:`control_silenced`)
 OTHER_SILENCED = ("OFF-fast",)
+
+
+def control_silenced(phenomenon: str) -> tuple[str, ...]:
+    """The types silenced in a phenomenon's control circuit: its own types in the ablation table.
+
+    The ablation table (``MECHANISMS``) is measured on the circuit: silencing these types abolishes the
+    phenomenon, so the circuit without them is known not to have the mechanism being recovered, and a
+    recovery score that cannot tell its CNN from test A cannot tell mechanisms apart. Fixed by the
+    table before any CNN is scored, never chosen by the scores.
+    """
+    return tuple(MECHANISMS[phenomenon].types)
+
+
 #: the small CPU recipe of the test-A checkpoints (deterministic on the CPU for a given thread count)
 RECIPE = [
     "--device", "cpu", "--recipe", "cpu", "--minutes", "15", "--test-minutes", "0.5", "--epochs", "6",
@@ -105,14 +128,35 @@ def circuit_tag(circuit: dict[str, Any]) -> str:
 
 
 def test_a_paths(circuit: dict[str, Any]) -> tuple[Path, Path]:
-    """The test-A (fixed ``conv1``) and other-circuit checkpoints for a circuit."""
+    """The test-A (fixed ``conv1``) and first other-circuit (OFF-fast silenced) checkpoints for a circuit."""
     tag = circuit_tag(circuit)
     return DATA / f"recovery-fixed{tag}.safetensors", DATA / f"recovery-other{tag}.safetensors"
 
 
-def other_circuit(circuit: dict[str, Any]) -> dict[str, Any]:
-    """The control's circuit: ``circuit`` with :data:`OTHER_SILENCED` silenced."""
-    return {**circuit, "silence": list(OTHER_SILENCED)}
+def other_path(circuit: dict[str, Any], silenced: tuple[str, ...] = OTHER_SILENCED) -> Path:
+    """The control checkpoint trained on ``circuit`` with ``silenced`` silenced.
+
+    :data:`OTHER_SILENCED` keeps its first name (``recovery-other[-v3].safetensors``); any other set is
+    named by its types, e.g. ``recovery-other-on-slow-v3.safetensors``.
+    """
+    if tuple(silenced) == OTHER_SILENCED:
+        return test_a_paths(circuit)[1]
+    slug = "-".join(t.lower() for t in silenced)
+    return DATA / f"recovery-other-{slug}{circuit_tag(circuit)}.safetensors"
+
+
+def other_circuit(circuit: dict[str, Any], silenced: tuple[str, ...] = OTHER_SILENCED) -> dict[str, Any]:
+    """A control's circuit: ``circuit`` with ``silenced`` (default :data:`OTHER_SILENCED`) silenced."""
+    return {**circuit, "silence": list(silenced)}
+
+
+def control_sets() -> list[tuple[str, ...]]:
+    """Every distinct control circuit: :data:`OTHER_SILENCED` first, then each phenomenon's own."""
+    out = [OTHER_SILENCED]
+    for name in MECHANISMS:
+        if control_silenced(name) not in out:
+            out.append(control_silenced(name))
+    return out
 
 
 def _toml(params: dict[str, Any]) -> str:
@@ -125,15 +169,18 @@ def _value(v: Any) -> str:
     return _toml(v) if isinstance(v, dict) else toml_value(v)
 
 
-def rebuild(which: str, circuit: dict[str, Any]) -> None:
-    """Retrain a test-A checkpoint with :data:`RECIPE` (``which``: ``fixed`` or ``other``) on ``circuit``."""
-    fixed, other = test_a_paths(circuit)
-    out, params = (fixed, circuit) if which == "fixed" else (other, other_circuit(circuit))
+def rebuild(which: str, circuit: dict[str, Any], silenced: tuple[str, ...] = OTHER_SILENCED) -> None:
+    """Retrain a test-A checkpoint with :data:`RECIPE` (``which``: ``fixed`` or ``other``) on ``circuit``
+    (``other``: with ``silenced`` silenced)."""
+    if which == "fixed":
+        out, params = test_a_paths(circuit)[0], circuit
+    else:
+        out, params = other_path(circuit, silenced), other_circuit(circuit, silenced)
     extra = ["--set", f"simulate.model_params={_toml(params)}"] if params else []
     stages = two_stage_sets(str(circuit.get("circuit", "")))
     extra += stages[0] if stages else []
     tune = stages[1] if stages else None
-    workdir = Path(f"build/recovery-{which}{circuit_tag(circuit)}")
+    workdir = Path(f"build/{out.stem}")
     cmd = [sys.executable, "-m", "mechlens_retina.training.bundle", *RECIPE, *extra]
     first = workdir / "stage1.safetensors" if tune else out
     subprocess.run([*cmd, "--workdir", str(workdir), "-o", str(first)], check=True)
@@ -143,16 +190,48 @@ def rebuild(which: str, circuit: dict[str, Any]) -> None:
         subprocess.run([*second, "--workdir", str(workdir / "near-grey"), "-o", str(out)], check=True)
 
 
+#: probe -> (event, window length in s) of the phenomenon's own window, as the experiments' reductions
+#: read it (the OSR: 0..0.25 s after the omitted flash; the reversal: 0..0.3 s after the reversal)
+WINDOWS = {"osr": ("omitted_time", 0.25), "motion-reversal": ("reversal_time", 0.3)}
+
+
 def attribute_probe(model: Any, runs: list[tuple[str, dict]], attributor: Any, layer: str) -> xr.Dataset:
     """Attribute every run of a probe and join them along ``condition`` (renumbered 0..n-1)."""
     parts = []
     for name, params in runs:
-        ds = attributor.attribute(model, registry.get("stimulus", name)(**params).generate(0), layer)
+        stim = registry.get("stimulus", name)(**params).generate(0)
+        ds = attributor.attribute(model, stim, layer)
+        events = {ev: stim[ev] for ev, _ in WINDOWS.values() if ev in stim and "time" not in stim[ev].dims}
+        ds = ds[["attribution", "response", "baseline_response"]].assign(events)
         if "condition" not in ds["attribution"].dims:
             ds = ds.expand_dims(condition=1)
-        parts.append(ds[["attribution", "response", "baseline_response"]])
+        parts.append(ds)
     ds = xr.concat(parts, dim="condition") if len(parts) > 1 else parts[0]
     return ds.assign_coords(condition=np.arange(ds.sizes["condition"]))
+
+
+def in_window(pooled: xr.DataArray, event: xr.DataArray, length_s: float) -> xr.DataArray:
+    """``pooled`` (condition, time, ...) cut to ``event`` .. ``event + length_s`` per condition, time from 0 s."""
+    parts = []
+    for k, t0 in enumerate(np.broadcast_to(event.values, (pooled.sizes["condition"],))):
+        t = pooled["time"].values
+        sel = np.flatnonzero((t >= t0 - 1e-6) & (t <= t0 + length_s + 1e-6))
+        parts.append(pooled.isel(condition=k, time=sel).drop_vars("time"))
+    n = min(x.sizes["time"] for x in parts)
+    dt = float(np.median(np.diff(pooled["time"].values)))
+    out = xr.concat([x.isel(time=slice(0, n)) for x in parts], dim="condition")
+    return out.assign_coords(time=np.arange(n) * dt)
+
+
+def window_scores(
+    pooled: dict[str, xr.DataArray], truth_pooled: xr.DataArray, event: xr.DataArray, length_s: float, cells: list[str]
+) -> dict[str, float]:
+    """Each pooled attribution's type-split score (median over ``cells``) read in the event's window only."""
+    truth = in_window(truth_pooled, event, length_s)
+    return {
+        k: float(np.nanmedian(R.score_pooled(in_window(v, event, length_s), truth, cells).values))
+        for k, v in pooled.items()
+    }
 
 
 def shown_cells(truth: Any) -> dict[str, list[str]]:
@@ -236,7 +315,10 @@ def main() -> None:
     )
     parser.add_argument("--steps", type=int, default=8, help="integrated-gradients nodes per time point (circuit)")
     parser.add_argument("--show-ungated", action="store_true", help="also print scores the gate does not allow")
-    parser.add_argument("--rebuild", action="store_true", help="retrain both test-A checkpoints first")
+    parser.add_argument("--rebuild", action="store_true", help="retrain test A and every control CNN first")
+    parser.add_argument(
+        "--train-missing", action="store_true", help="train only the test-A and control CNNs that are missing"
+    )
     parser.add_argument("--probes", nargs="*", help="only these probes (flash, osr, moving-bar, motion-reversal)")
     args = parser.parse_args()
     t_start = time.perf_counter()
@@ -247,33 +329,41 @@ def main() -> None:
         raise SystemExit(
             f"{args.checkpoint or 'the bundled model'} records no synthetic-retina recipe to score against"
         )
-    fixed_path, other_path = test_a_paths(circuit)
-    if args.rebuild:
+    fixed_path = test_a_paths(circuit)[0]
+    if args.rebuild or (args.train_missing and not fixed_path.is_file()):
         rebuild("fixed", circuit)
-        rebuild("other", circuit)
+    for silenced in control_sets():
+        if args.rebuild or (args.train_missing and not other_path(circuit, silenced).is_file()):
+            rebuild("other", circuit, silenced)
 
-    for path in (fixed_path, other_path):
+    paths = {"A": (fixed_path, circuit)}
+    paths.update({sil: (other_path(circuit, sil), other_circuit(circuit, sil)) for sil in control_sets()})
+    again = f"python bench/recovery.py --train-missing{' --checkpoint ' + args.checkpoint if args.checkpoint else ''}"
+    for path, _ in paths.values():
         if not path.is_file():
-            raise SystemExit(f"{path} is missing: make it with `python bench/recovery.py --rebuild` (CPU minutes)")
+            raise SystemExit(f"{path} is missing: make it with `{again}` (10-30 CPU minutes per CNN)")
     models = {
         "A": cnn_cls(checkpoint=str(fixed_path), device="cpu"),
         "B": model_b,
         "random": cnn_cls(checkpoint="random", first_layer="synthetic-retina", n_cells=8, seed=1, device="cpu"),
-        "other": cnn_cls(checkpoint=str(other_path), device="cpu"),
     }
-    for key, want in (("A", circuit), ("other", other_circuit(circuit))):
-        got = trained_circuit(models[key])
+    controls = {sil: cnn_cls(checkpoint=str(paths[sil][0]), device="cpu") for sil in control_sets()}
+    for key, (path, want) in paths.items():
+        got = trained_circuit(models["A"] if key == "A" else controls[key])
         if got != want:
             raise SystemExit(
-                f"{fixed_path if key == 'A' else other_path} was trained on the circuit {got}, not {want}: "
-                "remake it with `python bench/recovery.py --rebuild` (and the same --checkpoint)"
+                f"{path} was trained on the circuit {got}, not {want}: remake it with "
+                f"`python bench/recovery.py --rebuild{' --checkpoint ' + args.checkpoint if args.checkpoint else ''}`"
             )
     truth = registry.get("model", "synthetic-retina")(**circuit)
+    truth_without = {
+        sil: registry.get("model", "synthetic-retina")(**other_circuit(circuit, sil)) for sil in control_sets()
+    }
     print(f"circuit: synthetic-retina {circuit or '(default)'}; test B: {args.checkpoint or 'the bundled model'}")
     groups, names = R.type_groups(truth)
     n_types = len(names)
     circuit_w = truth.conv.weight.detach().numpy()
-    matches = {k: R.identity_match(groups) for k in ("A", "random", "other")}
+    matches = {k: R.identity_match(groups) for k in ("A", "random", "other", "own")}
     matches["B"] = R.match_kernels(models["B"].module.conv1.weight.detach().numpy(), circuit_w, groups)
     channel_names = [t["name"] for t in truth.ground_truth_types()]
 
@@ -300,7 +390,37 @@ def main() -> None:
         phen = spec["phenomenon"]
         truth_ds = attribute_probe(truth, spec["runs"], ig, "bipolar")
         truth_pooled = R.pooled_attribution(truth_ds["attribution"], R.TypeMatch(groups, np.zeros(0)), n_types)
-        attrs = {key: attribute_probe(model, spec["runs"], exact, "conv1") for key, model in models.items()}
+        own = control_silenced(phen)
+        # "other": the first control (OFF-fast silenced), scored everywhere; "own": this phenomenon's
+        attrs = {
+            key: attribute_probe(model, spec["runs"], exact, "conv1")
+            for key, model in {**models, "other": controls[OTHER_SILENCED], "own": controls[own]}.items()
+        }
+        # how different each control circuit's own mechanism is: the silenced circuit's type split
+        # scored against the intact circuit's, on the same cells
+        circuit_vs, without_pooled = {}, {}
+        for sil in dict.fromkeys((OTHER_SILENCED, own)):
+            without = attribute_probe(truth_without[sil], spec["runs"], ig, "bipolar")["attribution"]
+            without_pooled[sil] = R.pooled_attribution(without, R.TypeMatch(groups, np.zeros(0)), n_types)
+            circuit_vs[sil] = float(np.nanmedian(R.score_pooled(without_pooled[sil], truth_pooled, shown[phen]).values))
+        windowed: dict[str, float] = {}
+        per_cell: dict[str, tuple[np.ndarray, float]] = {}
+        if probe in WINDOWS:
+            # diagnosis only: the same type split read in the phenomenon's own window
+            ev, length = WINDOWS[probe]
+            pooled_by = {
+                k: R.pooled_attribution(attrs[k]["attribution"], matches[k], n_types)
+                for k in ("A", "B", "own", "other")
+            }
+            pooled_by.update({"circuit without " + "+".join(k): v for k, v in without_pooled.items()})
+            windowed = window_scores(pooled_by, truth_pooled, truth_ds[ev], length, shown[phen])
+            # per cell: how much of each type the circuit uses in the window, and how the circuit
+            # without the phenomenon's types scores there (what sets the median above)
+            cut = in_window(truth_pooled, truth_ds[ev], length).sel(cell=shown[phen])
+            rms = np.sqrt((cut**2).mean([d for d in cut.dims if d not in ("cell", "unit_channel")]))
+            own_cut = in_window(without_pooled[own], truth_ds[ev], length)
+            own_cells = R.score_pooled(own_cut, in_window(truth_pooled, truth_ds[ev], length), shown[phen])
+            per_cell = {str(c): (rms.sel(cell=c).values, float(own_cells.sel(cell=c))) for c in rms["cell"].values}
         cell_sets = {"shown": shown[phen], "responding": R.responding_cells(truth_ds)}
         # the headline: the type split on the cells that show the phenomenon in the circuit (the
         # mechanism is the phenomenon's); the other variants are printed for diagnosis
@@ -317,7 +437,8 @@ def main() -> None:
                 "probe": probe, "phenomenon": phen, "scores": scores, "gate": {k: gates[k][probe] for k in gates},
                 "kept": kept, "truth": list(MECHANISMS[phen].types), "cells": len(cell_sets["shown"]),
                 "trivial_each": scores["trivial_each"], "shuffled_max": scores["shuffled_max"],
-                "lesions": lesions, "seconds": time.perf_counter() - t0,
+                "lesions": lesions, "seconds": time.perf_counter() - t0, "own": own, "circuit_vs": circuit_vs,
+                "windowed": windowed, "per_cell": per_cell,
             }
         )  # fmt: skip
         ungated.append((phen, every))
@@ -336,21 +457,23 @@ def main() -> None:
     print(
         "\n| phenomenon (probe, cells showing it) | test A (fixed conv1) | test A agreement "
         f"| test B ({'free conv1' if args.checkpoint else 'bundled'}) "
-        "| test B agreement | random CNN | trivial one type | shuffled types | other circuit | controls "
+        "| test B agreement | random CNN | trivial one type | shuffled types | circuit without its types "
+        "| OFF-fast silenced | controls "
         "| kept types (test A) | ablation table | test A intact / kept only / kept silenced | s |"
     )
-    print("|" + " --- |" * 14)
+    print("|" + " --- |" * 15)
     for row in rows:
         s = row["scores"]
-        ctrl = [s["random"], s["trivial"], s["shuffled"], s["other"]]
+        ctrl = [s["random"], s["trivial"], s["shuffled"], s["own"]]
         worst = max(ctrl)
+        first = f"{s['other']:.2f}" + ("" if row["own"] == OTHER_SILENCED else " (not counted)")
         controls = "low" if worst <= CONTROL_MAX and (s["A"] - worst) >= MARGIN else "HIGH: test fails"
         les = row["lesions"]
         print(
             f"| {row['phenomenon'].replace('_', ' ')} ({row['probe']}, {row['cells']}) | {cell(row, 'A')} | "
             f"{agree(row, 'A')} | {cell(row, 'B')} | {agree(row, 'B')} | "
             + " | ".join(f"{v:.2f}" for v in ctrl)
-            + f" | {controls} | {', '.join(row['kept']) or '-'} | {', '.join(row['truth'])} | "
+            + f" | {first} | {controls} | {', '.join(row['kept']) or '-'} | {', '.join(row['truth'])} | "
             f"{yes(les['intact'])} / {yes(les['kept only'])} / {yes(les['kept silenced'])} | {row['seconds']:.0f} |"
         )
     print(
@@ -359,12 +482,33 @@ def main() -> None:
         + "; ".join(f"{r['probe']}: " + " ".join(f"{v:.2f}" for v in r["trivial_each"]) for r in rows)
         + f", in the order {', '.join(names)}); shuffled types: mean over derangements (max "
         + ", ".join(f"{r['shuffled_max']:.2f}" for r in rows)
-        + "). A mechanism passes the lesion check when test A shows the phenomenon intact and with only the"
+        + "). 'circuit without its types': a CNN trained like test A on the circuit with the phenomenon's"
+        " ablation-table types silenced ("
+        + "; ".join(f"{r['probe']}: {', '.join(r['own'])}" for r in rows)
+        + "); 'OFF-fast silenced', the first such control, counts only where OFF-fast is the whole mechanism."
+        " Each control circuit's own split against the intact circuit's (how different its mechanism is): "
+        + "; ".join(
+            f"{r['probe']}: " + ", ".join(f"{'+'.join(k)} {v:.2f}" for k, v in r["circuit_vs"].items()) for r in rows
+        )
+        + ". A mechanism passes the lesion check when test A shows the phenomenon intact and with only the"
         " kept types, and loses it with them silenced (read on the cells that show it in the circuit; reversal:"
         " the population)."
     )
+    for row in rows:
+        if row["windowed"]:
+            ev, length = WINDOWS[row["probe"]]
+            print(
+                f"diagnosis, {row['probe']}, the type split read 0..{length} s after {ev} only (ungated): "
+                + ", ".join(f"{k} {v:.2f}" for k, v in row["windowed"].items())
+            )
+            for c, (rms, own_r) in row["per_cell"].items():
+                print(
+                    f"  {c}: RMS attribution in the window (Hz) "
+                    + ", ".join(f"{n} {v:.1f}" for n, v in zip(names, rms))
+                    + f"; circuit without {'+'.join(row['own'])} scores {own_r:.2f}"
+                )
     if args.show_ungated:
-        keys = ("A", "B", "random", "trivial", "shuffled", "other")
+        keys = ("A", "B", "random", "trivial", "shuffled", "own", "other")
         for (cs, split), label in (
             (("shown", True), "type split, cells showing the phenomenon (the headline)"),
             (("shown", False), "raw pooled attribution, cells showing the phenomenon"),

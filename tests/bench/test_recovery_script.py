@@ -31,6 +31,24 @@ def test_each_circuit_version_has_its_own_test_a_checkpoints(recovery):
     assert recovery._toml(recovery.other_circuit({"circuit": "v3"})) == '{circuit="v3", silence=["OFF-fast"]}'
 
 
+def test_each_phenomenon_is_controlled_by_a_circuit_without_its_own_ablation_table_types(recovery):
+    from mechlens_retina.phenomena.ground_truth import MECHANISMS
+
+    for name, mech in MECHANISMS.items():
+        assert recovery.control_silenced(name) == mech.types
+    sets = recovery.control_sets()
+    assert sets[0] == recovery.OTHER_SILENCED and len(sets) == len(set(sets))
+    assert set(sets) == {recovery.OTHER_SILENCED} | {mech.types for mech in MECHANISMS.values()}
+    # the first control keeps its checkpoint name; every other set is named by its types
+    assert recovery.other_path({"circuit": "v3"}) == recovery.test_a_paths({"circuit": "v3"})[1]
+    assert recovery.other_path({}, ("ON-slow",)).name == "recovery-other-on-slow.safetensors"
+    assert (
+        recovery.other_path({"circuit": "v5"}, ("OFF-fast", "ON-fast", "ON-slow")).name
+        == "recovery-other-off-fast-on-fast-on-slow-v5.safetensors"
+    )
+    assert recovery.other_circuit({"circuit": "v5"}, ("ON-slow",)) == {"circuit": "v5", "silence": ["ON-slow"]}
+
+
 def test_a_modified_circuit_is_refused_as_the_ground_truth(recovery):
     with pytest.raises(SystemExit, match="modified circuit"):
         recovery.circuit_tag({"circuit": "v3", "silence": ["OFF-fast"]})
@@ -53,3 +71,34 @@ def test_the_lesion_check_reads_only_the_cells_that_show_the_phenomenon(recovery
     calls = iter(["intact", "kept", "silenced"])
     out = recovery.lesion_verdicts(object(), np.array([0, 1]), ["OFF-fast", "ON-slow"], ["OFF-fast"], "x", ["onoff"])
     assert out == {"intact": True, "kept only": False, "kept silenced": False}
+
+
+def test_in_window_cuts_each_condition_from_its_own_event(recovery):
+    t = np.round(np.arange(-0.1, 1.0, 0.01), 6)
+    values = np.tile(t, (2, 1)) + np.array([[0.0], [10.0]])  # condition 1 offset by 10
+    pooled = xr.DataArray(values, dims=("condition", "time"), coords={"condition": [0, 1], "time": t})
+    event = xr.DataArray([0.2, 0.5], dims="condition")
+    out = recovery.in_window(pooled, event, 0.1)
+    assert out.sizes == {"condition": 2, "time": 11}
+    np.testing.assert_allclose(out["time"].values, np.arange(11) * 0.01, atol=1e-9)
+    np.testing.assert_allclose(out.sel(condition=0).values, 0.2 + np.arange(11) * 0.01, atol=1e-9)
+    np.testing.assert_allclose(out.sel(condition=1).values, 10.5 + np.arange(11) * 0.01, atol=1e-9)
+
+
+def test_window_scores_tell_a_split_that_differs_only_in_the_window(recovery):
+    # two types; the truth's split flips sign inside the event window only, the model's never does
+    rng = np.random.default_rng(0)
+    t = np.round(np.arange(0.0, 1.0, 0.01), 6)
+    base = rng.normal(size=(1, t.size, 1, 2)) * 5
+    truth = base.copy()
+    window = (t >= 0.5) & (t <= 0.7)
+    truth[:, window, :, :] = truth[:, window, :, ::-1]
+    coords = {"condition": [0], "time": t, "cell": ["c"], "unit_channel": [0, 1]}
+    dims = ("condition", "time", "cell", "unit_channel")
+    model = xr.DataArray(base, dims=dims, coords=coords)
+    truth_da = xr.DataArray(truth, dims=dims, coords=coords)
+    event = xr.DataArray([0.5], dims="condition")
+    whole = float(recovery.R.score_pooled(model, truth_da, ["c"]).values[0])
+    cut = recovery.window_scores({"m": model, "t": truth_da}, truth_da, event, 0.2, ["c"])
+    assert whole > 0.5  # the whole probe hides the difference
+    assert cut["m"] < -0.9 and cut["t"] > 0.99
