@@ -10,7 +10,8 @@ shows the phenomenon in the circuit, over (condition x time x type); a score is 
 those cells (``mechlens_retina.experiments.recovery``). ``--show-ungated`` also prints the raw pooled score and
 the scores over every responding cell (>= 2 Hz in the circuit). For the OSR and the reversal the
 script also prints, for diagnosis, the same score read only in the phenomenon's own window
-(:data:`WINDOWS`), for test A, test B, the control CNNs and the control circuits.
+(:data:`WINDOWS`), for test A, test B, the control CNNs and the control circuits; and, for every
+phenomenon, the raw attribution of its own ablation-table types alone against the circuit's.
 
 * **test A** -- ``bench/data/recovery-fixed.safetensors``: ``conv1`` fixed to the circuit's filters, so CNN
   channel c is circuit channel c (``python bench/recovery.py --rebuild`` retrains it and every
@@ -405,14 +406,27 @@ def main() -> None:
             circuit_vs[sil] = float(np.nanmedian(R.score_pooled(without_pooled[sil], truth_pooled, shown[phen]).values))
         windowed: dict[str, float] = {}
         per_cell: dict[str, tuple[np.ndarray, float]] = {}
+        pooled_by = {
+            k: R.pooled_attribution(attrs[k]["attribution"], matches[k], n_types)
+            for k in ("A", "B", "random", "own", "other")
+        }
+        pooled_by.update({"circuit without " + "+".join(k): v for k, v in without_pooled.items()})
+        # diagnosis only: the attribution of the phenomenon's own types alone, raw, against the
+        # circuit's (does the model give those types the circuit's contribution over the sweep?)
+        mech = [names.index(t) for t in MECHANISMS[phen].types]
+        own_types = {
+            k: float(
+                np.nanmedian(
+                    R.score_pooled(
+                        v.isel(unit_channel=mech), truth_pooled.isel(unit_channel=mech), shown[phen], split=False
+                    ).values
+                )
+            )
+            for k, v in pooled_by.items()
+        }
         if probe in WINDOWS:
             # diagnosis only: the same type split read in the phenomenon's own window
             ev, length = WINDOWS[probe]
-            pooled_by = {
-                k: R.pooled_attribution(attrs[k]["attribution"], matches[k], n_types)
-                for k in ("A", "B", "own", "other")
-            }
-            pooled_by.update({"circuit without " + "+".join(k): v for k, v in without_pooled.items()})
             windowed = window_scores(pooled_by, truth_pooled, truth_ds[ev], length, shown[phen])
             # per cell: how much of each type the circuit uses in the window, and how the circuit
             # without the phenomenon's types scores there (what sets the median above)
@@ -438,7 +452,7 @@ def main() -> None:
                 "kept": kept, "truth": list(MECHANISMS[phen].types), "cells": len(cell_sets["shown"]),
                 "trivial_each": scores["trivial_each"], "shuffled_max": scores["shuffled_max"],
                 "lesions": lesions, "seconds": time.perf_counter() - t0, "own": own, "circuit_vs": circuit_vs,
-                "windowed": windowed, "per_cell": per_cell,
+                "windowed": windowed, "per_cell": per_cell, "own_types": own_types,
             }
         )  # fmt: skip
         ungated.append((phen, every))
@@ -495,6 +509,10 @@ def main() -> None:
         " the population)."
     )
     for row in rows:
+        print(
+            f"diagnosis, {row['probe']}, the attribution of {', '.join(row['truth'])} alone, raw (ungated): "
+            + ", ".join(f"{k} {v:.2f}" for k, v in row["own_types"].items())
+        )
         if row["windowed"]:
             ev, length = WINDOWS[row["probe"]]
             print(
