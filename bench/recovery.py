@@ -153,7 +153,7 @@ def other_circuit(circuit: dict[str, Any], silenced: tuple[str, ...] = OTHER_SIL
 
 def control_sets() -> list[tuple[str, ...]]:
     """Every distinct control circuit: :data:`OTHER_SILENCED` first, then each phenomenon's own."""
-    out = [OTHER_SILENCED]
+    out: list[tuple[str, ...]] = [OTHER_SILENCED]
     for name in MECHANISMS:
         if control_silenced(name) not in out:
             out.append(control_silenced(name))
@@ -337,7 +337,8 @@ def main() -> None:
         if args.rebuild or (args.train_missing and not other_path(circuit, silenced).is_file()):
             rebuild("other", circuit, silenced)
 
-    paths = {"A": (fixed_path, circuit)}
+    # "A" and one entry per control circuit (keyed by its silenced types)
+    paths: dict[str | tuple[str, ...], tuple[Path, dict[str, Any]]] = {"A": (fixed_path, circuit)}
     paths.update({sil: (other_path(circuit, sil), other_circuit(circuit, sil)) for sil in control_sets()})
     again = f"python bench/recovery.py --train-missing{' --checkpoint ' + args.checkpoint if args.checkpoint else ''}"
     for path, _ in paths.values():
@@ -348,9 +349,9 @@ def main() -> None:
         "B": model_b,
         "random": cnn_cls(checkpoint="random", first_layer="synthetic-retina", n_cells=8, seed=1, device="cpu"),
     }
-    controls = {sil: cnn_cls(checkpoint=str(paths[sil][0]), device="cpu") for sil in control_sets()}
+    control_cnns = {sil: cnn_cls(checkpoint=str(paths[sil][0]), device="cpu") for sil in control_sets()}
     for key, (path, want) in paths.items():
-        got = trained_circuit(models["A"] if key == "A" else controls[key])
+        got = trained_circuit(models["A"] if isinstance(key, str) else control_cnns[key])
         if got != want:
             raise SystemExit(
                 f"{path} was trained on the circuit {got}, not {want}: remake it with "
@@ -395,7 +396,7 @@ def main() -> None:
         # "other": the first control (OFF-fast silenced), scored everywhere; "own": this phenomenon's
         attrs = {
             key: attribute_probe(model, spec["runs"], exact, "conv1")
-            for key, model in {**models, "other": controls[OTHER_SILENCED], "own": controls[own]}.items()
+            for key, model in {**models, "other": control_cnns[OTHER_SILENCED], "own": control_cnns[own]}.items()
         }
         # how different each control circuit's own mechanism is: the silenced circuit's type split
         # scored against the intact circuit's, on the same cells
@@ -431,7 +432,7 @@ def main() -> None:
             # per cell: how much of each type the circuit uses in the window, and how the circuit
             # without the phenomenon's types scores there (what sets the median above)
             cut = in_window(truth_pooled, truth_ds[ev], length).sel(cell=shown[phen])
-            rms = np.sqrt((cut**2).mean([d for d in cut.dims if d not in ("cell", "unit_channel")]))
+            rms = (cut**2).mean([d for d in cut.dims if d not in ("cell", "unit_channel")]) ** 0.5
             own_cut = in_window(without_pooled[own], truth_ds[ev], length)
             own_cells = R.score_pooled(own_cut, in_window(truth_pooled, truth_ds[ev], length), shown[phen])
             per_cell = {str(c): (rms.sel(cell=c).values, float(own_cells.sel(cell=c))) for c in rms["cell"].values}
