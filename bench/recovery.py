@@ -394,10 +394,14 @@ def main() -> None:
         truth_pooled = R.pooled_attribution(truth_ds["attribution"], R.TypeMatch(groups, np.zeros(0)), n_types)
         own = control_silenced(phen)
         # "other": the first control (OFF-fast silenced), scored everywhere; "own": this phenomenon's
-        attrs = {
-            key: attribute_probe(model, spec["runs"], exact, "conv1")
-            for key, model in {**models, "other": control_cnns[OTHER_SILENCED], "own": control_cnns[own]}.items()
-        }
+        # (the same CNN, attributed once, where the phenomenon's types are OFF-fast alone)
+        attrs = {key: attribute_probe(model, spec["runs"], exact, "conv1") for key, model in models.items()}
+        attrs["other"] = attribute_probe(control_cnns[OTHER_SILENCED], spec["runs"], exact, "conv1")
+        attrs["own"] = (
+            attrs["other"]
+            if own == OTHER_SILENCED
+            else attribute_probe(control_cnns[own], spec["runs"], exact, "conv1")
+        )
         # how different each control circuit's own mechanism is: the silenced circuit's type split
         # scored against the intact circuit's, on the same cells
         circuit_vs, without_pooled = {}, {}
@@ -431,10 +435,10 @@ def main() -> None:
             windowed = window_scores(pooled_by, truth_pooled, truth_ds[ev], length, shown[phen])
             # per cell: how much of each type the circuit uses in the window, and how the circuit
             # without the phenomenon's types scores there (what sets the median above)
-            cut = in_window(truth_pooled, truth_ds[ev], length).sel(cell=shown[phen])
+            truth_cut = in_window(truth_pooled, truth_ds[ev], length)
+            cut = truth_cut.sel(cell=shown[phen])
             rms = (cut**2).mean([d for d in cut.dims if d not in ("cell", "unit_channel")]) ** 0.5
-            own_cut = in_window(without_pooled[own], truth_ds[ev], length)
-            own_cells = R.score_pooled(own_cut, in_window(truth_pooled, truth_ds[ev], length), shown[phen])
+            own_cells = R.score_pooled(in_window(without_pooled[own], truth_ds[ev], length), truth_cut, shown[phen])
             per_cell = {str(c): (rms.sel(cell=c).values, float(own_cells.sel(cell=c))) for c in rms["cell"].values}
         cell_sets = {"shown": shown[phen], "responding": R.responding_cells(truth_ds)}
         # the headline: the type split on the cells that show the phenomenon in the circuit (the
