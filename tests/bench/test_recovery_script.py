@@ -102,3 +102,42 @@ def test_window_scores_tell_a_split_that_differs_only_in_the_window(recovery):
     cut = recovery.window_scores({"m": model, "t": truth_da}, truth_da, event, 0.2, ["c"])
     assert whole > 0.5  # the whole probe hides the difference
     assert cut["m"] < -0.9 and cut["t"] > 0.99
+
+
+def test_shown_cells_are_the_cells_that_pass_alone_and_the_population_only_when_none_does(recovery, monkeypatch):
+    def fake_measure(truth):
+        def ds(passed, population):
+            out = xr.Dataset({"passed": ("cell", np.array(passed))}, coords={"cell": ["off", "onoff", "on"]})
+            out.attrs["population_passed"] = population
+            return out
+
+        # the reversal: the population passes and one ON-OFF cell alone; a population-only phenomenon
+        return {"motion_reversal": ds([0, 1, 0], 1), "population_only": ds([0, 0, 0], 1)}
+
+    monkeypatch.setattr(recovery, "measure_all", fake_measure)
+    assert recovery.shown_cells(object()) == {"motion_reversal": ["onoff"], "population_only": ["off", "onoff", "on"]}
+
+
+def test_score_set_reads_every_model_and_control_with_the_same_score(recovery):
+    """The headline kind asks the mechanism's types for the circuit's contribution: a model with the
+    truth's split but without the mechanism type scores high on the split and low on the headline,
+    and the controls are scored the same way."""
+    rng = np.random.default_rng(1)
+    t = np.round(np.arange(0.0, 0.5, 0.01), 6)
+    coords = {"condition": [0, 1], "time": t, "cell": ["c0", "c1"], "unit_channel": [0, 1, 2]}
+    dims = ("condition", "time", "cell", "unit_channel")
+    truth = xr.DataArray(rng.normal(size=(2, t.size, 2, 3)) * [5.0, 2.0, 1.0], dims=dims, coords=coords)
+    without = truth.where(truth["unit_channel"] != 2, 0.0)
+    truth_ds = xr.Dataset(
+        {
+            "response": 10 + truth.sum("unit_channel"),
+            "baseline_response": xr.full_like(truth.isel(unit_channel=0, drop=True), 10.0),
+        }
+    )
+    pooled = {"A": truth, "own": without}
+    split = recovery.score_set(pooled, truth_ds, truth, ["c0", "c1"], "split", [2])
+    mech = recovery.score_set(pooled, truth_ds, truth, ["c0", "c1"], "mechanism", [2])
+    assert split["A"] > 0.99 and mech["A"] > 0.99
+    assert split["own"] > 0.8 and mech["own"] == 0.0
+    assert mech["trivial"] <= split["trivial"] + 1e-12 and mech["shuffled"] <= split["shuffled"] + 1e-12
+    assert set(recovery.KINDS) == {"mechanism", "split", "raw"}

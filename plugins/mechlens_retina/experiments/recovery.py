@@ -15,7 +15,10 @@ The score (:func:`recovery_score`): per cell, the Pearson r between the CNN's at
 matched bipolar type and the circuit's own attribution pooled the same way, over every condition of
 the stimulus sweep and every time point ``t >= 0`` (the (condition x time x type) arrays flattened),
 on the cells that respond in the circuit (:func:`responding_cells`, >= 2 Hz as in the agreement
-gate). The recovery of a phenomenon is the median over those cells.
+gate). The recovery of a phenomenon is the median over those cells. Where the mechanism is known
+(the synthetic retina's ablation table), :func:`mechanism_score` also asks the mechanism's own types
+to carry the circuit's contribution: a single correlation over all types is led by the largest one
+and can miss a smaller type that generates the phenomenon.
 
 Controls scored by the same code (:func:`trivial_attribution`, :func:`shuffled_types`; a random
 CNN and a CNN trained on a different circuit are models, scored like the real one) say how high a
@@ -31,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import xarray as xr
 
-from mechlens.errors import SchemaError
+from mechlens.errors import ParameterError, SchemaError
 from mechlens.interfaces import Attributor, Model
 from mechlens.testing import noise_stimulus
 from mechlens_retina.metrics import pearson_1d
@@ -308,6 +311,54 @@ def recovery_score(
     pooled = pooled_attribution(cnn_attr, match, n_types)
     truth = pooled_attribution(truth_attr, TypeMatch(np.asarray(groups), np.zeros(0)), n_types)
     return score_pooled(pooled, truth, cells, split=split)
+
+
+def mechanism_score(
+    pooled: xr.DataArray,
+    truth_pooled: xr.DataArray,
+    mechanism: Sequence[int],
+    cells: Sequence[str] | None = None,
+) -> xr.DataArray:
+    """Per cell, the lower of the type-split score and the mechanism types' own score.
+
+    The type split (:func:`score_pooled`) is one correlation over every type, so the largest type
+    leads it: a model without a smaller type that generates the phenomenon (the synthetic retina's
+    motion reversal, where OFF-fast's attribution is 2-3 times ON-slow's) keeps most of the score. A
+    known mechanism closes that gap: the types that generate it (the circuit's ablation table,
+    ``mechlens_retina.phenomena.ground_truth.MECHANISMS``) must also carry the circuit's
+    contribution, raw (``split=False``), over every condition and time. Taking the lower of the two
+    per cell asks for both, so it can only be at or below either one.
+
+    Parameters
+    ----------
+    pooled, truth_pooled : xarray.DataArray
+        ([condition,] time, cell, unit_channel = type) type-pooled attributions, Hz.
+    mechanism : sequence of int
+        Indices (into ``unit_channel``) of the types that generate the phenomenon.
+    cells : sequence of str, optional
+        Cells to score (default: all of the truth's).
+
+    Returns
+    -------
+    xarray.DataArray
+        (cell,) score in [-1, 1]; NaN where either part is (the truth constant).
+
+    Raises
+    ------
+    ParameterError
+        If ``mechanism`` is empty or names a type that is not in ``truth_pooled``.
+    """
+    n_types = truth_pooled.sizes["unit_channel"]
+    mech = [int(k) for k in mechanism]
+    if not mech or any(k < 0 or k >= n_types for k in mech):
+        raise ParameterError(
+            "mechanism",
+            f"mechanism_score: {list(mechanism)} must name at least one of the {n_types} types "
+            f"(indices 0..{n_types - 1} of unit_channel); pass the ablation table's types as indices"
+        )
+    split = score_pooled(pooled, truth_pooled, cells)
+    own = score_pooled(pooled.isel(unit_channel=mech), truth_pooled.isel(unit_channel=mech), cells, split=False)
+    return xr.apply_ufunc(np.minimum, split, own)  # NaN where either is
 
 
 # -- controls -------------------------------------------------------------------------------------

@@ -124,6 +124,30 @@ def test_the_type_split_rejects_a_model_with_the_response_but_not_the_types():
     np.testing.assert_allclose(split.sum("unit_channel"), 0.0, atol=1e-9)
 
 
+def test_the_mechanism_score_sees_a_small_type_the_type_split_misses():
+    """A model without the smallest type (type 3, 0.4 of type 0's size) keeps a high type split, led
+    by the larger types it shares with the truth; the mechanism score, with type 3 as the mechanism,
+    drops to 0 for it and stays high for the recovered copy (5 % noise). It is never above the type split."""
+    truth_ds, cnn = planted()
+    cells = R.responding_cells(truth_ds)
+    ident = R.TypeMatch(GROUPS, np.zeros(0))
+    truth_pooled = R.pooled_attribution(truth_ds["attribution"], ident, 4)
+    copy = R.pooled_attribution(cnn, ident, 4)
+    without = copy.where(copy["unit_channel"] != 3, 0.0)
+    split_without = float(R.score_pooled(without, truth_pooled, cells).median())
+    mech_without = float(R.mechanism_score(without, truth_pooled, [3], cells).median())
+    mech_copy = R.mechanism_score(copy, truth_pooled, [3], cells)
+    assert split_without > 0.6
+    assert mech_without <= 0.0 + 1e-12
+    assert float(mech_copy.median()) > 0.75  # the copy's 5 % noise is relative to the largest type
+    assert float(mech_copy.median()) - mech_without >= 0.4
+    assert np.all(mech_copy.values <= R.score_pooled(copy, truth_pooled, cells).values + 1e-12)
+    with pytest.raises(ParameterError, match="mechanism"):
+        R.mechanism_score(copy, truth_pooled, [4], cells)
+    with pytest.raises(ParameterError, match="mechanism"):
+        R.mechanism_score(copy, truth_pooled, [], cells)
+
+
 def test_unmatched_channels_score_zero_not_nan():
     truth_ds, cnn = planted()
     none = R.TypeMatch(np.full(8, -1), np.zeros((8, 8)), np.full(8, -1))
