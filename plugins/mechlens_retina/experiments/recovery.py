@@ -354,7 +354,7 @@ def mechanism_score(
         raise ParameterError(
             "mechanism",
             f"mechanism_score: {list(mechanism)} must name at least one of the {n_types} types "
-            f"(indices 0..{n_types - 1} of unit_channel); pass the ablation table's types as indices"
+            f"(indices 0..{n_types - 1} of unit_channel); pass the ablation table's types as indices",
         )
     split = score_pooled(pooled, truth_pooled, cells)
     own = score_pooled(pooled.isel(unit_channel=mech), truth_pooled.isel(unit_channel=mech), cells, split=False)
