@@ -14,8 +14,10 @@ cell, the lower of the type split and those types' raw attribution correlated wi
 Test A's two parts are printed beside it. ``--show-ungated`` also prints each part alone, the raw
 pooled score and the scores over every responding cell (>= 2 Hz in the circuit). For the OSR and the reversal the
 script also prints, for diagnosis, the same score read only in the phenomenon's own window
-(:data:`WINDOWS`), for test A, test B, the control CNNs and the control circuits; and, for every
-phenomenon, the raw attribution of its own ablation-table types alone against the circuit's.
+(:data:`WINDOWS`), for test A, test B, the control CNNs and the control circuits; and the rate
+difference its measure thresholds (the reversal's burst over the peak before, the OSR's peak over
+the last flash's tail) attributed per type (:func:`measure_contrast`), with the types that raise it
+(:func:`driving_types`), for the circuit, test A and the phenomenon's control CNN and circuit.
 
 * **test A** -- ``bench/data/recovery-fixed.safetensors``: ``conv1`` fixed to the circuit's filters, so CNN
   channel c is circuit channel c (``python bench/recovery.py --rebuild`` retrains it and every
@@ -239,6 +241,71 @@ def window_scores(
     }
 
 
+#: probe -> (event, window after it s, reference) of the rate difference its measure thresholds: the
+#: reversal's burst (largest rate 0..0.3 s after the reversal) against the largest rate in the 0.7 s
+#: before; the OSR's peak (largest rate 0..0.25 s after the omitted flash) against the rate at the
+#: omitted time, the last flash's tail
+CONTRASTS = {"osr": ("omitted_time", 0.25, "at the event"), "motion-reversal": ("reversal_time", 0.3, "peak before")}
+#: the reversal measure's window before the reversal, s (``phenomena.reversal.motion_reversal``'s ``before_s``)
+BEFORE_S = 0.7
+
+
+def measure_contrast(
+    pooled: xr.DataArray, response: xr.DataArray, event: xr.DataArray, probe: str, cells: list[str]
+) -> xr.DataArray:
+    """The phenomenon's rate difference attributed to each type, mean over conditions (Hz).
+
+    Integrated gradients are linear in the output, so the attribution of a difference of two rates is
+    the difference of their attributions: this reads which types make the burst (or the OSR) rise
+    above what the measure compares it with, with sign. The two times are found on the model's own
+    ``response`` per condition and cell (:data:`CONTRASTS`).
+
+    Parameters
+    ----------
+    pooled : xarray.DataArray
+        (condition, time, cell, unit_channel = type), Hz.
+    response : xarray.DataArray
+        (condition, time, cell) the same model's response, Hz.
+    event : xarray.DataArray
+        The event time per condition (or one for all), s.
+
+    Returns
+    -------
+    xarray.DataArray
+        (cell, unit_channel), Hz.
+    """
+    _, after_s, reference = CONTRASTS[probe]
+    t = pooled["time"].values
+    out = np.zeros((len(cells), pooled.sizes["unit_channel"]))
+    events = np.broadcast_to(event.values, (pooled.sizes["condition"],))
+    for k, t0 in enumerate(events):
+        after = np.flatnonzero((t > t0 + 1e-6) & (t <= t0 + after_s + 1e-6))
+        ref = np.flatnonzero((t >= t0 - BEFORE_S - 1e-6) & (t <= t0 + 1e-6))
+        for c, cell in enumerate(cells):
+            r = response.isel(condition=k).sel(cell=cell).values
+            a = pooled.isel(condition=k).sel(cell=cell).transpose("time", "unit_channel").values
+            peak = after[np.argmax(r[after])]
+            at = ref[np.argmax(r[ref])] if reference == "peak before" else ref[-1]
+            out[c] += (a[peak] - a[at]) / len(events)
+    return xr.DataArray(out, dims=("cell", "unit_channel"), coords={"cell": cells})
+
+
+def driving_types(
+    contrast: xr.DataArray, names: list[str], explained: float = EXPLAINED, min_hz: float = R.RESPONDING_MIN_HZ
+) -> list[str]:
+    """The fewest types whose positive parts of ``contrast`` (mean over cells) reach ``explained`` of
+    the positive sum: the types that raise the phenomenon's rate difference. A type with a negative
+    part works against the phenomenon (silencing it would enlarge the difference), so it is not one.
+    None where the positive sum is below ``min_hz`` (a responding cell's swing): no rise to explain."""
+    mean = contrast.mean("cell").values
+    pos = np.clip(mean, 0.0, None)
+    if pos.sum() < min_hz:
+        return []
+    order = np.argsort(-pos)
+    n = int(np.searchsorted(np.cumsum(pos[order]) / pos.sum(), explained - 1e-12) + 1)
+    return sorted((names[i] for i in order[:n]), key=names.index)
+
+
 def shown_cells(truth: Any) -> dict[str, list[str]]:
     """Per phenomenon, the cells that show it in the circuit, each by the measure's per-cell rule.
 
@@ -427,9 +494,11 @@ def main() -> None:
         mech = [names.index(t) for t in MECHANISMS[phen].types]
         # how different each control circuit's own mechanism is: the silenced circuit scored against
         # the intact one, on the same cells (the headline score, and its type split alone)
-        circuit_vs, without_pooled = {}, {}
+        circuit_vs, without_pooled, without_response = {}, {}, {}
         for sil in dict.fromkeys((OTHER_SILENCED, own)):
-            without = attribute_probe(truth_without[sil], spec["runs"], ig, "bipolar")["attribution"]
+            without_ds = attribute_probe(truth_without[sil], spec["runs"], ig, "bipolar")
+            without_response[sil] = without_ds["response"]
+            without = without_ds["attribution"]
             without_pooled[sil] = R.pooled_attribution(without, R.TypeMatch(groups, np.zeros(0)), n_types)
             circuit_vs[sil] = {
                 kind: float(np.nanmedian(score(kind, without_pooled[sil], truth_pooled, shown[phen], mech).values))
@@ -465,6 +534,17 @@ def main() -> None:
             rms = (cut**2).mean([d for d in cut.dims if d not in ("cell", "unit_channel")]) ** 0.5
             own_cells = R.score_pooled(in_window(without_pooled[own], truth_ds[ev], length), truth_cut, shown[phen])
             per_cell = {str(c): (rms.sel(cell=c).values, float(own_cells.sel(cell=c))) for c in rms["cell"].values}
+        contrasts: dict[str, xr.DataArray] = {}
+        if probe in CONTRASTS:
+            # diagnosis only: which types raise the rate difference the phenomenon's measure reads
+            ev = truth_ds[CONTRASTS[probe][0]]
+            for label, p, resp in (
+                ("circuit", truth_pooled, truth_ds["response"]),
+                ("test A", pooled_by["A"], attrs["A"]["response"]),
+                ("CNN without " + "+".join(own), pooled_by["own"], attrs["own"]["response"]),
+                ("circuit without " + "+".join(own), without_pooled[own], without_response[own]),
+            ):
+                contrasts[label] = measure_contrast(p, resp, ev, probe, shown[phen])
         cell_sets = {"shown": shown[phen], "responding": R.responding_cells(truth_ds)}
         # the headline: the mechanism score on the cells that show the phenomenon in the circuit;
         # the other variants are printed for diagnosis
@@ -484,7 +564,7 @@ def main() -> None:
                 "trivial_each": scores["trivial_each"], "shuffled_max": scores["shuffled_max"],
                 "lesions": lesions, "seconds": time.perf_counter() - t0, "own": own, "circuit_vs": circuit_vs,
                 "windowed": windowed, "per_cell": per_cell, "own_types": own_types,
-                "split": every[("shown", "split")],
+                "split": every[("shown", "split")], "contrasts": contrasts,
             }
         )  # fmt: skip
         ungated.append((phen, every))
@@ -554,6 +634,21 @@ def main() -> None:
             f"diagnosis, {row['probe']}, the attribution of {', '.join(row['truth'])} alone, raw "
             "(the score's second part; ungated): " + ", ".join(f"{k} {v:.2f}" for k, v in row["own_types"].items())
         )
+        if row["contrasts"]:
+            ev, after_s, reference = CONTRASTS[row["probe"]]
+            what = f"largest rate 0..{after_s} s after {ev} minus the " + (
+                f"largest in the {BEFORE_S} s before" if reference == "peak before" else f"rate at {ev}"
+            )
+            print(
+                f"diagnosis, {row['probe']}, the measure's rate difference ({what}) attributed per type, mean over "
+                "the cells showing it (Hz; ungated): "
+                + "; ".join(
+                    f"{k} " + ", ".join(f"{n} {v:+.1f}" for n, v in zip(names, c.mean("cell").values))
+                    for k, c in row["contrasts"].items()
+                )
+                + ". Raised by (positive parts, >= 80 % of their sum): "
+                + "; ".join(f"{k} {', '.join(driving_types(c, names)) or '-'}" for k, c in row["contrasts"].items())
+            )
         if row["windowed"]:
             ev, length = WINDOWS[row["probe"]]
             print(

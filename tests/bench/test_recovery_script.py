@@ -141,3 +141,29 @@ def test_score_set_reads_every_model_and_control_with_the_same_score(recovery):
     assert split["own"] > 0.8 and mech["own"] == 0.0
     assert mech["trivial"] <= split["trivial"] + 1e-12 and mech["shuffled"] <= split["shuffled"] + 1e-12
     assert set(recovery.KINDS) == {"mechanism", "split", "raw"}
+
+
+def test_the_measure_contrast_attributes_the_burst_over_the_peak_before_to_the_types_that_raise_it(recovery):
+    """Two types: 'a' carries the response before the reversal and falls after it; 'b' makes the burst.
+    The contrast is read at each condition's own burst and peak before, and only 'b' raises it."""
+    t = np.round(np.arange(0.0, 2.0, 0.01), 6)
+    rev = [1.0, 1.2]
+    a = np.zeros((2, t.size))
+    b = np.zeros((2, t.size))
+    for k, t0 in enumerate(rev):
+        a[k] = np.where(t <= t0, 10.0 * np.exp(-((t - (t0 - 0.2)) ** 2) / 0.01), 2.0)
+        b[k] = 30.0 * np.exp(-((t - (t0 + 0.1)) ** 2) / 0.002)
+    attr = np.stack([a, b], axis=-1)[:, :, None, :]  # (condition, time, cell, type)
+    dims = ("condition", "time", "cell", "unit_channel")
+    pooled = xr.DataArray(attr, dims=dims, coords={"time": t, "cell": ["c"], "unit_channel": [0, 1]})
+    response = pooled.sum("unit_channel") + 5.0
+    out = recovery.measure_contrast(pooled, response, xr.DataArray(rev, dims="condition"), "motion-reversal", ["c"])
+    # burst at t0 + 0.1 (a = 2, b = 30), peak before at t0 - 0.2 (a = 10, b ~ 0)
+    np.testing.assert_allclose(out.sel(cell="c").values, [2.0 - 10.0, 30.0], atol=0.05)
+    assert recovery.driving_types(out, ["a", "b"]) == ["b"]
+    # the OSR reads its peak against the rate at the event itself
+    osr = recovery.measure_contrast(pooled, response, xr.DataArray(rev, dims="condition"), "osr", ["c"])
+    np.testing.assert_allclose(osr.sel(cell="c").values, [2.0 - float(a[0, 100]), 30.0 - float(b[0, 100])], atol=0.05)
+    assert recovery.driving_types(-out, ["a", "b"]) == ["a"]
+    assert recovery.driving_types(xr.zeros_like(out), ["a", "b"]) == []
+    assert recovery.driving_types(out * 0.01, ["a", "b"]) == []  # a 0.3 Hz rise is no phenomenon
