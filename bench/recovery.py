@@ -49,7 +49,10 @@ test A intact, with only the kept types' ``conv1`` channels active, and with the
 (:mod:`mechlens.lesion`).
 
 Usage: python bench/recovery.py [--checkpoint PATH] [--steps N] [--show-ungated] [--rebuild | --train-missing]
-                                [--probes P ...]
+                                [--probes P ...] [--figure PATH]
+
+``--figure PATH`` also draws, per probe, one cell's attributions per type over time for the circuit,
+test A and the control CNN (:func:`trace_panel`), and the measure's rate difference per type.
 """
 
 from __future__ import annotations
@@ -306,6 +309,105 @@ def driving_types(
     return sorted((names[i] for i in order[:n]), key=names.index)
 
 
+def trace_panel(
+    pooled: dict[str, xr.DataArray],
+    truth_pooled: xr.DataArray,
+    cell: str,
+    event: xr.DataArray | None,
+    after_s: float = 0.3,
+) -> tuple[int, dict[str, xr.DataArray]]:
+    """What the figure draws for one probe: one cell's type-pooled attributions over time, one condition.
+
+    Without an ``event`` the condition is the one where the circuit's attribution for ``cell`` is
+    largest (RMS). With one (the omitted flash, the reversal) it is the one where the circuit's
+    summed attribution peaks highest within ``after_s`` after the event (where the phenomenon shows:
+    the reversal's largest condition may be a bar passing the cell without a burst), and the time
+    axis is cut to 0.5 s before .. 0.6 s after the event and counted from it.
+
+    Returns
+    -------
+    (int, dict)
+        The condition's index, and label -> (time, unit_channel) Hz for the circuit and each entry of
+        ``pooled``.
+    """
+    x = truth_pooled.sel(cell=cell).transpose("condition", "time", "unit_channel")
+    n = truth_pooled.sizes["condition"]
+    if event is None:
+        k = int(np.argmax(((x**2).mean(["time", "unit_channel"]) ** 0.5).values))
+    else:
+        t, events = x["time"].values, np.broadcast_to(event.values, (n,))
+        summed = x.sum("unit_channel").values
+        peaks = [
+            summed[j, (t > t0 + 1e-6) & (t <= t0 + after_s + 1e-6)].max(initial=-np.inf) for j, t0 in enumerate(events)
+        ]
+        k = int(np.argmax(peaks))
+    out = {}
+    for label, p in {"circuit": truth_pooled, **pooled}.items():
+        tr = p.sel(cell=cell).isel(condition=k).transpose("time", "unit_channel")
+        if event is not None:
+            t0 = float(np.broadcast_to(event.values, (n,))[k])
+            tr = tr.sel(time=(tr["time"] >= t0 - 0.5) & (tr["time"] <= t0 + 0.6))
+            tr = tr.assign_coords(time=tr["time"].values - t0)
+        out[label] = tr
+    return k, out
+
+
+def plot_figure(rows: list[dict], names: list[str], path: Path) -> None:
+    """One row per probe: the circuit's, test A's and the control CNN's attributions per type over time
+    (one cell, one condition; same y-axis), and, for the OSR and the reversal, the measure's rate
+    difference per type (:func:`measure_contrast`). Written to ``path`` (format from its suffix)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = dict(zip(names, ("#1f4e9c", "#7fa6e0", "#c0392b", "#f0a08c")))
+    fig, axes = plt.subplots(len(rows), 4, figsize=(17, 3.1 * len(rows)), squeeze=False)
+    for ax_row, row in zip(axes, rows):
+        fig_data = row["figure"]
+        traces = fig_data["traces"]
+        lo = min(float(v.min()) for v in traces.values())
+        hi = max(float(v.max()) for v in traces.values())
+        pad = 0.05 * (hi - lo or 1.0)
+        for ax, (label, tr) in zip(ax_row[:3], traces.items()):
+            for c, name in enumerate(names):
+                ax.plot(tr["time"].values, tr.isel(unit_channel=c).values, color=colours[name], lw=1.4, label=name)
+            ax.set_ylim(lo - pad, hi + pad)
+            ax.axhline(0, color="0.7", lw=0.6)
+            ax.set_title(f"{row['probe']}, {fig_data['cell']}: {label}", fontsize=9)
+            ax.set_xlabel(f"time from {fig_data['event']} (s)" if fig_data["event"] else "time (s)", fontsize=8)
+        ax_row[0].set_ylabel("attribution (Hz)", fontsize=8)
+        ax_row[0].legend(fontsize=7, frameon=False)
+        ax = ax_row[3]
+        if row["contrasts"]:
+            labels = list(row["contrasts"])
+            width = 0.8 / len(labels)
+            for j, label in enumerate(labels):
+                vals = row["contrasts"][label].mean("cell").values
+                ax.bar(np.arange(len(names)) + (j - (len(labels) - 1) / 2) * width, vals, width, label=label)
+            ax.set_xticks(np.arange(len(names)), names, fontsize=8)
+            ax.axhline(0, color="0.3", lw=0.6)
+            ax.set_title(f"{row['probe']}: the measure's rate difference per type", fontsize=9)
+            ax.set_ylabel("Hz (mean over the cells showing it)", fontsize=8)
+            ax.legend(fontsize=7, frameon=False)
+        else:
+            s = row["scores"]
+            ax.axis("off")
+            ax.text(
+                0.0,
+                0.5,
+                f"score: test A {s['A']:.2f}, test B {s['B']:.2f}\ncontrols: random {s['random']:.2f}, trivial "
+                f"{s['trivial']:.2f},\nshuffled {s['shuffled']:.2f}, circuit without its types {s['own']:.2f}\n"
+                "(ungated; the table says which the gate allows)",
+                fontsize=8,
+                va="center",
+            )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def shown_cells(truth: Any) -> dict[str, list[str]]:
     """Per phenomenon, the cells that show it in the circuit, each by the measure's per-cell rule.
 
@@ -410,6 +512,9 @@ def main() -> None:
         "--train-missing", action="store_true", help="train only the test-A and control CNNs that are missing"
     )
     parser.add_argument("--probes", nargs="*", help="only these probes (flash, osr, moving-bar, motion-reversal)")
+    parser.add_argument(
+        "--figure", type=Path, help="also draw the attributions per type and the measures' differences to this file"
+    )
     args = parser.parse_args()
     t_start = time.perf_counter()
     cnn_cls = registry.get("model", "retina-cnn")
@@ -557,6 +662,20 @@ def main() -> None:
         scores = every[("shown", "mechanism")]
         kept = kept_types(attrs["A"], matches["A"], names, shown[phen])
         lesions = lesion_verdicts(models["A"], groups, names, kept, phen, shown[phen])
+        event = truth_ds[WINDOWS[probe][0]] if probe in WINDOWS else None
+        condition, traces = trace_panel(
+            {"test A": pooled_by["A"], "CNN without " + "+".join(own): pooled_by["own"]},
+            truth_pooled,
+            shown[phen][0],
+            event,
+            CONTRASTS[probe][1] if probe in CONTRASTS else 0.3,
+        )
+        figure = {
+            "traces": traces,
+            "cell": shown[phen][0],
+            "condition": condition,
+            "event": WINDOWS[probe][0] if event is not None else None,
+        }
         rows.append(
             {
                 "probe": probe, "phenomenon": phen, "scores": scores, "gate": {k: gates[k][probe] for k in gates},
@@ -564,7 +683,7 @@ def main() -> None:
                 "trivial_each": scores["trivial_each"], "shuffled_max": scores["shuffled_max"],
                 "lesions": lesions, "seconds": time.perf_counter() - t0, "own": own, "circuit_vs": circuit_vs,
                 "windowed": windowed, "per_cell": per_cell, "own_types": own_types,
-                "split": every[("shown", "split")], "contrasts": contrasts,
+                "split": every[("shown", "split")], "contrasts": contrasts, "figure": figure,
             }
         )  # fmt: skip
         ungated.append((phen, every))
@@ -674,6 +793,9 @@ def main() -> None:
                 print(f"  {'phenomenon':<28} " + " ".join(f"{k:>9}" for k in keys))
                 for phen, every in ungated:
                     print(f"  {phen:<28} " + " ".join(f"{every[(cs, kind)][k]:>9.2f}" for k in keys))
+    if args.figure:
+        plot_figure(rows, names, args.figure)
+        print(f"\nfigure: {args.figure}")
     print(f"\ntotal {time.perf_counter() - t_start:.0f} s (circuit IG {args.steps} nodes per time point)")
 
 

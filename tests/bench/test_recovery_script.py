@@ -167,3 +167,32 @@ def test_the_measure_contrast_attributes_the_burst_over_the_peak_before_to_the_t
     assert recovery.driving_types(-out, ["a", "b"]) == ["a"]
     assert recovery.driving_types(xr.zeros_like(out), ["a", "b"]) == []
     assert recovery.driving_types(out * 0.01, ["a", "b"]) == []  # a 0.3 Hz rise is no phenomenon
+
+
+def test_the_figure_draws_each_probe_from_its_largest_condition_around_its_event(recovery, tmp_path):
+    t = np.round(np.arange(0.0, 3.0, 0.01), 6)
+    rng = np.random.default_rng(3)
+    data = rng.normal(size=(3, t.size, 1, 4))
+    data[2, :100] *= 50  # condition 2 is the largest, early on, far from its event
+    data[1, (t > 1.6) & (t < 1.7), :, 3] += 100.0  # condition 1 bursts just after its event
+    dims = ("condition", "time", "cell", "unit_channel")
+    truth = xr.DataArray(data, dims=dims, coords={"time": t, "cell": ["c"], "unit_channel": [0, 1, 2, 3]})
+    event = xr.DataArray([1.0, 1.5, 2.0], dims="condition")
+    assert recovery.trace_panel({}, truth, "c", None)[0] == 2
+    k, traces = recovery.trace_panel({"test A": truth * 0.5}, truth, "c", event)
+    assert k == 1 and list(traces) == ["circuit", "test A"]
+    tr = traces["circuit"]
+    assert tr.dims == ("time", "unit_channel")
+    np.testing.assert_allclose([tr["time"].min(), tr["time"].max()], [-0.5, 0.6], atol=1e-9)
+    np.testing.assert_allclose(traces["test A"].values, 0.5 * tr.values)
+    names = ["OFF-fast", "OFF-slow", "ON-fast", "ON-slow"]
+    contrast = xr.DataArray(rng.normal(size=(1, 4)), dims=("cell", "unit_channel"), coords={"cell": ["c"]})
+    scores = {k: 0.1 for k in ("A", "B", "random", "trivial", "shuffled", "own")}
+    rows = [
+        {"probe": "osr", "figure": {"traces": traces, "cell": "c", "event": "omitted_time"}, "contrasts": {
+            "circuit": contrast}, "scores": scores},
+        {"probe": "flash", "figure": {"traces": traces, "cell": "c", "event": None}, "contrasts": {}, "scores": scores},
+    ]  # fmt: skip
+    out = tmp_path / "fig" / "recovery.png"
+    recovery.plot_figure(rows, names, out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
