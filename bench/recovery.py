@@ -404,7 +404,7 @@ def plot_figure(rows: list[dict], names: list[str], path: Path) -> None:
             )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
