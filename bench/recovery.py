@@ -662,6 +662,9 @@ def main() -> None:
         scores = every[("shown", "mechanism")]
         kept = kept_types(attrs["A"], matches["A"], names, shown[phen])
         lesions = lesion_verdicts(models["A"], groups, names, kept, phen, shown[phen])
+        # diagnosis only: the same lesion check for the types that raise the measure's difference
+        driving = driving_types(contrasts["test A"], names) if contrasts else []
+        driving_lesions = lesion_verdicts(models["A"], groups, names, driving, phen, shown[phen]) if driving else {}
         event = truth_ds[WINDOWS[probe][0]] if probe in WINDOWS else None
         condition, traces = trace_panel(
             {"test A": pooled_by["A"], "CNN without " + "+".join(own): pooled_by["own"]},
@@ -684,6 +687,7 @@ def main() -> None:
                 "lesions": lesions, "seconds": time.perf_counter() - t0, "own": own, "circuit_vs": circuit_vs,
                 "windowed": windowed, "per_cell": per_cell, "own_types": own_types,
                 "split": every[("shown", "split")], "contrasts": contrasts, "figure": figure,
+                "driving": driving, "driving_lesions": driving_lesions,
             }
         )  # fmt: skip
         ungated.append((phen, every))
@@ -768,6 +772,13 @@ def main() -> None:
                 + ". Raised by (positive parts, >= 80 % of their sum): "
                 + "; ".join(f"{k} {', '.join(driving_types(c, names)) or '-'}" for k, c in row["contrasts"].items())
             )
+            if row["driving_lesions"]:
+                les = row["driving_lesions"]
+                print(
+                    f"diagnosis, {row['probe']}, the lesion check of test A with the types that raise it "
+                    f"({', '.join(row['driving'])}; ablation table: {', '.join(row['truth'])}): intact / kept only / "
+                    f"kept silenced: {yes(les['intact'])} / {yes(les['kept only'])} / {yes(les['kept silenced'])}"
+                )
         if row["windowed"]:
             ev, length = WINDOWS[row["probe"]]
             print(

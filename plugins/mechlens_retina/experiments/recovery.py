@@ -323,7 +323,7 @@ def mechanism_score(
 
     The type split (:func:`score_pooled`) is one correlation over every type, so the largest type
     leads it: a model without a smaller type that generates the phenomenon (the synthetic retina's
-    motion reversal, where OFF-fast's attribution is 2-3 times ON-slow's) keeps most of the score. A
+    motion reversal, where OFF-fast's attribution is 1.4-2.7 times ON-slow's) keeps most of the score. A
     known mechanism closes that gap: the types that generate it (the circuit's ablation table,
     ``mechlens_retina.phenomena.ground_truth.MECHANISMS``) must also carry the circuit's
     contribution, raw (``split=False``), over every condition and time. Taking the lower of the two
