@@ -500,6 +500,135 @@ def lesion_verdicts(
     return out
 
 
+def _gated(row: dict, key: str) -> str:
+    """A test's score, or why the gate withholds it."""
+    g = row["gate"][key]
+    return f"{row['scores'][key]:.2f}" if g["passed"] else "gate fails: not scored"
+
+
+def _agreement(row: dict, key: str) -> str:
+    """A test's agreement gate on the row's probe, in one cell of the table."""
+    g = row["gate"][key]
+    return f"r {g['r_median']:.2f}, {g['peak_error_ms']:.0f} ms {'pass' if g['passed'] else 'FAIL'}"
+
+
+def _verdicts(lesions: dict[str, bool]) -> str:
+    """A lesion check in words: intact / kept only / kept silenced."""
+    return " / ".join("shows it" if lesions[k] else "lost" for k in ("intact", "kept only", "kept silenced"))
+
+
+def print_table(rows: list[dict], names: list[str], free: bool) -> None:
+    """The table (phenomenon x test, controls, gate, kept types, lesion check) and its footnote."""
+    print(
+        "\n| phenomenon (probe, cells showing it) | test A (fixed conv1) | test A: type split / own types "
+        "| test A agreement "
+        f"| test B ({'free conv1' if free else 'bundled'}) "
+        "| test B agreement | random CNN | trivial one type | shuffled types | circuit without its types "
+        "| OFF-fast silenced | controls "
+        "| kept types (test A) | ablation table | test A intact / kept only / kept silenced | s |"
+    )
+    print("|" + " --- |" * 16)
+    for row in rows:
+        s = row["scores"]
+        ctrl = [s["random"], s["trivial"], s["shuffled"], s["own"]]
+        worst = max(ctrl)
+        first = f"{s['other']:.2f}" + ("" if row["own"] == OTHER_SILENCED else " (not counted)")
+        controls = "low" if worst <= CONTROL_MAX and (s["A"] - worst) >= MARGIN else "HIGH: test fails"
+        les = row["lesions"]
+        print(
+            f"| {row['phenomenon'].replace('_', ' ')} ({row['probe']}, {row['cells']}) | {_gated(row, 'A')} | "
+            f"{row['split']['A']:.2f} / {row['own_types']['A']:.2f} | {_agreement(row, 'A')} | "
+            f"{_gated(row, 'B')} | {_agreement(row, 'B')} | "
+            + " | ".join(f"{v:.2f}" for v in ctrl)
+            + f" | {first} | {controls} | {', '.join(row['kept']) or '-'} | {', '.join(row['truth'])} | "
+            f"{_verdicts(les)} | {row['seconds']:.0f} |"
+        )
+    print(
+        "\nscore: per cell, the lower of the type split and the raw attribution of the phenomenon's own types"
+        " (the ablation table), median over the cells showing it; test A's two parts are shown beside it. "
+        "Controls must be <= 0.3 and at least 0.4 below test A; 'trivial one type' is the mean over the four "
+        "types (per type, "
+        + "; ".join(f"{r['probe']}: " + " ".join(f"{v:.2f}" for v in r["trivial_each"]) for r in rows)
+        + f", in the order {', '.join(names)}); shuffled types: mean over derangements (max "
+        + ", ".join(f"{r['shuffled_max']:.2f}" for r in rows)
+        + "). 'circuit without its types': a CNN trained like test A on the circuit with the phenomenon's"
+        " ablation-table types silenced ("
+        + "; ".join(f"{r['probe']}: {', '.join(r['own'])}" for r in rows)
+        + "); 'OFF-fast silenced', the first such control, counts only where OFF-fast is the whole mechanism."
+        " Each control circuit scored against the intact one (how different its mechanism is; score, and"
+        " the type split alone): "
+        + "; ".join(
+            f"{r['probe']}: "
+            + ", ".join(
+                f"{'+'.join(k)} {v['mechanism']:.2f} (split {v['split']:.2f})" for k, v in r["circuit_vs"].items()
+            )
+            for r in rows
+        )
+        + ". A mechanism passes the lesion check when test A shows the phenomenon intact and with only the"
+        " kept types, and loses it with them silenced (read on the cells that show it in the circuit; reversal:"
+        " the population)."
+    )
+
+
+def print_diagnoses(rows: list[dict], names: list[str]) -> None:
+    """The diagnosis lines under the table (ungated): own types, measure differences, windows."""
+    for row in rows:
+        print(
+            f"diagnosis, {row['probe']}, the attribution of {', '.join(row['truth'])} alone, raw "
+            "(the score's second part; ungated): " + ", ".join(f"{k} {v:.2f}" for k, v in row["own_types"].items())
+        )
+        if row["contrasts"]:
+            ev, after_s, reference = CONTRASTS[row["probe"]]
+            what = f"largest rate 0..{after_s} s after {ev} minus the " + (
+                f"largest in the {BEFORE_S} s before" if reference == "peak before" else f"rate at {ev}"
+            )
+            print(
+                f"diagnosis, {row['probe']}, the measure's rate difference ({what}) attributed per type, mean over "
+                "the cells showing it (Hz; ungated): "
+                + "; ".join(
+                    f"{k} " + ", ".join(f"{n} {v:+.1f}" for n, v in zip(names, c.mean("cell").values))
+                    for k, c in row["contrasts"].items()
+                )
+                + ". Raised by (positive parts, >= 80 % of their sum): "
+                + "; ".join(f"{k} {', '.join(driving_types(c, names)) or '-'}" for k, c in row["contrasts"].items())
+            )
+            if row["driving_lesions"]:
+                les = row["driving_lesions"]
+                print(
+                    f"diagnosis, {row['probe']}, the lesion check of test A with the types that raise it "
+                    f"({', '.join(row['driving'])}; ablation table: {', '.join(row['truth'])}): intact / kept only / "
+                    f"kept silenced: {_verdicts(les)}"
+                )
+        if row["windowed"]:
+            ev, length = WINDOWS[row["probe"]]
+            print(
+                f"diagnosis, {row['probe']}, the type split read 0..{length} s after {ev} only (ungated): "
+                + ", ".join(f"{k} {v:.2f}" for k, v in row["windowed"].items())
+            )
+            for c, (rms, own_r) in row["per_cell"].items():
+                print(
+                    f"  {c}: RMS attribution in the window (Hz) "
+                    + ", ".join(f"{n} {v:.1f}" for n, v in zip(names, rms))
+                    + f"; circuit without {'+'.join(row['own'])} scores {own_r:.2f}"
+                )
+
+
+def print_ungated(ungated: list[tuple[str, dict]]) -> None:
+    """Every score the gate withholds, per kind of score and cell set (``--show-ungated``)."""
+    keys = ("A", "B", "random", "trivial", "shuffled", "own", "other")
+    labels = {
+        "mechanism": "the score (the headline's)",
+        "split": "type split alone",
+        "raw": "raw pooled attribution",
+    }
+    for cs, cells_label in (("shown", "cells showing the phenomenon"), ("responding", "every responding cell")):
+        for kind in KINDS:
+            print(f"\nungated scores (diagnosis only), {labels[kind]}, {cells_label}:")
+            print(f"  {'phenomenon':<28} " + " ".join(f"{k:>9}" for k in keys))
+            for phen, every in ungated:
+                print(f"  {phen:<28} " + " ".join(f"{every[(cs, kind)][k]:>9.2f}" for k in keys))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -692,118 +821,10 @@ def main() -> None:
         )  # fmt: skip
         ungated.append((phen, every))
 
-    def cell(row: dict, key: str) -> str:
-        g = row["gate"][key]
-        return f"{row['scores'][key]:.2f}" if g["passed"] else "gate fails: not scored"
-
-    def agree(row: dict, key: str) -> str:
-        g = row["gate"][key]
-        return f"r {g['r_median']:.2f}, {g['peak_error_ms']:.0f} ms {'pass' if g['passed'] else 'FAIL'}"
-
-    def yes(flag: bool) -> str:
-        return "shows it" if flag else "lost"
-
-    print(
-        "\n| phenomenon (probe, cells showing it) | test A (fixed conv1) | test A: type split / own types "
-        "| test A agreement "
-        f"| test B ({'free conv1' if args.checkpoint else 'bundled'}) "
-        "| test B agreement | random CNN | trivial one type | shuffled types | circuit without its types "
-        "| OFF-fast silenced | controls "
-        "| kept types (test A) | ablation table | test A intact / kept only / kept silenced | s |"
-    )
-    print("|" + " --- |" * 16)
-    for row in rows:
-        s = row["scores"]
-        ctrl = [s["random"], s["trivial"], s["shuffled"], s["own"]]
-        worst = max(ctrl)
-        first = f"{s['other']:.2f}" + ("" if row["own"] == OTHER_SILENCED else " (not counted)")
-        controls = "low" if worst <= CONTROL_MAX and (s["A"] - worst) >= MARGIN else "HIGH: test fails"
-        les = row["lesions"]
-        print(
-            f"| {row['phenomenon'].replace('_', ' ')} ({row['probe']}, {row['cells']}) | {cell(row, 'A')} | "
-            f"{row['split']['A']:.2f} / {row['own_types']['A']:.2f} | {agree(row, 'A')} | "
-            f"{cell(row, 'B')} | {agree(row, 'B')} | "
-            + " | ".join(f"{v:.2f}" for v in ctrl)
-            + f" | {first} | {controls} | {', '.join(row['kept']) or '-'} | {', '.join(row['truth'])} | "
-            f"{yes(les['intact'])} / {yes(les['kept only'])} / {yes(les['kept silenced'])} | {row['seconds']:.0f} |"
-        )
-    print(
-        "\nscore: per cell, the lower of the type split and the raw attribution of the phenomenon's own types"
-        " (the ablation table), median over the cells showing it; test A's two parts are shown beside it. "
-        "Controls must be <= 0.3 and at least 0.4 below test A; 'trivial one type' is the mean over the four "
-        "types (per type, "
-        + "; ".join(f"{r['probe']}: " + " ".join(f"{v:.2f}" for v in r["trivial_each"]) for r in rows)
-        + f", in the order {', '.join(names)}); shuffled types: mean over derangements (max "
-        + ", ".join(f"{r['shuffled_max']:.2f}" for r in rows)
-        + "). 'circuit without its types': a CNN trained like test A on the circuit with the phenomenon's"
-        " ablation-table types silenced ("
-        + "; ".join(f"{r['probe']}: {', '.join(r['own'])}" for r in rows)
-        + "); 'OFF-fast silenced', the first such control, counts only where OFF-fast is the whole mechanism."
-        " Each control circuit scored against the intact one (how different its mechanism is; score, and"
-        " the type split alone): "
-        + "; ".join(
-            f"{r['probe']}: "
-            + ", ".join(
-                f"{'+'.join(k)} {v['mechanism']:.2f} (split {v['split']:.2f})" for k, v in r["circuit_vs"].items()
-            )
-            for r in rows
-        )
-        + ". A mechanism passes the lesion check when test A shows the phenomenon intact and with only the"
-        " kept types, and loses it with them silenced (read on the cells that show it in the circuit; reversal:"
-        " the population)."
-    )
-    for row in rows:
-        print(
-            f"diagnosis, {row['probe']}, the attribution of {', '.join(row['truth'])} alone, raw "
-            "(the score's second part; ungated): " + ", ".join(f"{k} {v:.2f}" for k, v in row["own_types"].items())
-        )
-        if row["contrasts"]:
-            ev, after_s, reference = CONTRASTS[row["probe"]]
-            what = f"largest rate 0..{after_s} s after {ev} minus the " + (
-                f"largest in the {BEFORE_S} s before" if reference == "peak before" else f"rate at {ev}"
-            )
-            print(
-                f"diagnosis, {row['probe']}, the measure's rate difference ({what}) attributed per type, mean over "
-                "the cells showing it (Hz; ungated): "
-                + "; ".join(
-                    f"{k} " + ", ".join(f"{n} {v:+.1f}" for n, v in zip(names, c.mean("cell").values))
-                    for k, c in row["contrasts"].items()
-                )
-                + ". Raised by (positive parts, >= 80 % of their sum): "
-                + "; ".join(f"{k} {', '.join(driving_types(c, names)) or '-'}" for k, c in row["contrasts"].items())
-            )
-            if row["driving_lesions"]:
-                les = row["driving_lesions"]
-                print(
-                    f"diagnosis, {row['probe']}, the lesion check of test A with the types that raise it "
-                    f"({', '.join(row['driving'])}; ablation table: {', '.join(row['truth'])}): intact / kept only / "
-                    f"kept silenced: {yes(les['intact'])} / {yes(les['kept only'])} / {yes(les['kept silenced'])}"
-                )
-        if row["windowed"]:
-            ev, length = WINDOWS[row["probe"]]
-            print(
-                f"diagnosis, {row['probe']}, the type split read 0..{length} s after {ev} only (ungated): "
-                + ", ".join(f"{k} {v:.2f}" for k, v in row["windowed"].items())
-            )
-            for c, (rms, own_r) in row["per_cell"].items():
-                print(
-                    f"  {c}: RMS attribution in the window (Hz) "
-                    + ", ".join(f"{n} {v:.1f}" for n, v in zip(names, rms))
-                    + f"; circuit without {'+'.join(row['own'])} scores {own_r:.2f}"
-                )
+    print_table(rows, names, bool(args.checkpoint))
+    print_diagnoses(rows, names)
     if args.show_ungated:
-        keys = ("A", "B", "random", "trivial", "shuffled", "own", "other")
-        labels = {
-            "mechanism": "the score (the headline's)",
-            "split": "type split alone",
-            "raw": "raw pooled attribution",
-        }
-        for cs, cells_label in (("shown", "cells showing the phenomenon"), ("responding", "every responding cell")):
-            for kind in KINDS:
-                print(f"\nungated scores (diagnosis only), {labels[kind]}, {cells_label}:")
-                print(f"  {'phenomenon':<28} " + " ".join(f"{k:>9}" for k in keys))
-                for phen, every in ungated:
-                    print(f"  {phen:<28} " + " ".join(f"{every[(cs, kind)][k]:>9.2f}" for k in keys))
+        print_ungated(ungated)
     if args.figure:
         plot_figure(rows, names, args.figure)
         print(f"\nfigure: {args.figure}")

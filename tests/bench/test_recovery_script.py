@@ -196,3 +196,35 @@ def test_the_figure_draws_each_probe_from_its_largest_condition_around_its_event
     out = tmp_path / "fig" / "recovery.png"
     recovery.plot_figure(rows, names, out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+
+
+def _row(probe: str, a: float, own: float) -> dict:
+    """A table row as main() builds it (reversal-like; test B's gate fails)."""
+    scores = {"A": a, "B": 0.1, "random": 0.0, "trivial": 0.0, "shuffled": -0.33, "own": own, "other": 0.2}
+    gate = {"passed": True, "r_median": 0.99, "peak_error_ms": 2.0}
+    contrast = xr.DataArray([[-30.0, 0.0, 2.0, 80.0]], dims=("cell", "unit_channel"), coords={"cell": ["c"]})
+    verdicts = {"intact": True, "kept only": True, "kept silenced": False}
+    circuit_vs = {("ON-slow",): {"mechanism": 0.0, "split": 0.85}}
+    return {
+        "probe": probe, "phenomenon": "motion_reversal", "scores": scores,
+        "gate": {"A": gate, "B": {**gate, "passed": False}}, "kept": ["ON-slow"], "truth": ["ON-slow"], "cells": 3,
+        "trivial_each": [0.0] * 4, "shuffled_max": -0.3, "lesions": verdicts, "seconds": 1.0, "own": ("ON-slow",),
+        "circuit_vs": circuit_vs, "windowed": {}, "per_cell": {}, "own_types": {"A": 0.9}, "split": {"A": 0.97},
+        "contrasts": {"circuit": contrast, "test A": contrast}, "driving": ["ON-slow"], "driving_lesions": verdicts,
+    }  # fmt: skip
+
+
+def test_the_table_calls_a_test_failing_when_a_control_scores_high_and_withholds_ungated_scores(recovery, capsys):
+    names = ["OFF-fast", "OFF-slow", "ON-fast", "ON-slow"]
+    rows = [_row("motion-reversal", 0.90, -0.07), _row("osr", 0.92, 0.85)]
+    recovery.print_table(rows, names, free=False)
+    recovery.print_diagnoses(rows, names)
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("| motion reversal")]
+    assert "| low |" in lines[0] and "| HIGH: test fails |" in lines[1]
+    assert "| 0.90 | 0.97 / 0.90 |" in lines[0] and "gate fails: not scored" in lines[0]
+    assert "shows it / shows it / lost" in lines[0]
+    assert "Raised by (positive parts, >= 80 % of their sum): circuit ON-slow; test A ON-slow" in out
+    every = {(cs, kind): rows[0]["scores"] for cs in ("shown", "responding") for kind in recovery.KINDS}
+    recovery.print_ungated([("motion_reversal", every)])
+    assert capsys.readouterr().out.count("motion_reversal") == 6
