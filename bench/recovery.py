@@ -44,7 +44,9 @@ the last flash's tail) attributed per type (:func:`measure_contrast`), with the 
 A test's score is printed only where that CNN passes the agreement gate on that stimulus
 ("gate fails: not scored" otherwise). The kept types are the cell-types reduction (80 % explained) of
 test A's attributions on the cells that show the phenomenon in the circuit, against the ablation
-table (``mechlens_retina.phenomena.ground_truth.MECHANISMS``), and the lesion check: the phenomenon's measure on
+table of the circuit scored (``mechlens_retina.phenomena.ground_truth.smallest_sets``: the smallest
+sets whose silencing abolishes the phenomenon and which alone keep it; ``MECHANISMS`` names the
+default circuit's, printed beside it where it differs), and the lesion check: the phenomenon's measure on
 test A intact, with only the kept types' ``conv1`` channels active, and with them silenced
 (:mod:`mechlens.lesion`).
 
@@ -70,7 +72,7 @@ from mechlens_retina.experiments import EXPLAINED
 from mechlens_retina.experiments import recovery as R
 from mechlens_retina.phenomena import measure_all, verdict
 from mechlens_retina.phenomena.agreement import probe_agreement, probe_stimuli, trained_circuit
-from mechlens_retina.phenomena.ground_truth import MECHANISMS
+from mechlens_retina.phenomena.ground_truth import MECHANISMS, smallest_sets
 from mechlens_retina.training.bundle import RECIPES
 
 from mechlens import registry
@@ -517,6 +519,12 @@ def _verdicts(lesions: dict[str, bool]) -> str:
     return " / ".join("shows it" if lesions[k] else "lost" for k in ("intact", "kept only", "kept silenced"))
 
 
+def _smallest(row: dict) -> str:
+    """This circuit's smallest ablation sets, and the default circuit's row where it differs."""
+    sets = " or ".join(", ".join(s) for s in row["smallest"]) or "none"
+    return sets if [tuple(row["truth"])] == row["smallest"] else f"{sets} ({', '.join(row['truth'])})"
+
+
 def print_table(rows: list[dict], names: list[str], free: bool) -> None:
     """The table (phenomenon x test, controls, gate, kept types, lesion check) and its footnote."""
     print(
@@ -525,9 +533,10 @@ def print_table(rows: list[dict], names: list[str], free: bool) -> None:
         f"| test B ({'free conv1' if free else 'bundled'}) "
         "| test B agreement | random CNN | trivial one type | shuffled types | circuit without its types "
         "| OFF-fast silenced | controls "
-        "| kept types (test A) | ablation table | test A intact / kept only / kept silenced | s |"
+        "| kept types (test A) | ablation table: this circuit's smallest set (the default circuit's row) "
+        "| kept = smallest set | test A intact / kept only / kept silenced | s |"
     )
-    print("|" + " --- |" * 16)
+    print("|" + " --- |" * 17)
     for row in rows:
         s = row["scores"]
         ctrl = [s["random"], s["trivial"], s["shuffled"], s["own"]]
@@ -540,8 +549,8 @@ def print_table(rows: list[dict], names: list[str], free: bool) -> None:
             f"{row['split']['A']:.2f} / {row['own_types']['A']:.2f} | {_agreement(row, 'A')} | "
             f"{_gated(row, 'B')} | {_agreement(row, 'B')} | "
             + " | ".join(f"{v:.2f}" for v in ctrl)
-            + f" | {first} | {controls} | {', '.join(row['kept']) or '-'} | {', '.join(row['truth'])} | "
-            f"{_verdicts(les)} | {row['seconds']:.0f} |"
+            + f" | {first} | {controls} | {', '.join(row['kept']) or '-'} | {_smallest(row)} | "
+            f"{'yes' if tuple(row['kept']) in row['smallest'] else 'no'} | {_verdicts(les)} | {row['seconds']:.0f} |"
         )
     print(
         "\nscore: per cell, the lower of the type split and the raw attribution of the phenomenon's own types"
@@ -564,7 +573,9 @@ def print_table(rows: list[dict], names: list[str], free: bool) -> None:
             )
             for r in rows
         )
-        + ". A mechanism passes the lesion check when test A shows the phenomenon intact and with only the"
+        + ". The ablation table is re-measured on this circuit: its smallest sets of types that abolish the"
+        " phenomenon when silenced and keep it alone (the default circuit's row in brackets where it differs)."
+        " A mechanism passes the lesion check when test A shows the phenomenon intact and with only the"
         " kept types, and loses it with them silenced (read on the cells that show it in the circuit; reversal:"
         " the population)."
     )
@@ -790,6 +801,8 @@ def main() -> None:
         }
         scores = every[("shown", "mechanism")]
         kept = kept_types(attrs["A"], matches["A"], names, shown[phen])
+        # the ablation table of *this* circuit: MECHANISMS names the default circuit's smallest sets
+        smallest = smallest_sets(phen, model_params=circuit)
         lesions = lesion_verdicts(models["A"], groups, names, kept, phen, shown[phen])
         # diagnosis only: the same lesion check for the types that raise the measure's difference
         driving = driving_types(contrasts["test A"], names) if contrasts else []
@@ -816,7 +829,7 @@ def main() -> None:
                 "lesions": lesions, "seconds": time.perf_counter() - t0, "own": own, "circuit_vs": circuit_vs,
                 "windowed": windowed, "per_cell": per_cell, "own_types": own_types,
                 "split": every[("shown", "split")], "contrasts": contrasts, "figure": figure,
-                "driving": driving, "driving_lesions": driving_lesions,
+                "driving": driving, "driving_lesions": driving_lesions, "smallest": smallest,
             }
         )  # fmt: skip
         ungated.append((phen, every))

@@ -211,6 +211,7 @@ def _row(probe: str, a: float, own: float) -> dict:
         "trivial_each": [0.0] * 4, "shuffled_max": -0.3, "lesions": verdicts, "seconds": 1.0, "own": ("ON-slow",),
         "circuit_vs": circuit_vs, "windowed": {}, "per_cell": {}, "own_types": {"A": 0.9}, "split": {"A": 0.97},
         "contrasts": {"circuit": contrast, "test A": contrast}, "driving": ["ON-slow"], "driving_lesions": verdicts,
+        "smallest": [("ON-slow",)] if probe == "motion-reversal" else [("OFF-fast", "ON-slow")],
     }  # fmt: skip
 
 
@@ -224,6 +225,9 @@ def test_the_table_calls_a_test_failing_when_a_control_scores_high_and_withholds
     assert "| low |" in lines[0] and "| HIGH: test fails |" in lines[1]
     assert "| 0.90 | 0.97 / 0.90 |" in lines[0] and "gate fails: not scored" in lines[0]
     assert "shows it / shows it / lost" in lines[0]
+    # the kept types against this circuit's smallest ablation set; the default row in brackets where it differs
+    assert "| ON-slow | ON-slow | yes |" in lines[0]
+    assert "| ON-slow | OFF-fast, ON-slow (ON-slow) | no |" in lines[1]
     assert "Raised by (positive parts, >= 80 % of their sum): circuit ON-slow; test A ON-slow" in out
     every = {(cs, kind): rows[0]["scores"] for cs in ("shown", "responding") for kind in recovery.KINDS}
     recovery.print_ungated([("motion_reversal", every)])

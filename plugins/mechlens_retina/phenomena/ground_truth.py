@@ -180,6 +180,55 @@ def ablation_table(
     return rows
 
 
+def smallest_sets(
+    phenomenon: str,
+    registry: Any = None,
+    types: Sequence[str] = TYPES,
+    model_params: Mapping[str, Any] | None = None,
+) -> list[tuple[str, ...]]:
+    """The smallest sets of types that pass both ablations of the table on this circuit.
+
+    :data:`MECHANISMS` names the smallest such set on the default circuit; another version (e.g.
+    ``{"circuit": "v3"}``) may need fewer types (on versions 3 and 5 the OSR is abolished by
+    silencing OFF-fast and ON-slow and kept with only them, ON-fast not needed). Sets are tried by
+    size, one type first, and every set of the first size with any is returned.
+
+    Parameters
+    ----------
+    phenomenon : str
+        A measure name (:data:`mechlens_retina.phenomena.MEASURES`).
+    registry : mechlens.registry.Registry, optional
+        Where the model and stimuli are looked up.
+    types : sequence of str
+        All bipolar types of the circuit.
+    model_params : mapping, optional
+        Other parameters of the circuit, e.g. ``{"circuit": "v3"}``.
+
+    Returns
+    -------
+    list of tuple of str
+        Each set in ``types`` order; empty when the intact circuit does not show the phenomenon or no
+        proper subset passes (2^n - 2 ablation pairs at most: 14 for four types).
+    """
+    import itertools
+
+    from mechlens_retina import phenomena
+
+    if not phenomena.verdict(ablate(phenomenon, [], registry, model_params)):
+        return []
+    for size in range(1, len(types)):
+        found = []
+        for named in itertools.combinations(types, size):
+            others = [t for t in types if t not in named]
+            if phenomena.verdict(ablate(phenomenon, named, registry, model_params)):
+                continue
+            if phenomena.verdict(ablate(phenomenon, others, registry, model_params)):
+                found.append(tuple(named))
+        if found:
+            return found
+    return []
+
+
 def format_ablation_table(rows: Sequence[dict[str, Any]]) -> str:
     """The ablation table as markdown (phenomenon | types | intact | named silenced | others silenced | holds)."""
 

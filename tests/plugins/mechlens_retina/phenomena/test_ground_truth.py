@@ -52,3 +52,25 @@ def test_unknown_silenced_type_is_refused_with_the_known_names() -> None:
 
     with pytest.raises(ParameterError, match="OFF-fast"):
         SyntheticRetina(silence=["OFF-medium"])
+
+
+def test_smallest_sets_are_searched_by_size_and_every_set_of_the_first_size_is_returned(monkeypatch) -> None:
+    # a planted measure: shown while A and B are both active, or while C is
+    def shown(silence) -> bool:
+        active = {"A", "B", "C", "D"} - set(silence)
+        return {"A", "B"} <= active or "C" in active
+
+    monkeypatch.setattr(ground_truth, "ablate", lambda phen, silence, registry, params: shown(silence))
+    monkeypatch.setattr(phenomena, "verdict", lambda result: result)
+    # no single type abolishes it; of the pairs, {A, C} silenced leaves B and D (lost) and {A, C} alone
+    # shows it (through C), and the same for {B, C}; every other pair leaves A and B or C active
+    assert ground_truth.smallest_sets("x", types=("A", "B", "C", "D")) == [("A", "C"), ("B", "C")]
+    monkeypatch.setattr(ground_truth, "ablate", lambda phen, silence, registry, params: False)
+    assert ground_truth.smallest_sets("x", types=("A", "B")) == []  # the intact circuit does not show it
+
+
+def test_the_osr_needs_only_off_fast_and_on_slow_on_version_3() -> None:
+    # the default circuit's table names ON-fast too; on version 3 it is not needed
+    assert ground_truth.smallest_sets("omitted_stimulus_response", model_params={"circuit": "v3"}) == [
+        ("OFF-fast", "ON-slow")
+    ]
