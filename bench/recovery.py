@@ -73,6 +73,7 @@ from mechlens_retina.experiments import recovery as R
 from mechlens_retina.phenomena import measure_all, verdict
 from mechlens_retina.phenomena.agreement import probe_agreement, probe_stimuli, trained_circuit
 from mechlens_retina.phenomena.ground_truth import MECHANISMS, smallest_sets
+from mechlens_retina.phenomena.targets import REVERSAL_BEFORE_S, REVERSAL_WINDOW_S
 from mechlens_retina.training.bundle import RECIPES
 
 from mechlens import registry
@@ -204,7 +205,7 @@ def rebuild(which: str, circuit: dict[str, Any], silenced: tuple[str, ...] = OTH
 
 #: probe -> (event, window length in s) of the phenomenon's own window, as the experiments' reductions
 #: read it (the OSR: 0..0.25 s after the omitted flash; the reversal: 0..0.3 s after the reversal)
-WINDOWS = {"osr": ("omitted_time", 0.25), "motion-reversal": ("reversal_time", 0.3)}
+WINDOWS = {"osr": ("omitted_time", 0.25), "motion-reversal": ("reversal_time", REVERSAL_WINDOW_S)}
 
 
 def attribute_probe(model: Any, runs: list[tuple[str, dict]], attributor: Any, layer: str) -> xr.Dataset:
@@ -246,69 +247,22 @@ def window_scores(
     }
 
 
-#: probe -> (event, window after it s, reference) of the rate difference its measure thresholds: the
-#: reversal's burst (largest rate 0..0.3 s after the reversal) against the largest rate in the 0.7 s
-#: before; the OSR's peak (largest rate 0..0.25 s after the omitted flash) against the rate at the
-#: omitted time, the last flash's tail
-CONTRASTS = {"osr": ("omitted_time", 0.25, "at the event"), "motion-reversal": ("reversal_time", 0.3, "peak before")}
-#: the reversal measure's window before the reversal, s (``phenomena.reversal.motion_reversal``'s ``before_s``)
-BEFORE_S = 0.7
+#: probe -> the window before its event whose largest rate its measure compares the peak with (the
+#: reversal's), or None where it compares with the rate at the event (the OSR: the last flash's tail);
+#: the window after the event is the probe's in :data:`WINDOWS`
+CONTRASTS: dict[str, float | None] = {"osr": None, "motion-reversal": REVERSAL_BEFORE_S}
 
 
 def measure_contrast(
     pooled: xr.DataArray, response: xr.DataArray, event: xr.DataArray, probe: str, cells: list[str]
 ) -> xr.DataArray:
-    """The phenomenon's rate difference attributed to each type, mean over conditions (Hz).
-
-    Integrated gradients are linear in the output, so the attribution of a difference of two rates is
-    the difference of their attributions: this reads which types make the burst (or the OSR) rise
-    above what the measure compares it with, with sign. The two times are found on the model's own
-    ``response`` per condition and cell (:data:`CONTRASTS`).
-
-    Parameters
-    ----------
-    pooled : xarray.DataArray
-        (condition, time, cell, unit_channel = type), Hz.
-    response : xarray.DataArray
-        (condition, time, cell) the same model's response, Hz.
-    event : xarray.DataArray
-        The event time per condition (or one for all), s.
-
-    Returns
-    -------
-    xarray.DataArray
-        (cell, unit_channel), Hz.
-    """
-    _, after_s, reference = CONTRASTS[probe]
-    t = pooled["time"].values
-    out = np.zeros((len(cells), pooled.sizes["unit_channel"]))
-    events = np.broadcast_to(event.values, (pooled.sizes["condition"],))
-    for k, t0 in enumerate(events):
-        after = np.flatnonzero((t > t0 + 1e-6) & (t <= t0 + after_s + 1e-6))
-        ref = np.flatnonzero((t >= t0 - BEFORE_S - 1e-6) & (t <= t0 + 1e-6))
-        for c, cell in enumerate(cells):
-            r = response.isel(condition=k).sel(cell=cell).values
-            a = pooled.isel(condition=k).sel(cell=cell).transpose("time", "unit_channel").values
-            peak = after[np.argmax(r[after])]
-            at = ref[np.argmax(r[ref])] if reference == "peak before" else ref[-1]
-            out[c] += (a[peak] - a[at]) / len(events)
-    return xr.DataArray(out, dims=("cell", "unit_channel"), coords={"cell": cells})
+    """The probe's measured rate difference per type (:func:`R.measure_contrast` with its windows)."""
+    return R.measure_contrast(pooled, response, event, cells, WINDOWS[probe][1], CONTRASTS[probe])
 
 
-def driving_types(
-    contrast: xr.DataArray, names: list[str], explained: float = EXPLAINED, min_hz: float = R.RESPONDING_MIN_HZ
-) -> list[str]:
-    """The fewest types whose positive parts of ``contrast`` (mean over cells) reach ``explained`` of
-    the positive sum: the types that raise the phenomenon's rate difference. A type with a negative
-    part works against the phenomenon (silencing it would enlarge the difference), so it is not one.
-    None where the positive sum is below ``min_hz`` (a responding cell's swing): no rise to explain."""
-    mean = contrast.mean("cell").values
-    pos = np.clip(mean, 0.0, None)
-    if pos.sum() < min_hz:
-        return []
-    order = np.argsort(-pos)
-    n = int(np.searchsorted(np.cumsum(pos[order]) / pos.sum(), explained - 1e-12) + 1)
-    return sorted((names[i] for i in order[:n]), key=names.index)
+def driving_types(contrast: xr.DataArray, names: list[str]) -> list[str]:
+    """The types that raise a rate difference, at the experiments' threshold (:func:`R.driving_types`)."""
+    return R.driving_types(contrast, names, EXPLAINED)
 
 
 def trace_panel(
@@ -376,7 +330,7 @@ def plot_figure(rows: list[dict], names: list[str], path: Path) -> None:
                 ax.plot(tr["time"].values, tr.isel(unit_channel=c).values, color=colours[name], lw=1.4, label=name)
             ax.set_ylim(lo - pad, hi + pad)
             ax.axhline(0, color="0.7", lw=0.6)
-            ax.set_title(f"{row['probe']}, {fig_data['cell']}: {label}", fontsize=9)
+            ax.set_title(f"{row['probe']}, {fig_data['cell']}, condition {fig_data['condition']}: {label}", fontsize=9)
             ax.set_xlabel(f"time from {fig_data['event']} (s)" if fig_data["event"] else "time (s)", fontsize=8)
         ax_row[0].set_ylabel("attribution (Hz)", fontsize=8)
         ax_row[0].legend(fontsize=7, frameon=False)
@@ -589,9 +543,10 @@ def print_diagnoses(rows: list[dict], names: list[str]) -> None:
             "(the score's second part; ungated): " + ", ".join(f"{k} {v:.2f}" for k, v in row["own_types"].items())
         )
         if row["contrasts"]:
-            ev, after_s, reference = CONTRASTS[row["probe"]]
+            ev, after_s = WINDOWS[row["probe"]]
+            before_s = CONTRASTS[row["probe"]]
             what = f"largest rate 0..{after_s} s after {ev} minus the " + (
-                f"largest in the {BEFORE_S} s before" if reference == "peak before" else f"rate at {ev}"
+                f"largest in the {before_s} s before" if before_s is not None else f"rate at {ev}"
             )
             print(
                 f"diagnosis, {row['probe']}, the measure's rate difference ({what}) attributed per type, mean over "
@@ -779,17 +734,17 @@ def main() -> None:
             rms = (cut**2).mean([d for d in cut.dims if d not in ("cell", "unit_channel")]) ** 0.5
             own_cells = R.score_pooled(in_window(without_pooled[own], truth_ds[ev], length), truth_cut, shown[phen])
             per_cell = {str(c): (rms.sel(cell=c).values, float(own_cells.sel(cell=c))) for c in rms["cell"].values}
+        event = truth_ds[WINDOWS[probe][0]] if probe in WINDOWS else None
         contrasts: dict[str, xr.DataArray] = {}
-        if probe in CONTRASTS:
+        if probe in CONTRASTS and event is not None:
             # diagnosis only: which types raise the rate difference the phenomenon's measure reads
-            ev = truth_ds[CONTRASTS[probe][0]]
             for label, p, resp in (
                 ("circuit", truth_pooled, truth_ds["response"]),
                 ("test A", pooled_by["A"], attrs["A"]["response"]),
                 ("CNN without " + "+".join(own), pooled_by["own"], attrs["own"]["response"]),
                 ("circuit without " + "+".join(own), without_pooled[own], without_response[own]),
             ):
-                contrasts[label] = measure_contrast(p, resp, ev, probe, shown[phen])
+                contrasts[label] = measure_contrast(p, resp, event, probe, shown[phen])
         cell_sets = {"shown": shown[phen], "responding": R.responding_cells(truth_ds)}
         # the headline: the mechanism score on the cells that show the phenomenon in the circuit;
         # the other variants are printed for diagnosis
@@ -807,13 +762,12 @@ def main() -> None:
         # diagnosis only: the same lesion check for the types that raise the measure's difference
         driving = driving_types(contrasts["test A"], names) if contrasts else []
         driving_lesions = lesion_verdicts(models["A"], groups, names, driving, phen, shown[phen]) if driving else {}
-        event = truth_ds[WINDOWS[probe][0]] if probe in WINDOWS else None
         condition, traces = trace_panel(
             {"test A": pooled_by["A"], "CNN without " + "+".join(own): pooled_by["own"]},
             truth_pooled,
             shown[phen][0],
             event,
-            CONTRASTS[probe][1] if probe in CONTRASTS else 0.3,
+            WINDOWS[probe][1] if probe in WINDOWS else REVERSAL_WINDOW_S,
         )
         figure = {
             "traces": traces,

@@ -188,11 +188,12 @@ def test_the_figure_draws_each_probe_from_its_largest_condition_around_its_event
     names = ["OFF-fast", "OFF-slow", "ON-fast", "ON-slow"]
     contrast = xr.DataArray(rng.normal(size=(1, 4)), dims=("cell", "unit_channel"), coords={"cell": ["c"]})
     scores = {k: 0.1 for k in ("A", "B", "random", "trivial", "shuffled", "own")}
+    osr_figure = {"traces": traces, "cell": "c", "condition": k, "event": "omitted_time"}
+    flash_figure = {"traces": traces, "cell": "c", "condition": k, "event": None}
     rows = [
-        {"probe": "osr", "figure": {"traces": traces, "cell": "c", "event": "omitted_time"}, "contrasts": {
-            "circuit": contrast}, "scores": scores},
-        {"probe": "flash", "figure": {"traces": traces, "cell": "c", "event": None}, "contrasts": {}, "scores": scores},
-    ]  # fmt: skip
+        {"probe": "osr", "figure": osr_figure, "contrasts": {"circuit": contrast}, "scores": scores},
+        {"probe": "flash", "figure": flash_figure, "contrasts": {}, "scores": scores},
+    ]
     out = tmp_path / "fig" / "recovery.png"
     recovery.plot_figure(rows, names, out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000

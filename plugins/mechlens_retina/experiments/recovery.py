@@ -361,6 +361,71 @@ def mechanism_score(
     return xr.apply_ufunc(np.minimum, split, own)  # NaN where either is
 
 
+def measure_contrast(
+    pooled: xr.DataArray,
+    response: xr.DataArray,
+    event: xr.DataArray,
+    cells: Sequence[str],
+    after_s: float,
+    before_s: float | None = None,
+) -> xr.DataArray:
+    """A phenomenon's rate difference attributed to each type, mean over conditions (Hz).
+
+    Integrated gradients are linear in the output, so the attribution of a difference of two rates is
+    the difference of their attributions: this reads which types make a response rise above what a
+    measure compares it with, with sign. Per condition and cell, on the model's own ``response``:
+    the peak is the largest rate in ``(event, event + after_s]``; the reference is the largest rate
+    in ``[event - before_s, event]`` (the motion reversal's burst against the response before it) or,
+    with ``before_s`` None, the rate at the event itself (the OSR against the last flash's tail).
+
+    Parameters
+    ----------
+    pooled : xarray.DataArray
+        (condition, time, cell, unit_channel = type), Hz.
+    response : xarray.DataArray
+        (condition, time, cell) the same model's response, Hz.
+    event : xarray.DataArray
+        The event time per condition (or one for all), s.
+    cells : sequence of str
+        Cells to read.
+    after_s, before_s : float
+        The windows after and before the event, s.
+
+    Returns
+    -------
+    xarray.DataArray
+        (cell, unit_channel), Hz.
+    """
+    t = pooled["time"].values
+    out = np.zeros((len(cells), pooled.sizes["unit_channel"]))
+    events = np.broadcast_to(event.values, (pooled.sizes["condition"],))
+    for k, t0 in enumerate(events):
+        after = np.flatnonzero((t > t0 + 1e-6) & (t <= t0 + after_s + 1e-6))
+        ref = np.flatnonzero((t >= t0 - (before_s or 0.0) - 1e-6) & (t <= t0 + 1e-6))
+        for c, cell in enumerate(cells):
+            r = response.isel(condition=k).sel(cell=cell).values
+            a = pooled.isel(condition=k).sel(cell=cell).transpose("time", "unit_channel").values
+            peak = after[np.argmax(r[after])]
+            at = ref[np.argmax(r[ref])] if before_s is not None else ref[-1]
+            out[c] += (a[peak] - a[at]) / len(events)
+    return xr.DataArray(out, dims=("cell", "unit_channel"), coords={"cell": list(cells)})
+
+
+def driving_types(
+    contrast: xr.DataArray, names: Sequence[str], explained: float, min_hz: float = RESPONDING_MIN_HZ
+) -> list[str]:
+    """The fewest types whose positive parts of ``contrast`` (mean over cells) reach ``explained`` of
+    their sum: the types that raise the phenomenon's rate difference. A type with a negative part
+    works against the phenomenon (silencing it would enlarge the difference), so it is not one. None
+    where the positive sum is below ``min_hz`` (a responding cell's swing): no rise to explain."""
+    pos = np.clip(contrast.mean("cell").values, 0.0, None)
+    if pos.sum() < min_hz:
+        return []
+    order = np.argsort(-pos)
+    n = int(np.searchsorted(np.cumsum(pos[order]) / pos.sum(), explained - 1e-12) + 1)
+    return sorted((names[i] for i in order[:n]), key=list(names).index)
+
+
 # -- controls -------------------------------------------------------------------------------------
 def trivial_attribution(truth_ds: xr.Dataset, n_types: int, into: int) -> xr.DataArray:
     """The attribution that knows only the response: its whole change goes to one type.

@@ -13,6 +13,7 @@ the circuit) is scored against; docs/synthetic-retina.md explains each row.
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -210,8 +211,6 @@ def smallest_sets(
         Each set in ``types`` order; empty when the intact circuit does not show the phenomenon or no
         proper subset passes (2^n - 2 ablation pairs at most: 14 for four types).
     """
-    import itertools
-
     from mechlens_retina import phenomena
 
     if not phenomena.verdict(ablate(phenomenon, [], registry, model_params)):

@@ -17,7 +17,12 @@ from mechlens_retina.phenomena.common import (
     _summary,
     peak_time,
 )
-from mechlens_retina.phenomena.targets import REVERSAL_RATIO_MIN, REVERSAL_SPREAD_MAX_S, REVERSAL_WINDOW_S
+from mechlens_retina.phenomena.targets import (
+    REVERSAL_BEFORE_S,
+    REVERSAL_RATIO_MIN,
+    REVERSAL_SPREAD_MAX_S,
+    REVERSAL_WINDOW_S,
+)
 
 
 def motion_reversal(
@@ -26,7 +31,7 @@ def motion_reversal(
     *,
     reversal_s: Sequence[float] | None = None,
     window_s: float = REVERSAL_WINDOW_S,
-    before_s: float = 0.7,
+    before_s: float = REVERSAL_BEFORE_S,
 ) -> xr.Dataset:
     """The burst after a moving bar reverses, relative to the response before (Schwartz et al. 2007).
 

@@ -22,6 +22,8 @@ ANTICIPATION_DIRECTIONS = ("right", "left")
 #: the lead may not fall below -this x flashed latency x speed (0 lead = the lag fully compensated)
 ANTICIPATION_LAG_FRACTION = 0.5
 REVERSAL_WINDOW_S = 0.3
+#: window before the reversal whose largest rate the burst is compared with, s
+REVERSAL_BEFORE_S = 0.7
 REVERSAL_RATIO_MIN = 1.5
 #: largest spread (max - min over reversal positions) of the population burst time, s
 REVERSAL_SPREAD_MAX_S = 0.030
