@@ -1,7 +1,7 @@
 """Scale-out: one process vs a LocalCluster of ``--workers`` processes on the same attribution.
 
 Run: ``.venv/bin/python bench/scale.py [--seconds 20] [--workers 2] [--attributor integrated-gradients]
-[--steps 64] [--parts 0] [--keep-space-points 256]``; the cost of splitting cells into groups,
+[--steps 64] [--parts 0] [--keep-space] [--keep-space-points 256]``; the cost of splitting cells into groups,
 alone: ``.venv/bin/python bench/scale.py --cell-groups 2 8 [--seconds 1]``.
 
 The model is the bundled retina CNN (``retina-cnn``), the stimulus ``white-noise`` of ``--seconds``
@@ -108,6 +108,7 @@ def main() -> None:
     ap.add_argument("--attributor", default="integrated-gradients")
     ap.add_argument("--steps", type=int, default=64, help="integrated-gradients n_steps (0: adaptive, far slower)")
     ap.add_argument("--parts", type=int, default=0, help="parts (0: the default, 2 per worker)")
+    ap.add_argument("--keep-space", action="store_true", help="attribute per unit (keep_space=true): the per-unit workload")
     ap.add_argument(
         "--keep-space-points", type=int, default=256, help="time points of the keep_space ratio (0: skip it)"
     )
@@ -120,7 +121,10 @@ def main() -> None:
     import mechlens
     from mechlens.distributed import engine
 
-    attr_params = {"n_steps": args.steps} if "integrated" in args.attributor and args.steps else {}
+    # n_steps belongs to the sampled method only (the exact method has no steps)
+    attr_params: dict = {"n_steps": args.steps} if args.attributor == "integrated-gradients" and args.steps else {}
+    if args.keep_space:
+        attr_params["keep_space"] = True
     kw = {
         "stimulus_params": {"duration": args.seconds, "distribution": "gaussian"},
         "attributor_params": attr_params,
