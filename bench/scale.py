@@ -108,7 +108,7 @@ def main() -> None:
     ap.add_argument("--attributor", default="integrated-gradients")
     ap.add_argument("--steps", type=int, default=64, help="integrated-gradients n_steps (0: adaptive, far slower)")
     ap.add_argument("--parts", type=int, default=0, help="parts (0: the default, 2 per worker)")
-    ap.add_argument("--keep-space", action="store_true", help="attribute per unit (keep_space=true): the per-unit workload")
+    ap.add_argument("--keep-space", action="store_true", help="attribute per unit (keep_space=true)")
     ap.add_argument(
         "--keep-space-points", type=int, default=256, help="time points of the keep_space ratio (0: skip it)"
     )
