@@ -9,7 +9,7 @@ moves by 3 % asks a trained model for that precision: the OFF cells' moving-bar 
 left of their pooled excitation after their own delayed inhibition (``self_inhibition``) takes away
 nearly all of it (docs/training.md, "How precise the moving-bar gate is").
 
-Usage: python bench/gate_conditioning.py [--circuit v5] [--factors 0.97 1.03 ...]  (about 20 s per factor)
+Usage: python bench/gate_conditioning.py [--circuit v5] [--factors 0.97 1.03 ...]  (10-20 s per factor)
 """
 
 from __future__ import annotations

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "gate_conditioning.py"
+from bench_scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def conditioning():
-    spec = importlib.util.spec_from_file_location("bench_gate_conditioning", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("gate_conditioning")
 
 
 def test_the_unchanged_circuit_passes_its_own_gate_and_a_changed_balance_moves_the_off_cells(conditioning, monkeypatch):

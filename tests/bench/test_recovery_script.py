@@ -4,22 +4,15 @@ tests/plugins/mechlens_retina/experiments/test_retina_recovery.py)."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 import xarray as xr
-
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "recovery.py"
+from bench_scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def recovery():
-    spec = importlib.util.spec_from_file_location("bench_recovery", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("recovery")
 
 
 def test_each_circuit_version_has_its_own_test_a_checkpoints(recovery):
