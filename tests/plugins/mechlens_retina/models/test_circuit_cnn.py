@@ -19,8 +19,15 @@ def windows() -> np.ndarray:
 
 @pytest.mark.parametrize(
     "params",
-    [{}, {"silence": ["ON-slow"]}, {"gain_control": 0.5, "amacrine": 2.0}, {"circuit": "v4"}, {"circuit": "v5"}],
-    ids=["intact", "silenced", "scaled", "version-4", "version-5"],
+    [
+        {},
+        {"silence": ["ON-slow"]},
+        {"gain_control": 0.5, "amacrine": 2.0},
+        {"circuit": "v4"},
+        {"circuit": "v5"},
+        {"circuit": "v6"},
+    ],
+    ids=["intact", "silenced", "scaled", "version-4", "version-5", "version-6"],
 )
 def test_the_cnn_computes_the_circuit(windows: np.ndarray, params: dict) -> None:
     retina = SyntheticRetina(**{"circuit": "v3", **params})

@@ -19,7 +19,7 @@ def test_every_phenomenon_has_a_few_named_types_of_the_circuit() -> None:
         assert mech.account and mech.source, name
 
 
-@pytest.mark.parametrize("circuit", ["v2", "v3", "v4", "v5"])
+@pytest.mark.parametrize("circuit", ["v2", "v3", "v4", "v5", "v6"])
 @pytest.mark.parametrize("phenomenon", phenomena.MEASURES)
 def test_ablation_table_holds_on_the_circuit(phenomenon: str, circuit: str) -> None:
     # the intact circuit shows the phenomenon; silencing the named types abolishes it; silencing all

@@ -445,3 +445,33 @@ def test_version_5_keeps_the_four_phenomena_with_margins_on_the_osr_and_the_reve
         np.testing.assert_allclose(v5[name][var].values[..., off], v4[name][var].values[..., off])
     no_gain = ph.measure_all(SyntheticRetina(circuit="v5", gain_control=0.0))
     assert not any(ph.verdict(v) for v in no_gain.values()), {k: ph.verdict(v) for k, v in no_gain.items()}
+
+
+def test_version_6_widens_the_anticipation_margin_and_keeps_the_rest() -> None:
+    """v6 widens only the OFF cells' pooling: the 2200 um/s lead clears its allowed lag by 26 um (v5: 6 um)."""
+    v5 = ph.measure_all(SyntheticRetina(circuit="v5"))
+    v6 = ph.measure_all(SyntheticRetina(circuit="v6"))
+    assert {k: bool(ph.verdict(v)) for k, v in v6.items()} == dict.fromkeys(ph.MEASURES, True)
+    kinds = SyntheticRetina(circuit="v6").cell_kind
+    off = [i for i, k in enumerate(kinds) if k == "OFF"]
+
+    def margin(res: dict) -> float:
+        a = res["motion_anticipation"]
+        fastest = a["speed"].values.max()
+        lead = a["lead_by_speed"].sel(speed=fastest).isel(cell=off)
+        return float((lead + 0.5 * a["latency"].isel(cell=off) * fastest).min())
+
+    assert margin(v5) < 10.0 and margin(v6) >= 20.0, (margin(v5), margin(v6))
+    # the leads stay inside the receptive field the measure allows
+    lead6 = v6["motion_anticipation"]["lead_by_speed"].isel(cell=off)
+    assert float(abs(lead6).max()) < float(v6["motion_anticipation"]["rf_width"].isel(cell=off).min())
+    # the ON-OFF cells are version 5's: the same OSR; the OFF cells keep latency coding
+    onoff = [i for i, k in enumerate(kinds) if k == "ON-OFF"]
+    np.testing.assert_allclose(
+        v6["omitted_stimulus_response"]["latency"].values[..., onoff],
+        v5["omitted_stimulus_response"]["latency"].values[..., onoff],
+    )
+    np.testing.assert_allclose(v6["latency_coding"]["shift"].values[off], v5["latency_coding"]["shift"].values[off])
+    assert v6["motion_reversal"].attrs["population_ratio"] >= 2.0
+    no_gain = ph.measure_all(SyntheticRetina(circuit="v6", gain_control=0.0))
+    assert not any(ph.verdict(v) for v in no_gain.values()), {k: ph.verdict(v) for k, v in no_gain.items()}
