@@ -23,7 +23,7 @@ the last flash's tail) attributed per type (:func:`measure_contrast`), with the 
   channel c is circuit channel c (``python bench/recovery.py --rebuild`` retrains it and every
   control CNN with :data:`RECIPE`, ``--train-missing`` only those missing; deterministic on the CPU
   with 2 threads: 15 simulated minutes and 6 epochs each, 10-15 minutes each on the 2-core machine;
-  for circuit versions 3 to 5 in the two stages of the bundled recipes, :func:`two_stage_sets`,
+  for circuit versions 3 to 6 in the two stages of the bundled recipes, :func:`two_stage_sets`,
   about twice as long);
 * **test B** -- the bundled CNN, or ``--checkpoint PATH`` (free ``conv1``), channels matched by kernel
   cosine + Hungarian assignment (|cos| >= 0.5, else unmatched). The circuit everything is scored
@@ -110,7 +110,7 @@ def two_stage_sets(version: str) -> tuple[list[str], list[str]] | None:
     """``--set`` arguments that make test A train like the bundled model's two-stage recipe, or None.
 
     For a circuit version with a two-stage recipe (``mechlens_retina.training.bundle.RECIPES``,
-    ``cpu-v3`` to ``cpu-v5``; docs/training.md, "Two stages"): the first stage's movie and its
+    ``cpu-v3`` to ``cpu-v6``; docs/training.md, "Two stages"): the first stage's movie and its
     regularisation and held batch-norm statistics, and the second stage's values except its epoch count
     (``{start}`` stands for the first stage's checkpoint). Length and epochs stay RECIPE's, so test A
     and test B differ in the first layer and the amount of training only.

@@ -468,7 +468,8 @@ def margin_spec() -> CircuitSpec:
     keeps its margin (docs/synthetic-retina.md, "Version 6"). Everything else is :func:`burst_spec`.
     """
     spec = burst_spec()
-    return replace(spec, cells=tuple(replace(c, **V6_OFF) if c.kind == "OFF" else c for c in spec.cells))
+    cells = tuple(replace(c, sigma_um=V6_OFF["sigma_um"]) if c.kind == "OFF" else c for c in spec.cells)
+    return replace(spec, cells=cells)
 
 
 # -- filters -------------------------------------------------------------------------------------
