@@ -35,13 +35,9 @@ from mechlens_retina.phenomena.agreement import PEAK_ERROR_MS_MAX, probe_agreeme
 
 from mechlens import registry
 
-#: the circuit versions with their spec functions
-SPECS: dict[str, Callable[[], sy.CircuitSpec]] = {
-    "v3": sy.expressible_spec,
-    "v4": sy.bar_spec,
-    "v5": sy.burst_spec,
-    "v6": sy.margin_spec,
-}
+#: the circuit versions with their spec functions: the subtractive ones (v3 on), whose OFF cells have
+#: the ``self_inhibition`` that CONSTANTS scales
+SPECS: dict[str, Callable[[], sy.CircuitSpec]] = {k: f for k, f in sy.SPECS.items() if k != "v2"}
 
 
 def _cells(spec: sy.CircuitSpec, kind: str, change: Callable[[Any], Any]) -> sy.CircuitSpec:

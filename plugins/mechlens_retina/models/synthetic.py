@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
@@ -77,8 +77,6 @@ RATE_HZ = 20.0
 #: version 3: pixels lost on each side by the CNN's 11x11 second convolution; its ganglion cells pool
 #: the central (36 - 2 * CROP)^2 subunits, so that a retina-cnn computes it exactly (circuit_cnn)
 CROP = 5
-#: circuit versions by name (the ``circuit`` parameter)
-CIRCUITS = ("v2", "v3", "v4", "v5", "v6")
 #: version 4: what it changes in version 3's OFF ganglion cells (their own subtractive gain control and
 #: OFF-fast weight), so that they answer the slow moving bar with ~15 Hz instead of ~4 Hz
 #: (``bench/circuit_sweep.py``; docs/synthetic-retina.md, "Version 4")
@@ -470,6 +468,18 @@ def margin_spec() -> CircuitSpec:
     spec = burst_spec()
     cells = tuple(replace(c, sigma_um=V6_OFF["sigma_um"]) if c.kind == "OFF" else c for c in spec.cells)
     return replace(spec, cells=cells)
+
+
+#: each circuit version's spec function (the ``circuit`` parameter: :data:`CIRCUITS`)
+SPECS: dict[str, Callable[[], CircuitSpec]] = {
+    "v2": default_spec,
+    "v3": expressible_spec,
+    "v4": bar_spec,
+    "v5": burst_spec,
+    "v6": margin_spec,
+}
+#: circuit versions by name (the ``circuit`` parameter)
+CIRCUITS = tuple(SPECS)
 
 
 # -- filters -------------------------------------------------------------------------------------
@@ -867,8 +877,7 @@ class SyntheticRetina(Model):
 
         super().__init__(**params)
         if spec is None:
-            versions = {"v3": expressible_spec, "v4": bar_spec, "v5": burst_spec, "v6": margin_spec}
-            spec = versions.get(self.params.circuit, default_spec)()
+            spec = SPECS[self.params.circuit]()
         self.spec = spec
         names = [bt.name for bt in self.spec.types]
         unknown = sorted(set(self.params.silence) - set(names))
