@@ -26,10 +26,14 @@ the last flash's tail) attributed per type (:func:`measure_contrast`), with the 
   for circuit versions 3 to 6 in the two stages of the bundled recipes, :func:`two_stage_sets`,
   about twice as long);
 * **test B** -- the bundled CNN, or ``--checkpoint PATH`` (free ``conv1``), channels matched by kernel
-  cosine + Hungarian assignment (|cos| >= 0.5, else unmatched). The circuit everything is scored
-  against is the one test B was trained on (its recipe: ``trained_circuit``); for a circuit other than
-  the default (e.g. ``{circuit="v3"}``) the test-A and other-circuit checkpoints carry its name
-  (``recovery-fixed-v3.safetensors``) and ``--rebuild`` trains them on it;
+  cosine + Hungarian assignment (>= 0.5, else unmatched), each kernel signed by the polarity its
+  channel reaches its ReLU with (``R.channel_polarity``: an OFF channel matches only OFF filters).
+  Issue 17's other matching, a map fitted on natural scenes, is printed as a diagnosis
+  (:func:`print_fitted_map`; it names no type: docs/retina-walkthrough.md, "Test B's matching").
+  The circuit everything is scored against is the one test B was trained on (its recipe:
+  ``trained_circuit``); for a circuit other than the default (e.g. ``{circuit="v3"}``) the test-A
+  and other-circuit checkpoints carry its name (``recovery-fixed-v3.safetensors``) and ``--rebuild``
+  trains them on it;
 * **controls**, scored like test A: a random CNN with the circuit's ``conv1`` (random above it); the
   trivial attribution putting the whole response change into one type (mean over the four types);
   the ground truth with its types shuffled (mean over the 9 derangements); and, per phenomenon, a CNN
@@ -67,8 +71,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import xarray as xr
-from mechlens_retina.experiments import EXPLAINED
+from mechlens_retina.experiments import EXPLAINED, basis
 from mechlens_retina.experiments import recovery as R
 from mechlens_retina.phenomena import measure_all, verdict
 from mechlens_retina.phenomena.agreement import probe_agreement, probe_stimuli, trained_circuit
@@ -595,6 +600,42 @@ def print_ungated(ungated: list[tuple[str, dict]]) -> None:
                 print(f"  {phen:<28} " + " ".join(f"{every[(cs, kind)][k]:>9.2f}" for k in keys))
 
 
+def print_fitted_map(cnn: Any, circuit_w: np.ndarray) -> None:
+    """Issue 17's other matching, a map fitted on natural scenes, as a diagnosis: how much of each test-B
+    channel the circuit's filters carry on natural scenes and under white noise, beside a random kernel's."""
+    from mechlens.testing import noise_stimulus
+
+    movies = {
+        "natural scenes": registry.get("stimulus", "natural-scenes")(duration=20.0).generate(seed=123, grid=cnn.grid),
+        "white noise": noise_stimulus(cnn, n_times=1000, seed=0),
+    }
+    rng = np.random.default_rng(0)
+    weight = cnn.module.conv1.weight.detach().numpy()
+    random_kernels = rng.standard_normal(weight.shape).astype(np.float32)
+    fits = {}
+    for label, movie in movies.items():
+        fits[label] = basis.fit_circuit_basis(cnn, circuit_w, movie["stimulus"], stride=10)
+        with torch.no_grad():
+            saved = cnn.module.conv1.weight.clone()
+            cnn.module.conv1.weight.copy_(torch.as_tensor(random_kernels))
+            try:
+                fits[label + " (random)"] = basis.fit_circuit_basis(cnn, circuit_w, movie["stimulus"], stride=10)
+            finally:
+                cnn.module.conv1.weight.copy_(saved)
+    print(
+        "a map fitted instead (diagnosis: mechlens_retina.experiments.basis, least squares of each channel on the "
+        "circuit's 8 filters at the same position), the fraction of each test-B channel's variance they carry:"
+    )
+    for label in movies:
+        own, rand = fits[label].explained, fits[label + " (random)"].explained
+        print(
+            f"  {label}: "
+            + " ".join(f"{v:.2f}" for v in own)
+            + f"; 8 white-noise kernels: median {np.median(rand):.2f}"
+            f"; largest |mixing coefficient| {np.abs(fits[label].mixing).max():.3g}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -655,14 +696,24 @@ def main() -> None:
     n_types = len(names)
     circuit_w = truth.conv.weight.detach().numpy()
     matches = {k: R.identity_match(groups) for k in ("A", "random", "other", "own")}
-    matches["B"] = R.match_kernels(models["B"].module.conv1.weight.detach().numpy(), circuit_w, groups)
+    weight_b = models["B"].module.conv1.weight.detach().numpy()
+    polarity, consistency = R.channel_polarity(models["B"])
+    matches["B"] = R.match_kernels(weight_b, circuit_w, groups, polarity=polarity)
+    # before 2026-12-07 (late) the match ignored the polarity: printed beside it, for comparison
+    unsigned = R.match_kernels(weight_b, circuit_w, groups)
     channel_names = [t["name"] for t in truth.ground_truth_types()]
 
-    print("test B matching (its conv1 -> circuit filter; |cos| >= 0.5 to match):")
+    print(
+        "test B matching (its conv1 -> circuit filter; cosine of the kernel signed by the channel's polarity at its "
+        "ReLU >= 0.5 to match; in brackets the sign-invariant |cos| match):"
+    )
     for c, (ch, cos) in enumerate(zip(matches["B"].channel, matches["B"].strength())):
-        best = np.abs(matches["B"].correlation[c]).max()
-        to = f"{channel_names[ch]:<17} cos {cos:+.2f}" if ch >= 0 else f"unmatched          (largest |cos| {best:.2f})"
-        print(f"  conv1 channel {c} -> {to}")
+        best = matches["B"].correlation[c].max()
+        to = f"{channel_names[ch]:<17} cos {cos:+.2f}" if ch >= 0 else f"unmatched          (largest {best:+.2f})"
+        old = unsigned.channel[c]
+        was = f"{channel_names[old]} {unsigned.strength()[c]:+.2f}" if old >= 0 else "unmatched"
+        print(f"  conv1 channel {c} (polarity {polarity[c]:+.0f}, {consistency[c]:.0%} of its units) -> {to} [{was}]")
+    print_fitted_map(models["B"], circuit_w)
     fixed_dev = float(np.abs(models["A"].module.conv1.weight.detach().numpy() - circuit_w).max())
     print(f"test A: conv1 equals the circuit's filters to {fixed_dev:.1e} (frozen in training)")
 

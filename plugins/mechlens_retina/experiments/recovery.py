@@ -7,9 +7,10 @@ Two tests, one score:
   circuit's bipolar filters as its ``conv1``, frozen in training, so channel ``c`` *is* the
   circuit's channel ``c`` (:func:`identity_match`).
 * **Test B, free first layer.** A CNN that learned its own ``conv1`` is matched to the circuit by
-  :func:`match_kernels`: the sign-invariant cosine between every CNN kernel (40 x 15 x 15) and every
-  circuit filter (direct and delayed), a Hungarian assignment (channel order is arbitrary), and a
-  threshold below which a channel stays unmatched (a learned filter need not be any circuit filter).
+  :func:`match_kernels`: the cosine between every CNN kernel (40 x 15 x 15), signed by the
+  polarity it reaches its rectifier with (:func:`channel_polarity`), and every circuit filter
+  (direct and delayed), a Hungarian assignment (channel order is arbitrary), and a threshold below
+  which a channel stays unmatched (a learned filter need not be any circuit filter).
 
 The score (:func:`recovery_score`): per cell, the Pearson r between the CNN's attribution pooled per
 matched bipolar type and the circuit's own attribution pooled the same way, over every condition of
@@ -138,16 +139,87 @@ def kernel_cosines(cnn_weight: np.ndarray, circuit_weight: np.ndarray) -> np.nda
     return (a / np.where(na > 0, na, 1.0)) @ (b / np.where(nb > 0, nb, 1.0)).T
 
 
-def match_kernels(
-    cnn_weight: np.ndarray, circuit_weight: np.ndarray, groups: np.ndarray, threshold: float = COSINE_THRESHOLD
-) -> TypeMatch:
-    """Match CNN channels to circuit channels by kernel shape, invariant to channel order and sign.
+def channel_polarity(cnn: Model, layer: str = "conv1") -> tuple[np.ndarray, np.ndarray]:
+    """The sign each channel of ``layer`` reaches its rectifier with: which half of its kernel the CNN keeps.
 
-    The similarity is |cosine| (a CNN may carry a filter with either sign: the layers above absorb
-    it, and attributions do not depend on it); the Hungarian assignment
-    (``scipy.optimize.linear_sum_assignment``) gives each circuit channel at most one CNN channel
-    and maximises the summed |cosine|; an assigned pair below ``threshold`` is dropped, so a kernel
-    like no circuit filter stays unmatched.
+    A channel with kernel ``w`` followed by a per-unit gain ``g`` and a ReLU passes the part of the
+    stimulus where ``g * w . x`` rises: an ON channel for ``g w`` like an ON filter, an OFF channel
+    for its negative. The kernel's sign alone is therefore not free: with ``g > 0``, ``w`` and
+    ``-w`` are two different cell types (the synthetic retina's OFF-slow filter and its ON-fast
+    delayed copy have cosine -0.99, and the circuit rectifies each its own way). The gain is read from
+    the network: the modules of ``cnn.split(layer)[1]`` before its first ReLU must act on each unit
+    alone (a flatten, a batch norm in eval mode, an identity), and their slope per unit is measured.
+
+    Parameters
+    ----------
+    cnn : Model
+        A CNN whose layer above ``layer`` starts with per-unit stages and a ReLU (``retina-cnn``:
+        flatten, ``bn1``, noise, ``relu1``).
+    layer : str
+        The attributed layer (shape (channels, y, x)).
+
+    Returns
+    -------
+    polarity : numpy.ndarray
+        (channels,) +1 or -1: the sign of the median slope over the channel's units.
+    consistency : numpy.ndarray
+        (channels,) fraction of the channel's units whose slope has that sign.
+
+    Raises
+    ------
+    SchemaError
+        If the part above the layer has no ReLU, or mixes units before it.
+    """
+    import torch
+    from torch import nn
+
+    _, above = cnn.split(layer)
+    modules = list(above) if isinstance(above, nn.Sequential) else [above]
+    relu = next((i for i, m in enumerate(modules) if isinstance(m, nn.ReLU)), None)
+    if relu is None:
+        raise SchemaError(
+            f"channel_polarity: the network above {layer!r} of model {cnn.name!r} has no ReLU among its top-level "
+            "modules, so its channels have no polarity; match kernels without one (polarity=None)"
+        )
+    prefix = nn.Sequential(*modules[:relu]).eval()
+    shape = cnn.layers()[layer]
+    rng = np.random.default_rng(0)
+    with torch.no_grad():
+        zero = torch.zeros((1, *shape))
+        base = prefix(zero).reshape(1, -1)
+        slope = (prefix(zero + 1.0).reshape(1, -1) - base)[0]
+        d = torch.as_tensor(rng.standard_normal((1, *shape)), dtype=zero.dtype)
+        moved = prefix(zero + d).reshape(1, -1) - base
+    if not torch.allclose(moved[0], slope * d.reshape(-1), rtol=1e-3, atol=1e-4 * float(slope.abs().max())):
+        raise SchemaError(
+            f"channel_polarity: the modules above {layer!r} of model {cnn.name!r} before its first ReLU mix units "
+            f"({', '.join(type(m).__name__ for m in modules[:relu])}), so a channel's sign at the rectifier is not "
+            "one number; match kernels without polarity (polarity=None)"
+        )
+    per_channel = slope.reshape(shape[0], -1).numpy()
+    polarity = np.where(np.median(per_channel, axis=1) >= 0, 1.0, -1.0)
+    consistency = (np.sign(per_channel) == polarity[:, None]).mean(axis=1)
+    return polarity, consistency
+
+
+def match_kernels(
+    cnn_weight: np.ndarray,
+    circuit_weight: np.ndarray,
+    groups: np.ndarray,
+    threshold: float = COSINE_THRESHOLD,
+    polarity: np.ndarray | None = None,
+) -> TypeMatch:
+    """Match CNN channels to circuit channels by kernel shape, invariant to channel order.
+
+    With ``polarity`` (:func:`channel_polarity`: the sign each CNN channel reaches its rectifier
+    with) the similarity is the cosine of ``polarity * kernel`` with each circuit filter, so an OFF
+    channel matches only OFF filters: the circuit rectifies each filter's own sign, and its filters
+    of opposite polarity and different kinetics are near negatives of each other (cosine down to
+    -0.99). Without it, |cosine| (for a layer whose sign the network above may undo). The Hungarian
+    assignment (``scipy.optimize.linear_sum_assignment``) gives each circuit channel at most one CNN
+    channel and maximises the summed similarity over the pairs at or above ``threshold`` (pairs below
+    it count 0, so a pair that cannot match never displaces one that can); a channel left with no such
+    pair stays unmatched.
 
     Parameters
     ----------
@@ -158,21 +230,37 @@ def match_kernels(
     groups : numpy.ndarray
         (n_circuit,) type index of each circuit channel (:func:`type_groups`).
     threshold : float
-        Smallest |cosine| of a match.
+        Smallest similarity of a match.
+    polarity : numpy.ndarray, optional
+        (n_cnn,) +1 / -1 per CNN channel.
 
     Returns
     -------
     TypeMatch
         ``assignment`` (type or -1), ``channel`` (circuit channel or -1) and ``correlation`` the
-        signed cosines (n_cnn, n_circuit); ``strength()`` is the matched pair's signed cosine.
+        signed cosines (n_cnn, n_circuit), times ``polarity`` where given; ``strength()`` is the
+        matched pair's entry.
     """
     from scipy.optimize import linear_sum_assignment
 
     cos = kernel_cosines(cnn_weight, circuit_weight)
-    rows, cols = linear_sum_assignment(-np.abs(cos))
+    if polarity is not None:
+        polarity = np.asarray(polarity, dtype=float)
+        if polarity.shape != (cos.shape[0],) or not np.all(np.abs(polarity) == 1):
+            raise ParameterError(
+                "polarity",
+                f"match_kernels: polarity must be +1 or -1 for each of the {cos.shape[0]} CNN channels, got "
+                f"{polarity.tolist()}; take it from channel_polarity(cnn)",
+            )
+        cos = cos * polarity[:, None]
+        similarity = cos
+    else:
+        similarity = np.abs(cos)
+    eligible = np.where(similarity >= threshold, similarity, 0.0)
+    rows, cols = linear_sum_assignment(-eligible)
     channel = np.full(cos.shape[0], -1)
     for r, c in zip(rows, cols):
-        if abs(cos[r, c]) >= threshold:
+        if eligible[r, c] > 0:
             channel[r] = c
     groups = np.asarray(groups)
     assignment = np.where(channel >= 0, groups[np.maximum(channel, 0)], -1)

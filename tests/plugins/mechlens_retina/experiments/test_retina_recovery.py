@@ -258,3 +258,50 @@ def test_the_fixed_first_layer_survives_saving_and_is_refused_for_another_shape(
     assert not back.module.conv1.weight.requires_grad
     with pytest.raises(ParameterError, match="first_layer"):
         RetinaCNN(**{**_arch(), "channels1": 4}, first_layer="synthetic-retina")
+
+
+def test_polarity_tells_a_filter_from_its_negative_of_another_type():
+    # OFF-slow and ON-fast delayed are near negatives (cosine -0.99): a CNN channel with the ON-fast
+    # delayed shape and a positive gain is an ON channel, which the sign-invariant match called OFF-slow
+    circuit = SyntheticRetina().conv.weight.detach().numpy()
+    groups, _ = R.type_groups(SyntheticRetina())
+    channel_names = [t["name"] for t in SyntheticRetina().ground_truth_types()]
+    off_slow, on_fast_delayed = channel_names.index("OFF-slow"), channel_names.index("ON-fast delayed")
+    assert R.kernel_cosines(circuit[[off_slow]], circuit[[on_fast_delayed]])[0, 0] < -0.95
+    cnn = -circuit[[off_slow]]
+    ignoring = R.match_kernels(cnn, circuit, groups)
+    assert ignoring.channel[0] == off_slow  # |cos| 1.0 with its own negative
+    assert R.match_kernels(cnn, circuit, groups, polarity=np.array([1.0])).channel[0] == on_fast_delayed
+    assert R.match_kernels(cnn, circuit, groups, polarity=np.array([-1.0])).channel[0] == off_slow
+    with pytest.raises(ParameterError, match="polarity"):
+        R.match_kernels(cnn, circuit, groups, polarity=np.array([0.5]))
+
+
+def test_a_pair_below_the_threshold_never_displaces_one_above_it():
+    circuit = SyntheticRetina().conv.weight.detach().numpy()
+    groups, _ = R.type_groups(SyntheticRetina())
+    rng = np.random.default_rng(3)
+    # channel 0 is filter 0 (cos 1); channel 1 is mostly noise with a little of filter 0 (cos < 0.5)
+    noise = rng.standard_normal(circuit[0].shape) * np.linalg.norm(circuit[0]) / np.sqrt(circuit[0].size)
+    cnn = np.stack([circuit[0], 0.3 * circuit[0] + noise])
+    match = R.match_kernels(cnn, circuit, groups, polarity=np.array([1.0, 1.0]))
+    assert match.channel[0] == 0 and match.channel[1] == -1
+
+
+def test_channel_polarity_reads_the_gain_each_channel_reaches_its_relu_with():
+    cnn = RetinaCNN(**_arch(), seed=0)
+    with torch.no_grad():
+        gain = cnn.module.bn1.weight.view(8, 6, 6)
+        gain.fill_(1.0)
+        gain[2] = -0.5
+        gain[5, 0, :] = -1.0  # one row of channel 5's units the other way
+    polarity, consistency = R.channel_polarity(cnn)
+    np.testing.assert_array_equal(polarity, [1, 1, -1, 1, 1, 1, 1, 1])
+    assert consistency[2] == 1.0 and consistency[5] == pytest.approx(30 / 36)
+    mixing = torch.nn.Sequential(torch.nn.Conv2d(8, 8, 1), torch.nn.ReLU())
+    cnn.split = lambda layer: (cnn.module[:1], mixing)  # type: ignore[method-assign]
+    with pytest.raises(SchemaError, match="mix units"):
+        R.channel_polarity(cnn)
+    cnn.split = lambda layer: (cnn.module[:1], torch.nn.Sequential(torch.nn.Flatten()))  # type: ignore[method-assign]
+    with pytest.raises(SchemaError, match="no ReLU"):
+        R.channel_polarity(cnn)
