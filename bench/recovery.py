@@ -27,7 +27,7 @@ the last flash's tail) attributed per type (:func:`measure_contrast`), with the 
   about twice as long);
 * **test B** -- the bundled CNN, or ``--checkpoint PATH`` (free ``conv1``), channels matched by kernel
   cosine + Hungarian assignment (>= 0.5, else unmatched), each kernel signed by the polarity its
-  channel reaches its ReLU with (``R.channel_polarity``: an OFF channel matches only OFF filters).
+  channel reaches its ReLU with (``matching.channel_polarity``: an OFF channel matches only OFF filters).
   Issue 17's other matching, a map fitted on natural scenes, is printed as a diagnosis
   (:func:`print_fitted_map`; it names no type: docs/retina-walkthrough.md, "Test B's matching").
   The circuit everything is scored against is the one test B was trained on (its recipe:
@@ -74,6 +74,7 @@ import numpy as np
 import torch
 import xarray as xr
 from mechlens_retina.experiments import EXPLAINED, basis
+from mechlens_retina.experiments import matching as M
 from mechlens_retina.experiments import recovery as R
 from mechlens_retina.phenomena import measure_all, verdict
 from mechlens_retina.phenomena.agreement import probe_agreement, probe_stimuli, trained_circuit
@@ -384,7 +385,7 @@ def shown_cells(truth: Any) -> dict[str, list[str]]:
     return out
 
 
-def kept_types(attr: xr.Dataset, match: R.TypeMatch, names: list[str], cells: list[str]) -> list[str]:
+def kept_types(attr: xr.Dataset, match: M.TypeMatch, names: list[str], cells: list[str]) -> list[str]:
     """The cell-types reduction (``EXPLAINED``: 80 % of the response deviation, as in the experiments)
     of a CNN attribution, as type names."""
     # an unmatched channel is its own group, so the reduction may keep it (and the table shows it did)
@@ -692,15 +693,15 @@ def main() -> None:
         sil: registry.get("model", "synthetic-retina")(**other_circuit(circuit, sil)) for sil in control_sets()
     }
     print(f"circuit: synthetic-retina {circuit or '(default)'}; test B: {args.checkpoint or 'the bundled model'}")
-    groups, names = R.type_groups(truth)
+    groups, names = M.type_groups(truth)
     n_types = len(names)
     circuit_w = truth.conv.weight.detach().numpy()
-    matches = {k: R.identity_match(groups) for k in ("A", "random", "other", "own")}
+    matches = {k: M.identity_match(groups) for k in ("A", "random", "other", "own")}
     weight_b = models["B"].module.conv1.weight.detach().numpy()
-    polarity, consistency = R.channel_polarity(models["B"])
-    matches["B"] = R.match_kernels(weight_b, circuit_w, groups, polarity=polarity)
+    polarity, consistency = M.channel_polarity(models["B"])
+    matches["B"] = M.match_kernels(weight_b, circuit_w, groups, polarity=polarity)
     # before 2026-12-07 (late) the match ignored the polarity: printed beside it, for comparison
-    unsigned = R.match_kernels(weight_b, circuit_w, groups)
+    unsigned = M.match_kernels(weight_b, circuit_w, groups)
     channel_names = [t["name"] for t in truth.ground_truth_types()]
 
     print(
@@ -731,7 +732,7 @@ def main() -> None:
         t0 = time.perf_counter()
         phen = spec["phenomenon"]
         truth_ds = attribute_probe(truth, spec["runs"], ig, "bipolar")
-        truth_pooled = R.pooled_attribution(truth_ds["attribution"], R.TypeMatch(groups, np.zeros(0)), n_types)
+        truth_pooled = R.pooled_attribution(truth_ds["attribution"], M.TypeMatch(groups, np.zeros(0)), n_types)
         own = control_silenced(phen)
         # "other": the first control (OFF-fast silenced), scored everywhere; "own": this phenomenon's
         # (the same CNN, attributed once, where the phenomenon's types are OFF-fast alone)
@@ -750,7 +751,7 @@ def main() -> None:
             without_ds = attribute_probe(truth_without[sil], spec["runs"], ig, "bipolar")
             without_response[sil] = without_ds["response"]
             without = without_ds["attribution"]
-            without_pooled[sil] = R.pooled_attribution(without, R.TypeMatch(groups, np.zeros(0)), n_types)
+            without_pooled[sil] = R.pooled_attribution(without, M.TypeMatch(groups, np.zeros(0)), n_types)
             circuit_vs[sil] = {
                 kind: float(np.nanmedian(score(kind, without_pooled[sil], truth_pooled, shown[phen], mech).values))
                 for kind in ("mechanism", "split")

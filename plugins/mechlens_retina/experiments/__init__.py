@@ -283,7 +283,8 @@ def ground_truth(
     CNN's. Other models are returned unchanged.
     """
     from mechlens import registry as _registry
-    from mechlens_retina.experiments.recovery import TypeMatch, pooled_attribution, type_groups
+    from mechlens_retina.experiments.matching import TypeMatch, type_groups
+    from mechlens_retina.experiments.recovery import pooled_attribution
     from mechlens_retina.phenomena.agreement import trained_circuit
 
     circuit = trained_circuit(model)

@@ -1,6 +1,6 @@
 """A CNN's first layer written in the circuit's filters: how much of each channel they carry (issue 17).
 
-Kernel matching (:func:`mechlens_retina.experiments.recovery.match_kernels`) asks each learned
+Kernel matching (:func:`mechlens_retina.experiments.matching.match_kernels`) asks each learned
 ``conv1`` kernel to *be* one circuit filter. Issue 17 also proposed a mapping fitted on natural
 scenes and tested on the probes. :func:`fit_circuit_basis` fits it: each CNN channel's activation is
 regressed on the circuit's filter outputs at the same position (least squares over a movie), giving

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+from mechlens_retina.experiments import matching as M
 from mechlens_retina.experiments import recovery as R
 from mechlens_retina.models.cnn import RetinaCNN
 from mechlens_retina.models.synthetic import SyntheticRetina
@@ -15,7 +16,7 @@ from mechlens_retina.training.fit import train
 from mechlens_retina.training.recordings import from_datasets
 
 from mechlens import registry
-from mechlens.errors import ParameterError, SchemaError
+from mechlens.errors import ParameterError
 from mechlens.schema import grid_coords, time_coord
 
 GROUPS = np.array([0, 1, 2, 3, 0, 1, 2, 3])  # the circuit's layout: direct channels, then delayed copies
@@ -70,14 +71,14 @@ def test_a_planted_mechanism_is_recovered_and_every_control_scores_low():
     cells = R.responding_cells(truth_ds)
     assert cells == ["gc00", "gc01", "gc02"]  # the flat cell is not scored
     n_types = 4
-    truth_pooled = R.pooled_attribution(truth_ds["attribution"], R.TypeMatch(GROUPS, np.zeros(0)), n_types)
-    real = R.recovery_score(cnn, truth_ds["attribution"], R.identity_match(GROUPS), GROUPS, cells)
+    truth_pooled = R.pooled_attribution(truth_ds["attribution"], M.TypeMatch(GROUPS, np.zeros(0)), n_types)
+    real = R.recovery_score(cnn, truth_ds["attribution"], M.identity_match(GROUPS), GROUPS, cells)
     assert list(real["cell"].values) == cells
     assert float(real.median()) > 0.95
 
     rng = np.random.default_rng(1)
     random_cnn = xr.DataArray(rng.standard_normal(cnn.shape), dims=cnn.dims, coords=cnn.coords)
-    random_score = R.recovery_score(random_cnn, truth_ds["attribution"], R.identity_match(GROUPS), GROUPS, cells)
+    random_score = R.recovery_score(random_cnn, truth_ds["attribution"], M.identity_match(GROUPS), GROUPS, cells)
     trivial = [
         float(R.score_pooled(R.trivial_attribution(truth_ds, n_types, k), truth_pooled, cells).median())
         for k in range(n_types)
@@ -88,7 +89,7 @@ def test_a_planted_mechanism_is_recovered_and_every_control_scores_low():
     ]
     # another circuit: the same time courses carried by other types (ON and OFF swapped)
     other = cnn.isel(unit_channel=[2, 3, 0, 1, 6, 7, 4, 5]).assign_coords(unit_channel=np.arange(8))
-    other_score = R.recovery_score(other, truth_ds["attribution"], R.identity_match(GROUPS), GROUPS, cells)
+    other_score = R.recovery_score(other, truth_ds["attribution"], M.identity_match(GROUPS), GROUPS, cells)
     controls = {
         "random": float(random_score.median()),
         "trivial": float(np.mean(trivial)),
@@ -112,7 +113,7 @@ def test_the_mechanism_score_recovers_the_planted_mechanism_and_keeps_every_cont
     truth_ds, cnn = planted()
     cells = R.responding_cells(truth_ds)
     n_types, mech = 4, [0, 1]
-    ident = R.TypeMatch(GROUPS, np.zeros(0))
+    ident = M.TypeMatch(GROUPS, np.zeros(0))
     truth_pooled = R.pooled_attribution(truth_ds["attribution"], ident, n_types)
 
     def score(pooled: xr.DataArray) -> float:
@@ -145,10 +146,10 @@ def test_the_type_split_rejects_a_model_with_the_response_but_not_the_types():
     same = xr.concat([change / 8] * 8, dim="unit_channel").transpose(*truth_ds["attribution"].dims)
     same = same + 0.05 * float(np.abs(change).max()) / 8 * rng.standard_normal(same.shape)
     same = same.assign_coords(unit_channel=np.arange(8))
-    args = (same, truth_ds["attribution"], R.identity_match(GROUPS), GROUPS, cells)
+    args = (same, truth_ds["attribution"], M.identity_match(GROUPS), GROUPS, cells)
     assert float(R.recovery_score(*args, split=False).median()) > 0.4
     assert abs(float(R.recovery_score(*args).median())) < 0.3
-    split = R.type_split(R.pooled_attribution(truth_ds["attribution"], R.TypeMatch(GROUPS, np.zeros(0)), 4))
+    split = R.type_split(R.pooled_attribution(truth_ds["attribution"], M.TypeMatch(GROUPS, np.zeros(0)), 4))
     np.testing.assert_allclose(split.sum("unit_channel"), 0.0, atol=1e-9)
 
 
@@ -158,7 +159,7 @@ def test_the_mechanism_score_sees_a_small_type_the_type_split_misses():
     drops to 0 for it and stays high for the recovered copy (5 % noise). It is never above the type split."""
     truth_ds, cnn = planted()
     cells = R.responding_cells(truth_ds)
-    ident = R.TypeMatch(GROUPS, np.zeros(0))
+    ident = M.TypeMatch(GROUPS, np.zeros(0))
     truth_pooled = R.pooled_attribution(truth_ds["attribution"], ident, 4)
     copy = R.pooled_attribution(cnn, ident, 4)
     without = copy.where(copy["unit_channel"] != 3, 0.0)
@@ -178,38 +179,16 @@ def test_the_mechanism_score_sees_a_small_type_the_type_split_misses():
 
 def test_unmatched_channels_score_zero_not_nan():
     truth_ds, cnn = planted()
-    none = R.TypeMatch(np.full(8, -1), np.zeros((8, 8)), np.full(8, -1))
+    none = M.TypeMatch(np.full(8, -1), np.zeros((8, 8)), np.full(8, -1))
     score = R.recovery_score(cnn, truth_ds["attribution"], none, GROUPS, ["gc00"])
     assert float(score.sel(cell="gc00")) == 0.0
 
 
-def test_hungarian_kernel_matching_recovers_a_permuted_sign_flipped_copy_and_leaves_noise_unmatched():
-    circuit = SyntheticRetina().conv.weight.detach().numpy()  # (8, 40, 15, 15)
-    groups, names = R.type_groups(SyntheticRetina())
-    assert names == ["OFF-fast", "OFF-slow", "ON-fast", "ON-slow"]
-    rng = np.random.default_rng(0)
-    order = rng.permutation(8)
-    signs = np.array([1, -1, -1, 1, -1, 1, 1, -1], dtype=float)
-    cnn = circuit[order] * signs[:, None, None, None] * rng.uniform(0.1, 10, 8)[:, None, None, None]
-    cnn[3] = rng.standard_normal(cnn[3].shape)  # a kernel like no circuit filter
-    match = R.match_kernels(cnn, circuit, groups)
-    for c in range(8):
-        if c == 3:
-            assert match.channel[c] == -1 and match.assignment[c] == -1
-        else:
-            assert match.channel[c] == order[c]
-            assert match.assignment[c] == groups[order[c]]
-            assert match.strength()[c] == pytest.approx(signs[c], abs=1e-6)  # signed cosine of the pair
-    assert np.isnan(match.strength()[3])
-    with pytest.raises(SchemaError, match="differ in"):
-        R.kernel_cosines(cnn[:, :20], circuit)
-
-
 def test_the_synthetic_retina_recovers_itself_with_its_own_filters():
     truth = SyntheticRetina()
-    groups, _ = R.type_groups(truth)
+    groups, _ = M.type_groups(truth)
     w = truth.conv.weight.detach().numpy()
-    match = R.match_kernels(w, w, groups)
+    match = M.match_kernels(w, w, groups)
     np.testing.assert_array_equal(match.channel, np.arange(8))
     stim = registry.get("stimulus", "flash")(post_s=0.2).generate(0)
     attr = registry.get("attributor", "integrated-gradients")(n_steps=8).attribute(truth, stim, "bipolar", ["gc05"])
@@ -258,50 +237,3 @@ def test_the_fixed_first_layer_survives_saving_and_is_refused_for_another_shape(
     assert not back.module.conv1.weight.requires_grad
     with pytest.raises(ParameterError, match="first_layer"):
         RetinaCNN(**{**_arch(), "channels1": 4}, first_layer="synthetic-retina")
-
-
-def test_polarity_tells_a_filter_from_its_negative_of_another_type():
-    # OFF-slow and ON-fast delayed are near negatives (cosine -0.99): a CNN channel with the ON-fast
-    # delayed shape and a positive gain is an ON channel, which the sign-invariant match called OFF-slow
-    circuit = SyntheticRetina().conv.weight.detach().numpy()
-    groups, _ = R.type_groups(SyntheticRetina())
-    channel_names = [t["name"] for t in SyntheticRetina().ground_truth_types()]
-    off_slow, on_fast_delayed = channel_names.index("OFF-slow"), channel_names.index("ON-fast delayed")
-    assert R.kernel_cosines(circuit[[off_slow]], circuit[[on_fast_delayed]])[0, 0] < -0.95
-    cnn = -circuit[[off_slow]]
-    ignoring = R.match_kernels(cnn, circuit, groups)
-    assert ignoring.channel[0] == off_slow  # |cos| 1.0 with its own negative
-    assert R.match_kernels(cnn, circuit, groups, polarity=np.array([1.0])).channel[0] == on_fast_delayed
-    assert R.match_kernels(cnn, circuit, groups, polarity=np.array([-1.0])).channel[0] == off_slow
-    with pytest.raises(ParameterError, match="polarity"):
-        R.match_kernels(cnn, circuit, groups, polarity=np.array([0.5]))
-
-
-def test_a_pair_below_the_threshold_never_displaces_one_above_it():
-    circuit = SyntheticRetina().conv.weight.detach().numpy()
-    groups, _ = R.type_groups(SyntheticRetina())
-    rng = np.random.default_rng(3)
-    # channel 0 is filter 0 (cos 1); channel 1 is mostly noise with a little of filter 0 (cos < 0.5)
-    noise = rng.standard_normal(circuit[0].shape) * np.linalg.norm(circuit[0]) / np.sqrt(circuit[0].size)
-    cnn = np.stack([circuit[0], 0.3 * circuit[0] + noise])
-    match = R.match_kernels(cnn, circuit, groups, polarity=np.array([1.0, 1.0]))
-    assert match.channel[0] == 0 and match.channel[1] == -1
-
-
-def test_channel_polarity_reads_the_gain_each_channel_reaches_its_relu_with():
-    cnn = RetinaCNN(**_arch(), seed=0)
-    with torch.no_grad():
-        gain = cnn.module.bn1.weight.view(8, 6, 6)
-        gain.fill_(1.0)
-        gain[2] = -0.5
-        gain[5, 0, :] = -1.0  # one row of channel 5's units the other way
-    polarity, consistency = R.channel_polarity(cnn)
-    np.testing.assert_array_equal(polarity, [1, 1, -1, 1, 1, 1, 1, 1])
-    assert consistency[2] == 1.0 and consistency[5] == pytest.approx(30 / 36)
-    mixing = torch.nn.Sequential(torch.nn.Conv2d(8, 8, 1), torch.nn.ReLU())
-    cnn.split = lambda layer: (cnn.module[:1], mixing)  # type: ignore[method-assign]
-    with pytest.raises(SchemaError, match="mix units"):
-        R.channel_polarity(cnn)
-    cnn.split = lambda layer: (cnn.module[:1], torch.nn.Sequential(torch.nn.Flatten()))  # type: ignore[method-assign]
-    with pytest.raises(SchemaError, match="no ReLU"):
-        R.channel_polarity(cnn)
