@@ -167,10 +167,10 @@ def channel_polarity(cnn: Model, layer: str = "conv1") -> tuple[np.ndarray, np.n
     shape = cnn.layers()[layer]
     rng = np.random.default_rng(0)
     with torch.no_grad():
-        zero = torch.zeros((1, *shape))
+        zero = torch.zeros((1, *shape), device=cnn.device)
         base = prefix(zero).reshape(1, -1)
         slope = (prefix(zero + 1.0).reshape(1, -1) - base)[0]
-        d = torch.as_tensor(rng.standard_normal((1, *shape)), dtype=zero.dtype)
+        d = torch.as_tensor(rng.standard_normal((1, *shape)), dtype=zero.dtype, device=zero.device)
         moved = prefix(zero + d).reshape(1, -1) - base
     if not torch.allclose(moved[0], slope * d.reshape(-1), rtol=1e-3, atol=1e-4 * float(slope.abs().max())):
         raise SchemaError(
@@ -178,7 +178,7 @@ def channel_polarity(cnn: Model, layer: str = "conv1") -> tuple[np.ndarray, np.n
             f"({', '.join(type(m).__name__ for m in modules[:relu])}), so a channel's sign at the rectifier is not "
             "one number; match kernels without polarity (polarity=None)"
         )
-    per_channel = slope.reshape(shape[0], -1).numpy()
+    per_channel = slope.reshape(shape[0], -1).cpu().numpy()
     polarity = np.where(np.median(per_channel, axis=1) >= 0, 1.0, -1.0)
     consistency = (np.sign(per_channel) == polarity[:, None]).mean(axis=1)
     return polarity, consistency
