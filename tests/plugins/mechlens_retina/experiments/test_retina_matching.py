@@ -79,3 +79,32 @@ def test_channel_polarity_reads_the_gain_each_channel_reaches_its_relu_with():
     cnn.split = lambda layer: (cnn.module[:1], torch.nn.Sequential(torch.nn.Flatten()))  # type: ignore[method-assign]
     with pytest.raises(SchemaError, match="no ReLU"):
         M.channel_polarity(cnn)
+
+
+def test_the_match_is_invariant_to_the_networks_own_sign_symmetry():
+    # flipping a channel's kernel *and* its gain (and the batch norm's mean) leaves the network's rates
+    # unchanged; the polarity-signed match must not move either, while the kernel's sign alone does
+    circuit = SyntheticRetina().conv.weight.detach()
+    groups, _ = M.type_groups(SyntheticRetina())
+    cnn = RetinaCNN(checkpoint="random", image_size=20, channels2=2, kernel2=3, n_cells=2, seed=0, device="cpu")
+    order = [3, 0, 6, 1, 7, 2, 5, 4]
+    with torch.no_grad():
+        cnn.module.conv1.weight.copy_(circuit[order])
+        cnn.module.conv1.bias.zero_()
+    stim = torch.randn(4, 40, 20, 20)
+    before = cnn.module(stim)
+
+    def match() -> np.ndarray:
+        polarity, _ = M.channel_polarity(cnn)
+        return M.match_kernels(
+            cnn.module.conv1.weight.detach().numpy(), circuit.numpy(), groups, polarity=polarity
+        ).channel
+
+    np.testing.assert_array_equal(match(), order)
+    with torch.no_grad():
+        cnn.module.conv1.weight[2].neg_()
+        units = slice(2 * 36, 3 * 36)
+        cnn.module.bn1.weight[units] *= -1
+        cnn.module.bn1.running_mean[units] *= -1
+    torch.testing.assert_close(cnn.module(stim), before, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(match(), order)
