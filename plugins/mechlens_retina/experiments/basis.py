@@ -97,20 +97,41 @@ def fit_circuit_basis(
     -------
     CircuitBasis
     """
+    weight = _first_conv(cnn, layer).weight.detach().cpu().numpy()
+    return fit_kernels(weight, circuit_weight, cnn.windows(movie), stride=stride, name=f"the CNN's {layer}")
+
+
+def fit_kernels(
+    weight: np.ndarray, circuit_weight: np.ndarray, windows: torch.Tensor, stride: int = 5, name: str = "the kernels"
+) -> CircuitBasis:
+    """:func:`fit_circuit_basis` for any kernels (e.g. random ones, as a reference), on given windows.
+
+    Parameters
+    ----------
+    weight : numpy.ndarray
+        (n_cnn, history, k, k) the kernels to fit.
+    circuit_weight : numpy.ndarray
+        (n_circuit, history, k, k) the circuit's filters.
+    windows : torch.Tensor
+        (n_windows, history, y, x) input windows (``Model.windows``: the model's input units).
+    stride : int
+        Every ``stride``-th window is used.
+    name : str
+        What ``weight`` is, for the error message.
+    """
     import torch
     import torch.nn.functional as F
 
-    conv = _first_conv(cnn, layer)
-    w = conv.weight.detach().double().cpu()
+    w = torch.as_tensor(np.asarray(weight), dtype=torch.float64)
     k = torch.as_tensor(np.asarray(circuit_weight), dtype=torch.float64)
     if k.shape[1:] != w.shape[1:]:
         raise SchemaError(
-            f"fit_circuit_basis: the CNN's {layer} kernels {tuple(w.shape[1:])} and the circuit's filters "
+            f"fit_circuit_basis: {name} {tuple(w.shape[1:])} and the circuit's filters "
             f"{tuple(k.shape[1:])} differ in (history, y, x); fit a CNN with the circuit's history and kernel size"
         )
     if stride < 1:
         raise SchemaError(f"fit_circuit_basis: stride must be >= 1, got {stride}")
-    windows = cnn.windows(movie)[::stride]
+    windows = windows[::stride]
     a_parts, b_parts = [], []
     with torch.no_grad():
         for start in range(0, windows.shape[0], 64):
