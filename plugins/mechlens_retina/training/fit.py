@@ -99,6 +99,15 @@ class TrainParameters:
         1e-3, "weight of the L1 activity penalty: l1 * mean |predicted rate| (Hz) is added to the loss", min=0
     )
     noise: float = param(0.05, "std of the Gaussian noise after each conv batch norm during training", min=0)
+    spread: float = param(
+        0.0,
+        "weight of a penalty on the first layer's spatial spread: spread * the mean over conv1 channels of "
+        "the squared RMS distance (pixels^2) of the channel's weight energy from the kernel centre is added "
+        "to the loss; scale-free (a batch norm follows conv1), it pulls each subunit towards a small "
+        "receptive field such as a bipolar cell's (docs/training.md, 'A penalty on the subunits' spread'); "
+        "0: none",
+        min=0,
+    )
     schedule: str = param(
         "plateau",
         "learning-rate schedule: plateau (ReduceLROnPlateau on the validation loss), multistep, or none",
@@ -168,6 +177,29 @@ class TrainParameters:
 
 
 # -- the training loop -----------------------------------------------------------------------------
+def spatial_spread(weight: torch.Tensor) -> torch.Tensor:
+    """Mean over channels of each kernel's squared RMS distance from the kernel centre, pixels^2.
+
+    Parameters
+    ----------
+    weight : torch.Tensor
+        (channels, history, k, k) first-layer weights.
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar: ``mean_c sum_{t,y,x} w[c,t,y,x]^2 d(y,x)^2 / sum_{t,y,x} w[c,t,y,x]^2``, with ``d`` the
+        distance of pixel (y, x) from the kernel centre. Invariant to each channel's scale, so it moves
+        energy towards the centre rather than shrinking the kernel (``bn1`` would undo a shrink).
+    """
+    k_y, k_x = weight.shape[-2:]
+    y = torch.arange(k_y, dtype=weight.dtype, device=weight.device) - (k_y - 1) / 2
+    x = torch.arange(k_x, dtype=weight.dtype, device=weight.device) - (k_x - 1) / 2
+    d2 = y[:, None] ** 2 + x[None, :] ** 2
+    energy = (weight**2).sum(1)  # (channels, k, k)
+    return ((energy * d2).sum((1, 2)) / energy.sum((1, 2)).clamp_min(1e-12)).mean()
+
+
 def _initial_weights(path: str, model: RetinaCNN) -> tuple[float, float]:
     """Load ``init_from``'s weights into ``model`` (in place); its stimulus mean and std.
 
@@ -391,6 +423,13 @@ def _train(
     # so neither a gradient step nor weight decay can move it
     decay = [module.get_parameter(f"{name}.weight") for name in ("conv1", "conv2", "dense")]
     decay = [t for t in decay if t.requires_grad]
+    conv1_weight = module.get_parameter("conv1.weight")
+    if params.spread and not conv1_weight.requires_grad:
+        raise ParameterError(
+            "spread",
+            f"{params.spread} penalises the first layer's spread, but conv1 is fixed here (first_layer="
+            f"{model.params.first_layer!r}); leave spread at 0 or train a free first layer",
+        )
     decay_ids = {id(t) for t in decay}
     others = [t for t in module.parameters() if id(t) not in decay_ids and t.requires_grad]
     optimizer = torch.optim.Adam(
@@ -502,6 +541,8 @@ def _train(
                 rate = rest(buffer.first_layer(x))
                 loss = loss_fn(rate, y)
                 objective = loss + params.l1 * rate.abs().mean() if params.l1 else loss
+                if params.spread:
+                    objective = objective + params.spread * spatial_spread(conv1_weight)
                 optimizer.zero_grad(set_to_none=True)
                 objective.backward()
                 optimizer.step()
@@ -560,7 +601,8 @@ def _train(
             val_loss_mean_rate,
             lr,
             time.perf_counter() - started,
-            f"; stopping ({stop})" if stop else "",
+            (f"; conv1 spread {float(spatial_spread(conv1_weight.detach())):.2f} px^2" if params.spread else "")
+            + (f"; stopping ({stop})" if stop else ""),
         )
         if state_path is not None:
             save_state(

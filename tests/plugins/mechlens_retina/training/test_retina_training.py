@@ -352,3 +352,35 @@ def test_bad_inputs_are_explained(recording):
         training.save_path(Path("model.bin"))
     with pytest.raises(UsageError, match=r"\.pt \+ \.json checkpoints are still read, no longer written"):
         training.save_path(Path("model.pt"))
+
+
+def test_spatial_spread_is_the_mean_squared_rms_distance_from_the_kernel_centre():
+    w = torch.zeros(2, 3, 5, 5)
+    w[0, 1, 2, 2] = 4.0  # all energy at the centre
+    w[1, 0, 2, 3] = w[1, 2, 1, 2] = 1.0  # one pixel from the centre, twice
+    assert float(training.spatial_spread(w)) == pytest.approx((0.0 + 1.0) / 2)
+    w[1, 1, 0, 0] = 1.0  # a third unit of energy at distance^2 8: channel 1 -> (1 + 1 + 8) / 3
+    assert float(training.spatial_spread(w)) == pytest.approx((0.0 + 10.0 / 3) / 2)
+    # scale-free: a batch norm follows conv1, so shrinking a kernel must not lower the penalty
+    assert float(training.spatial_spread(3.0 * w)) == pytest.approx(float(training.spatial_spread(w)))
+    # and its gradient moves energy towards the centre: one descent step lowers it
+    v = torch.randn(4, 3, 7, 7, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    before = training.spatial_spread(v)
+    before.backward()
+    with torch.no_grad():
+        after = training.spatial_spread(v - 0.05 * v.grad)
+    assert float(after) < float(before.detach())
+
+
+def test_spread_penalty_pulls_the_first_layer_to_the_kernel_centre(recording, fitted):
+    free, _ = fitted
+    pulled, _ = train(recording, {**FAST, "spread": 5.0}, ARCH, progress=False)
+    s_free, s_pulled = (float(training.spatial_spread(m.torch_module().conv1.weight.detach())) for m in (free, pulled))
+    assert s_pulled < 0.5 * s_free, (s_pulled, s_free)
+
+
+def test_spread_penalty_refuses_a_fixed_first_layer():
+    rec = from_datasets(ln_split(700, 0, size=20, history=40), ln_split(100, 1, size=20, history=40, n_rep=2))
+    arch = {**ARCH, "history": 40, "channels1": 8, "kernel1": 15, "first_layer": "synthetic-retina"}
+    with pytest.raises(ParameterError, match="conv1 is fixed"):
+        train(rec, {**FAST, "epochs": 1, "spread": 1.0}, arch, progress=False)
