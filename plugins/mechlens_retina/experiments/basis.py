@@ -118,6 +118,11 @@ def fit_kernels(
         Every ``stride``-th window is used.
     name : str
         What ``weight`` is, for the error message.
+
+    Returns
+    -------
+    CircuitBasis
+        The mixing, exact residual kernels and explained variance fractions of ``weight``.
     """
     import torch
     import torch.nn.functional as F

@@ -25,7 +25,8 @@ from mechlens.errors import ParameterError, SchemaError
 from mechlens.interfaces import Model
 from mechlens.testing import noise_stimulus
 
-#: default |cosine| below which a CNN kernel matches no circuit filter. Two random 9000-dimensional
+#: default similarity (cosine signed by the channel's polarity, or |cosine| without one) below which a
+#: CNN kernel matches no circuit filter. Two random 9000-dimensional
 #: kernels have |cos| ~ 0.01; a circuit filter shifted by one pixel keeps |cos| ~ 0.8 (its DoG
 #: centre is 1 px wide), so 0.5 separates "the same filter" from "another filter".
 COSINE_THRESHOLD = 0.5
